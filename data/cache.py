@@ -1,0 +1,102 @@
+"""Decode each volume once into uint8 ``.npy`` files that later epochs and runs memory-map."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from data.oct import DatasetError, VolumeRecord, grey_to_classes, read_grey
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("OCT_CACHE_DIR", Path.home() / ".cache" / "retina-lesion"))
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _key(paths: tuple[Path, ...]) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def stack_slices(paths: tuple[Path, ...], reader) -> np.ndarray:
+    """Read every slice with ``reader`` into one (N, H, W) uint8 array; slices of another size are an error."""
+    first = reader(paths[0])
+    out = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    out[0] = first
+    for i, p in enumerate(paths[1:], start=1):
+        a = reader(p)
+        if a.shape != first.shape:
+            raise DatasetError(f"{p}: slice is {a.shape[0]}x{a.shape[1]} but {paths[0].name} is {first.shape[0]}x{first.shape[1]}")
+        out[i] = a
+    return out
+
+
+class VolumeCache:
+    """``load(record)`` -> (image (N, H, W) uint8, labels (N, H, W) uint8 class indices or None), memory-mapped.
+
+    Entries are keyed by every slice file's path, size and mtime, so an edited file is decoded again.
+    """
+
+    def __init__(self, cache_dir: str | Path | None = None) -> None:
+        self.dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _entry(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...]) -> Path:
+        return self.dir / f"{rec.pid}-{kind}-{_key(paths)}.npy"
+
+    def _get(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...], reader) -> np.ndarray:
+        path = self._entry(rec, kind, paths)
+        if not path.exists():
+            _atomic_save_npy(path, stack_slices(paths, reader))
+        return np.load(path, mmap_mode="r")
+
+    def load(self, rec: VolumeRecord) -> tuple[np.ndarray, np.ndarray | None]:
+        image = self._get(rec, "image", rec.image_paths, read_grey)
+        if rec.label_paths is None:
+            return image, None
+        labels = self._get(rec, "label", rec.label_paths, lambda p: grey_to_classes(read_grey(p), p))
+        if labels.shape != image.shape:
+            raise DatasetError(
+                f"{rec.label_paths[0].parent}: label slices are {labels.shape[1]}x{labels.shape[2]} but image "
+                f"slices in {rec.image_paths[0].parent} are {image.shape[1]}x{image.shape[2]}"
+            )
+        return image, labels
+
+
+def compute_normalization(records: list[VolumeRecord], cache: VolumeCache) -> dict[str, list[float]]:
+    """Mean and std of the training images in [0, 1], one value per input channel (3 identical ones)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for rec in records:
+        image, _ = cache.load(rec)
+        for z in range(image.shape[0]):
+            s = image[z].astype(np.float64) / 255.0
+            total += s.sum()
+            total_sq += np.square(s).sum()
+            count += s.size
+    mean = total / count
+    std = max(np.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6)
+    return {"mean": [float(mean)] * 3, "std": [float(std)] * 3}
+
+
+def save_json_atomic(path: str | Path, obj) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,67 @@
+"""Training samples: a slice stacked with its two neighbours, built on the fly from the volume cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.cache import VolumeCache
+from data.oct import VolumeRecord
+from data.transforms import IGNORE_INDEX, Augment
+
+
+def neighbour_indices(z: np.ndarray | int, n: int) -> np.ndarray:
+    """Slice indices (..., 3): z-1, z, z+1, where an edge slice repeats itself."""
+    z = np.asarray(z)
+    return np.stack([np.clip(z - 1, 0, n - 1), z, np.clip(z + 1, 0, n - 1)], axis=-1)
+
+
+def stack_neighbours(volume: np.ndarray, z: np.ndarray | int) -> np.ndarray:
+    """volume (N, H, W), z (B,) -> (B, 3, H, W) (or (3, H, W) for a scalar z), same dtype."""
+    return volume[neighbour_indices(z, volume.shape[0])]
+
+
+def detection_from_label(label: torch.Tensor, num_lesions: int = 3) -> torch.Tensor:
+    """label (..., H, W) class indices -> (..., num_lesions) float: lesion class k+1 present."""
+    classes = torch.arange(1, num_lesions + 1, device=label.device).view(-1, 1, 1)
+    return (label.unsqueeze(-3) == classes).flatten(-2).any(-1).float()
+
+
+class SliceDataset(Dataset):
+    """Item i -> {"image": (3, H, W) uint8, "label": (H, W) uint8, "det": (3,) float32}.
+
+    Normalisation happens on the device (uint8 crosses the bus, a quarter of float32's bytes).
+    """
+
+    def __init__(self, records: list[VolumeRecord], cache: VolumeCache, augment: Augment | None, seed: int = 0):
+        self.records = records
+        self.cache = cache
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.index = [(v, z) for v, rec in enumerate(records) for z in range(rec.num_slices)]
+        self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _volume(self, v: int) -> tuple[np.ndarray, np.ndarray]:
+        if v not in self._open:  # memmaps open lazily, once per worker process
+            self._open[v] = self.cache.load(self.records[v])
+        return self._open[v]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        v, z = self.index[i]
+        volume, labels = self._volume(v)
+        image = torch.from_numpy(stack_neighbours(volume, z))  # fancy indexing copies
+        label = torch.from_numpy(np.array(labels[z]))  # a writable copy of the memory-mapped slice
+        if self.augment is not None:
+            # a generator per (seed, epoch, item) makes augmentation independent of worker count and order
+            gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+            image, label = self.augment(image, label, gen)
+        det = detection_from_label(torch.where(label == IGNORE_INDEX, 0, label))
+        return {"image": image.contiguous(), "label": label.contiguous(), "det": det}

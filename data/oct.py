@@ -1,0 +1,220 @@
+"""Reader for the AI Challenger 2018 retinal-edema layout.
+
+ROOT/Edema_trainingset/original_images/<PID>.img/1.bmp ... N.bmp
+ROOT/Edema_trainingset/label_images/<PID>_labelMark/1.bmp ... N.bmp
+ROOT/Edema_validationset/... (same), ROOT/Edema_testset/original_images/<PID>.img/ (no labels)
+
+Label grey values 0 / 255 / 191 / 128 are background / REA / SRF / PED -> classes 0 / 1 / 2 / 3.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+SPLIT_FOLDERS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
+IMAGE_SUFFIX, LABEL_SUFFIX = ".img", "_labelMark"
+CLASS_NAMES = ("background", "REA", "SRF", "PED")
+LESION_NAMES = CLASS_NAMES[1:]
+LABEL_GREY_VALUES = (0, 255, 191, 128)  # index = class
+IGNORED_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+_SLICE_NAME = re.compile(r"^(\d+)\.bmp$", re.IGNORECASE)
+
+_LUT = np.full(256, 255, dtype=np.uint8)  # 255 marks a grey value outside the mapping
+for _cls, _grey in enumerate(LABEL_GREY_VALUES):
+    _LUT[_grey] = _cls
+
+
+class DatasetError(ValueError):
+    """Bad input on disk; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """One patient's B-scan volume: its slice files in order, and the matching label files (or None)."""
+
+    pid: str
+    image_paths: tuple[Path, ...]
+    label_paths: tuple[Path, ...] | None
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.image_paths)
+
+
+def _is_ignored(name: str) -> bool:
+    return name.startswith(".") or name.lower() in IGNORED_FILES
+
+
+def list_slices(folder: Path) -> tuple[Path, ...]:
+    """The slice files ``1.bmp ... N.bmp`` of a folder, in numeric order (2 before 10).
+
+    Stray files (``.DS_Store``, ``Thumbs.db``, hidden files) are ignored; any other name, a gap or a
+    duplicate number is an error naming the folder.
+    """
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: slice folder not found")
+    numbered: dict[int, Path] = {}
+    for p in folder.iterdir():
+        if _is_ignored(p.name):
+            continue
+        m = _SLICE_NAME.match(p.name)
+        if not m:
+            raise DatasetError(
+                f"{p}: unexpected file in a slice folder; slices must be named 1.bmp ... N.bmp (remove or move it)"
+            )
+        n = int(m.group(1))
+        if n in numbered:
+            raise DatasetError(f"{folder}: slice number {n} appears twice ({numbered[n].name}, {p.name})")
+        numbered[n] = p
+    if not numbered:
+        raise DatasetError(f"{folder}: no slice files (expected 1.bmp ... N.bmp)")
+    order = sorted(numbered)
+    expected = list(range(1, len(order) + 1))
+    if order != expected:
+        missing = sorted(set(range(1, order[-1] + 1)) - set(order))[:10]
+        raise DatasetError(
+            f"{folder}: slices must be numbered 1..N without gaps; missing {missing}, found {len(order)} files"
+        )
+    return tuple(numbered[n] for n in order)
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """An 8-bit single-channel image as (H, W) uint8.
+
+    Palette images with a grey palette and RGB images whose channels are equal are accepted; colour, 16-bit
+    and unreadable files are errors that name the file.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "L":
+                return np.asarray(im, dtype=np.uint8).copy()
+            if mode == "P":
+                rgb = np.asarray(im.convert("RGB"))
+            elif mode in ("RGB", "RGBA"):
+                rgb = np.asarray(im)[..., :3]
+            else:
+                raise DatasetError(
+                    f"{path}: image mode {mode!r} (e.g. 16-bit or 1-bit) is not supported; convert it to 8-bit grey"
+                )
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"{path}: cannot read the image ({e}); the file is corrupt or truncated, replace it") from e
+    if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        raise DatasetError(f"{path}: colour image ({mode}); B-scans and label maps must be 8-bit grey")
+    return rgb[..., 0].copy()
+
+
+def grey_to_classes(grey: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """Label grey values (0/255/191/128) -> class indices (0/1/2/3); any other value is an error."""
+    classes = _LUT[grey]
+    if (classes == 255).any():
+        bad = np.unique(grey[classes == 255])
+        raise DatasetError(
+            f"{path}: label values {bad[:10].tolist()} are outside the mapping "
+            f"{dict(zip(LABEL_GREY_VALUES, CLASS_NAMES))}; found values {np.unique(grey).tolist()[:20]}"
+        )
+    return classes
+
+
+def classes_to_grey(classes: np.ndarray) -> np.ndarray:
+    return np.asarray(LABEL_GREY_VALUES, dtype=np.uint8)[classes]
+
+
+def detection_targets(label_volume: np.ndarray, num_lesions: int = 3) -> np.ndarray:
+    """(N, H, W) class indices -> (N, num_lesions) float32: slice holds lesion class k+1."""
+    flat = label_volume.reshape(label_volume.shape[0], -1)
+    return np.stack([(flat == k + 1).any(axis=1) for k in range(num_lesions)], axis=1).astype(np.float32)
+
+
+def _volume_record(image_dir: Path, label_dir: Path | None) -> VolumeRecord:
+    pid = image_dir.name[: -len(IMAGE_SUFFIX)] if image_dir.name.endswith(IMAGE_SUFFIX) else image_dir.name
+    images = list_slices(image_dir)
+    labels = None
+    if label_dir is not None:
+        if not label_dir.is_dir():
+            raise DatasetError(f"{label_dir}: label folder for volume {pid} not found")
+        labels = list_slices(label_dir)
+        if len(labels) != len(images):
+            have = {p.name for p in labels}
+            missing = [p.name for p in images if p.name not in have][:10]
+            raise DatasetError(
+                f"{label_dir}: {len(labels)} label slices for {len(images)} image slices in {image_dir}; "
+                f"missing label slices {missing}"
+            )
+    return VolumeRecord(pid, images, labels)
+
+
+def _check_pid(pid: str, where: Path) -> None:
+    # a patient ID becomes a file name in outputs: refuse anything that could leave the output folder
+    if not pid or pid in (".", "..") or "/" in pid or "\\" in pid or "\x00" in pid:
+        raise DatasetError(f"{where}: patient ID {pid!r} is not a safe file name")
+
+
+def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = None) -> list[VolumeRecord]:
+    """All volumes of a split (``train``, ``val`` or ``test``), sorted by patient ID.
+
+    Without ``list_dir`` the split is read from its folder. With it, ``<split>_images.txt`` (and
+    ``<split>_labels.txt`` for labelled splits) list volume folders, or slice files, relative to ``root``.
+    """
+    root = Path(root)
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_FOLDERS)}, got {split!r}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found; pass the folder that holds {SPLIT_FOLDERS[split]}/")
+    labelled = split != "test"
+    if list_dir is not None:
+        pairs = _pairs_from_lists(root, Path(list_dir), split, labelled)
+    else:
+        base = root / SPLIT_FOLDERS[split]
+        img_root = base / "original_images"
+        if not img_root.is_dir():
+            raise DatasetError(
+                f"{img_root}: folder not found; expected {root}/{SPLIT_FOLDERS[split]}/original_images/<PID>.img/"
+            )
+        dirs = sorted(p for p in img_root.iterdir() if p.is_dir() and not _is_ignored(p.name))
+        pairs = []
+        for d in dirs:
+            pid = d.name[: -len(IMAGE_SUFFIX)] if d.name.endswith(IMAGE_SUFFIX) else d.name
+            label_dir = base / "label_images" / f"{pid}{LABEL_SUFFIX}" if labelled else None
+            pairs.append((d, label_dir))
+    if not pairs:
+        raise DatasetError(f"{root}: no volumes found for split {split!r}")
+    records = []
+    for image_dir, label_dir in pairs:
+        rec = _volume_record(image_dir, label_dir)
+        _check_pid(rec.pid, image_dir)
+        records.append(rec)
+    return sorted(records, key=lambda r: r.pid)
+
+
+def _read_list(path: Path, root: Path) -> list[Path]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: list file not found")
+    folders: list[Path] = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        p = root / line
+        folder = p.parent if p.suffix.lower() in (".bmp", ".png") else p
+        if folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def _pairs_from_lists(root: Path, list_dir: Path, split: str, labelled: bool) -> list[tuple[Path, Path | None]]:
+    images = _read_list(list_dir / f"{split}_images.txt", root)
+    if not labelled:
+        return [(d, None) for d in images]
+    labels = _read_list(list_dir / f"{split}_labels.txt", root)
+    if len(labels) != len(images):
+        raise DatasetError(
+            f"{list_dir}: {split}_images.txt names {len(images)} volumes but {split}_labels.txt names {len(labels)}"
+        )
+    return list(zip(images, labels))

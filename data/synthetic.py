@@ -1,0 +1,244 @@
+"""Synthetic OCT volumes written in the exact AI Challenger 2018 on-disk layout.
+
+The real images are not redistributable, so this is the embedded default for the demo and the tests.
+Each B-scan shows dark vitreous, a curved layered retina with a foveal pit, a bright RPE band and a textured
+choroid under multiplicative speckle. Lesions are 3-D blobs spanning adjacent slices:
+REA (dark intraretinal fluid that thickens the retina), SRF (a dark dome between photoreceptors and RPE) and
+PED (the RPE lifted into a dome). Vessel shadows and choroidal vessels are dark but are not lesions, and
+some patients have no lesion. Output is a pure function of the seed.
+
+    python -m data.synthetic --out data/synthetic --seed 0 --train 8 --val 3 --test 3 --slices 32 --height 256 --width 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter, uniform_filter1d
+
+from data.oct import IMAGE_SUFFIX, LABEL_SUFFIX, SPLIT_FOLDERS, classes_to_grey
+
+# retinal layers from the ILM down: (name, fraction of nominal thickness, mean intensity)
+LAYERS = (
+    ("rnfl", 0.10, 205.0),
+    ("gcl", 0.11, 125.0),
+    ("ipl", 0.10, 150.0),
+    ("inl", 0.10, 72.0),
+    ("opl", 0.07, 145.0),
+    ("onl", 0.24, 58.0),
+    ("is", 0.07, 95.0),
+    ("ellipsoid", 0.04, 215.0),
+    ("os", 0.05, 95.0),
+    ("rpe", 0.08, 235.0),
+)
+INNER = {"rnfl", "gcl", "ipl", "inl", "opl"}  # thinned by the foveal pit
+# where each lesion band is inserted (after this layer), its class, and its mean intensity
+LESIONS = {"REA": ("opl", 1, 28.0), "SRF": ("os", 2, 14.0), "PED": ("rpe", 3, 55.0)}
+
+
+@dataclass
+class Blob:
+    """A dome of height ``amp`` (rows) over an ellipse centred at (cx, cz) with semi-axes (ax, az)."""
+
+    cx: float
+    cz: float
+    ax: float
+    az: float
+    amp: float
+    wobble: np.ndarray  # (3, 2) low-order boundary perturbation
+
+    def height(self, x: np.ndarray, z: float) -> np.ndarray:
+        dx, dz = (x - self.cx) / self.ax, (z - self.cz) / self.az
+        theta = np.arctan2(dz, dx)
+        k = np.arange(1, 4)[:, None]
+        rim = 1 + (self.wobble[:, :1] * np.cos(k * theta + self.wobble[:, 1:] * 6.283)).sum(0) * 0.15
+        r2 = (dx**2 + dz**2) / rim**2
+        return self.amp * np.sqrt(np.clip(1 - r2, 0, None))
+
+
+def _patient(rng: np.random.Generator, height: int, width: int) -> dict:
+    healthy = rng.random() < 0.2
+    lesions: dict[str, list[Blob]] = {k: [] for k in LESIONS}
+    if not healthy:
+        present = {"REA": rng.random() < 0.8, "SRF": rng.random() < 0.55, "PED": rng.random() < 0.4}
+        if not any(present.values()):
+            present[str(rng.choice(list(LESIONS)))] = True
+        sizes = {"REA": (0.05, 0.11, 0.10, 0.28), "SRF": (0.03, 0.07, 0.07, 0.18), "PED": (0.025, 0.055, 0.04, 0.11)}
+        for name, on in present.items():
+            if not on:
+                continue
+            a_lo, a_hi, r_lo, r_hi = sizes[name]
+            for _ in range(int(rng.integers(1, 3))):
+                lesions[name].append(
+                    Blob(
+                        cx=rng.uniform(0.2, 0.8),
+                        cz=rng.uniform(0.15, 0.85),
+                        ax=rng.uniform(r_lo, r_hi),
+                        az=rng.uniform(r_lo, r_hi) * 1.2,
+                        amp=rng.uniform(a_lo, a_hi) * height,
+                        wobble=rng.uniform(-1, 1, (3, 2)),
+                    )
+                )
+    n_vessels = int(rng.integers(4, 9))
+    return {
+        "top": rng.uniform(0.22, 0.30) * height,
+        "curve": rng.uniform(0.03, 0.10) * height,
+        "tilt": rng.uniform(-0.05, 0.05) * height,
+        "thick": rng.uniform(0.18, 0.22) * height,
+        "fovea": (rng.uniform(0.42, 0.58), rng.uniform(0.4, 0.6)),
+        "pit": rng.uniform(0.7, 0.9),
+        "choroid": rng.uniform(0.10, 0.14) * height,
+        "gain": rng.uniform(0.8, 1.15),
+        "vessels": [
+            (rng.uniform(0.05, 0.95), rng.uniform(-0.15, 0.15), rng.uniform(1.5, 4.0) * width / 512)
+            for _ in range(n_vessels)
+        ],
+        "lesions": lesions,
+    }
+
+
+def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One B-scan at normalised slice position z: (image uint8 (H, W), classes uint8 (H, W))."""
+    x = (np.arange(width) + 0.5) / width
+    fx, fz = p["fovea"]
+    g = np.exp(-((x - fx) ** 2 + (z - fz) ** 2) / (2 * 0.07**2))
+    # RPE row of the healthy retina: a curved, tilted floor
+    floor = p["top"] + p["thick"] + p["curve"] * (1 - (2 * x - 1) ** 2) + p["tilt"] * (x - 0.5)
+
+    # walk up from Bruch's membrane, stacking bands; a lesion band pushes everything above it up
+    bands: list[tuple[np.ndarray, float, int]] = []  # (thickness per column, intensity, class)
+    for name, frac, level in LAYERS:
+        t = np.full(width, frac * p["thick"])
+        if name in INNER:
+            t = t * (1 - p["pit"] * g)
+        elif name == "onl":
+            t = t * (1 + 0.35 * g)
+        bands.append((t, level, 0))
+        for lesion, (after, cls, lev) in LESIONS.items():
+            if after == name:
+                h = sum((b.height(x, z) for b in p["lesions"][lesion]), np.zeros(width))
+                bands.append((h, lev, cls))
+    # order bottom-up: PED sits under the RPE, so reverse the top-down list
+    bands = bands[::-1]
+    bottom = floor  # Bruch's membrane stays in place; bands above it are lifted
+    edges = [bottom]
+    for t, _, _ in bands:
+        edges.append(edges[-1] - t)
+    # edges[k] is the lower edge of band k (bottom-up); a row belongs to band k when edges[k+1] <= y < edges[k]
+    yy = np.arange(height)[:, None] + 0.5
+    lower = np.stack(edges[:-1])  # (K, W)
+    upper = np.stack(edges[1:])
+    inside = (yy[None] >= upper[:, None]) & (yy[None] < lower[:, None])  # (K, H, W)
+    levels = np.array([lev for _, lev, _ in bands], dtype=np.float32)
+    classes_k = np.array([c for _, _, c in bands], dtype=np.uint8)
+    any_band = inside.any(0)
+    k_idx = inside.argmax(0)
+    img = np.where(any_band, levels[k_idx], 0.0).astype(np.float32)
+    cls = np.where(any_band, classes_k[k_idx], 0).astype(np.uint8)
+
+    ilm = edges[-1]
+    vitreous = yy < ilm[None]
+    below = yy >= bottom[None]
+    # choroid: bright, lobular, with dark vessel lumens; fades with depth into the sclera
+    depth = (yy - bottom[None]) / p["choroid"]
+    field = gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), sigma=max(height / 170, 1.5))
+    field /= field.std() + 1e-6
+    choroid = np.where(field < -0.6, 35.0, 150.0 + 25 * field) * np.exp(-np.clip(depth, 0, None) * 0.9)
+    img = np.where(below, choroid + 18, img)
+    img = np.where(vitreous, 10.0, img)
+
+    # intraretinal fluid is mottled by septa; every band gets a low-frequency texture
+    septa = gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), max(height / 256, 1.0))
+    img = np.where(cls == 1, img * (1 + 0.9 * np.clip(septa / (septa.std() + 1e-6), 0, None)), img)
+    # texture inside the retina, then shadows under vessels (dark, full-depth stripes: not lesions)
+    img *= 1 + 0.12 * gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), 3.0)
+    shadow = np.ones(width, dtype=np.float32)
+    for x0, drift, w in p["vessels"]:
+        xv = x0 + drift * (z - 0.5) + 0.01 * np.sin(6 * z + x0 * 10)
+        d = np.abs(x - xv) * width
+        shadow = np.minimum(shadow, 1 - 0.7 * np.clip(1.5 - d / w, 0, 1))
+    rnfl_bottom = ilm + bands[-1][0]
+    img = np.where(yy > rnfl_bottom[None] + 2, img * shadow[None], img)
+
+    # multiplicative speckle, elongated along the A-line sweep, then detector noise
+    speckle = rng.gamma(2.5, 1 / 2.5, (height, width)).astype(np.float32)
+    speckle = uniform_filter1d(speckle, size=3, axis=1)
+    img = img * speckle * p["gain"] + rng.normal(6.0, 4.0, (height, width))
+    return np.clip(img, 0, 255).astype(np.uint8), cls
+
+
+def generate_volume(rng: np.random.Generator, slices: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image (N, H, W) uint8, classes (N, H, W) uint8) for one synthetic patient."""
+    p = _patient(rng, height, width)
+    image = np.empty((slices, height, width), np.uint8)
+    classes = np.empty_like(image)
+    for i in range(slices):
+        image[i], classes[i] = _bscan(p, (i + 0.5) / slices, height, width, rng)
+    return image, classes
+
+
+def _write_slices(folder: Path, volume: np.ndarray) -> None:
+    folder.mkdir(parents=True)
+    for i, s in enumerate(volume, start=1):
+        Image.fromarray(s, mode="L").save(folder / f"{i}.bmp")
+
+
+def write_dataset(
+    out: str | Path,
+    seed: int = 0,
+    train: int = 8,
+    val: int = 3,
+    test: int = 3,
+    slices: int = 128,
+    height: int = 1024,
+    width: int = 512,
+    force: bool = False,
+) -> Path:
+    """Write the three splits under ``out`` (atomically: a temporary folder renamed at the end)."""
+    out = Path(out)
+    if out.exists():
+        if not force:
+            raise FileExistsError(f"{out} already exists; pass --force to replace it")
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+    rng = np.random.default_rng(seed)
+    pid_no = 0
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        base = tmp / SPLIT_FOLDERS[split]
+        (base / "original_images").mkdir(parents=True)
+        for _ in range(count):
+            pid_no += 1
+            pid = f"P{pid_no:04d}_MacularCube{width}x{slices}_synthetic"
+            image, classes = generate_volume(np.random.default_rng(rng.integers(2**63)), slices, height, width)
+            _write_slices(base / "original_images" / f"{pid}{IMAGE_SUFFIX}", image)
+            if split != "test":
+                _write_slices(base / "label_images" / f"{pid}{LABEL_SUFFIX}", classes_to_grey(classes))
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Write a synthetic OCT edema dataset in the AI Challenger 2018 layout")
+    ap.add_argument("--out", required=True, help="dataset root to create")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", type=int, default=8, help="training patients")
+    ap.add_argument("--val", type=int, default=3, help="validation patients")
+    ap.add_argument("--test", type=int, default=3, help="test patients")
+    ap.add_argument("--slices", type=int, default=128)
+    ap.add_argument("--height", type=int, default=1024)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    a = ap.parse_args(argv)
+    path = write_dataset(a.out, a.seed, a.train, a.val, a.test, a.slices, a.height, a.width, a.force)
+    print(f"wrote {a.train}/{a.val}/{a.test} train/val/test patients of {a.slices}x{a.height}x{a.width} to {path}")
+
+
+if __name__ == "__main__":
+    main()

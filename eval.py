@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Evaluate one checkpoint or a fusion of several on a labelled split with the challenge metrics.
+
+    python eval.py --seg-path runs/unet_nested_mix_33/checkpoint/model_best.pth.tar --vis
+    python eval.py --fusion runs/a/checkpoint/model_best.pth.tar runs/b/checkpoint/model_best.pth.tar --vis
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+
+import numpy as np
+
+from utils.cli import add_inference_args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_inference_args(p)
+    p.add_argument("--split", default="val", choices=["train", "val"], help="labelled split to score")
+    p.add_argument("--vis", action="store_true", help="write per-slice overlays and a GIF per volume")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    from data.cache import VolumeCache, save_json_atomic
+    from data.oct import detection_targets, find_volumes
+    from utils.cli import build_predictor, checkpoints, default_out, first_settings
+    from utils.io import prepare_output_dir
+    from utils.metrics import ChallengeMetrics
+    from utils.vis import save_volume_pictures
+
+    args = parse_args(argv)
+    paths = checkpoints(args)
+    s = first_settings(paths)
+    data_dir = args.data_dir or s.data_dir
+    records = find_volumes(data_dir, args.split, args.list_dir)
+    out = prepare_output_dir(args.out or default_out(paths, f"eval_{args.split}"), args.force)
+    cache = VolumeCache(args.cache_dir or s.cache_dir)
+    predictor = build_predictor(args, paths)
+
+    metrics = ChallengeMetrics()
+    t0 = time.time()
+    for rec in records:
+        image, labels = cache.load(rec)
+        pred = predictor.predict_volume(np.asarray(image))
+        det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
+        d = metrics.update(rec.pid, pred.labels, np.asarray(labels), pred.det_scores, det_labels)
+        print(f"{rec.pid}: dice REA={d[0]:.4f} SRF={d[1]:.4f} PED={d[2]:.4f}", flush=True)
+        if args.vis:
+            save_volume_pictures(out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels))
+    result = metrics.compute()
+    result.update({"checkpoints": paths, "split": args.split, "data_dir": str(data_dir), "volumes": len(records),
+                   "seconds": round(time.time() - t0, 2), "tta": args.tta})
+    save_json_atomic(out / "metrics.json", result)
+    rows = metrics.per_volume_rows()
+    with (out / "per_volume.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(("dice", "auc"))}, indent=1))
+    print(f"wrote {out}/metrics.json and per_volume.csv" + (f", pictures in {out}/vis" if args.vis else ""))
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,87 @@
+"""Segmentation losses on logits (B, C, H, W) against class indices (B, H, W)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from losses.functional import one_hot_valid, soft_dice_score
+
+DEFAULT_CLASS_WEIGHTS = (1.0, 5.0, 10.0, 20.0)
+
+
+class WeightedCrossEntropyLoss(nn.Module):
+    """Cross-entropy with per-class weights (default 1, 5, 10, 20 for background, REA, SRF, PED)."""
+
+    target_kind = "seg"
+
+    def __init__(
+        self, class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS, ignore_index: int = 255
+    ) -> None:
+        super().__init__()
+        if class_weights is not None:
+            w = torch.as_tensor(class_weights, dtype=torch.float32)
+            if w.ndim != 1 or (w < 0).any() or not torch.isfinite(w).all():
+                raise ValueError(f"class_weights must be a 1-D list of finite non-negative numbers, got {class_weights}")
+            self.register_buffer("class_weights", w)
+        else:
+            self.class_weights = None
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
+            raise ValueError(
+                f"{self.class_weights.numel()} class weights for logits with {logits.shape[1]} classes"
+            )
+        return F.cross_entropy(logits.float(), target.long(), weight=self.class_weights, ignore_index=self.ignore_index)
+
+
+class _DiceBase(nn.Module):
+    target_kind = "seg"
+
+    def __init__(self, smooth: float = 0.0, ignore_index: int = 255, include_background: bool = False) -> None:
+        super().__init__()
+        if smooth < 0:
+            raise ValueError(f"smooth must be >= 0, got {smooth}")
+        self.smooth = smooth
+        self.ignore_index = ignore_index
+        self.include_background = include_background
+
+    def _dice(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = logits.float().softmax(dim=1)
+        onehot, mask = one_hot_valid(target, logits.shape[1], self.ignore_index)
+        dice, present = soft_dice_score(probs, onehot, mask, self.smooth)
+        if not self.include_background:
+            dice, present = dice[1:], present[1:]
+        return dice, present
+
+
+class SoftDiceLoss(_DiceBase):
+    """1 - mean Dice over the lesion classes; a class absent from the batch's target counts as Dice 1, as in the
+    original (its false positives are left to the cross-entropy term)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        dice, present = self._dice(logits, target)
+        return 1 - torch.where(present, dice, torch.ones_like(dice)).mean()
+
+
+class ELDiceLoss(_DiceBase):
+    """Exponential-logarithmic Dice (Wong et al. 2018): mean over lesion classes of (-ln Dice) ** gamma.
+
+    Absent classes contribute 0 (Dice 1). The safe value keeps the gradient finite where Dice is 1.
+    """
+
+    def __init__(self, gamma: float = 0.5, smooth: float = 0.0, ignore_index: int = 255, include_background=False):
+        super().__init__(smooth, ignore_index, include_background)
+        if gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {gamma}")
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        dice, present = self._dice(logits, target)
+        safe = torch.where(present, dice, torch.full_like(dice, 0.5)).clamp(1e-7, 1 - 1e-7)
+        term = (-torch.log(safe)) ** self.gamma
+        return torch.where(present, term, torch.zeros_like(term)).mean()

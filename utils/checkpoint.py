@@ -1,0 +1,92 @@
+"""Checkpoints: written atomically, versioned, loaded with ``weights_only=True`` and checked before use."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model_name", "settings", "state_dict", "epoch")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated, foreign or unsafe; the message names the file."""
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path`` via a temporary file and an atomic rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format_version": FORMAT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without running any code from it, and check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, code-running pickle: all refused here
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "It may be truncated, or hold objects other than tensors and plain values; it was not executed."
+        ) from e
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (missing {missing})")
+    if state["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {state['format_version']} is newer than this code's {FORMAT_VERSION}; update"
+        )
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, state_dict: dict, path: str | Path) -> None:
+    """Strict load that names the file and the first mismatches instead of half-loading a model."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"shape mismatches {shapes[:3]}); is it another model, task or class count?"
+        )
+    model.load_state_dict(state_dict)
+
+
+def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
+    """(model in eval mode, Settings, checkpoint dict) from a checkpoint path alone."""
+    from models import build_model
+    from utils.config import Settings
+
+    state = load_checkpoint(path, map_location)
+    settings = Settings.from_dict(state["settings"], source=str(path))
+    if state["model_name"] != settings.name:
+        raise CheckpointError(f"{path}: model name {state['model_name']!r} disagrees with settings {settings.name!r}")
+    model = build_model(
+        settings.name,
+        num_classes=settings.num_classes,
+        num_detect=settings.num_detect,
+        channels=tuple(settings.channels),
+    )
+    load_model_weights(model, state["state_dict"], path)
+    return model.eval(), settings, state

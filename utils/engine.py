@@ -1,0 +1,237 @@
+"""Training: ``train_step(batch) -> dict``, ``validate() -> metrics``, ``fit()``."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data.cache import VolumeCache, compute_normalization, save_json_atomic
+from data.dataset import SliceDataset
+from data.oct import find_volumes
+from data.transforms import Augment
+from losses import build_loss
+from models import build_model
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from utils.config import Settings
+from utils.inference import Member, Predictor, autocast_for, default_device, normalize
+from utils.metrics import ChallengeMetrics
+
+LATEST, BEST = "checkpoint_latest.pth.tar", "model_best.pth.tar"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def learning_rate(s: Settings, epoch: int) -> float:
+    """The original schedule, per epoch: step (x0.1 every ``step`` epochs) or poly (power 0.9)."""
+    if s.lr_mode == "step":
+        return s.lr * (0.1 ** (epoch // s.step))
+    return s.lr * (1 - epoch / s.epochs) ** 0.9
+
+
+def make_optimizer(s: Settings, params) -> torch.optim.Optimizer:
+    opt = s.optimizer.lower()
+    if opt == "sgd":
+        return torch.optim.SGD(params, s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if opt == "adamw":
+        return torch.optim.AdamW(params, s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
+    return torch.optim.Adam(params, s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
+
+
+def default_run_dir(s: Settings) -> Path:
+    return Path(s.out) if s.out else Path("runs") / f"{s.name}_{s.loss}"
+
+
+class Trainer:
+    def __init__(self, settings: Settings, resume: str | None = None, device: torch.device | None = None) -> None:
+        self.s = settings
+        self.device = device or default_device()
+        self.run_dir = default_run_dir(settings)
+        self.ckpt_dir = self.run_dir / "checkpoint"
+        resume_path = self._resume_path(resume)
+        if resume_path is None and (self.ckpt_dir / LATEST).exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; continue it with --resume auto, or choose another --out"
+            )
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+        s = settings
+        seed_everything(s.seed)
+        self.cache = VolumeCache(s.cache_dir)
+        self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
+        self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
+        self.normalization = self._normalization()
+
+        self.model = build_model(s.name, num_classes=s.num_classes, num_detect=s.num_detect, channels=tuple(s.channels))
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.forward = torch.compile(self.model) if s.compile else self.model
+        self.loss = build_loss(s.loss, s.class_weights, gamma=s.el_dice_gamma, deep_supervision=s.deep_supervision)
+        self.loss.to(self.device)
+        self.optimizer = make_optimizer(s, self.model.parameters())
+
+        augment = Augment(s.flip, s.random_rotate, s.random_scale, s.crop_size, s.resize_hw)
+        self.train_set = SliceDataset(self.train_records, self.cache, augment, seed=s.seed)
+        self.predictor = Predictor(
+            [Member(self.model, self.normalization["mean"], self.normalization["std"], s.resize_hw)],
+            self.device,
+            batch_size=s.val_batch_size,
+            amp=s.amp,
+        )
+        self.start_epoch, self.best_dice = 0, -math.inf
+        if resume_path is not None:
+            self._load(resume_path)
+        save_json_atomic(self.run_dir / "settings.json", s.to_dict())
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _resume_path(self, resume: str | None) -> Path | None:
+        if not resume:
+            return None
+        if resume == "auto":
+            latest = self.ckpt_dir / LATEST
+            if latest.exists():
+                return latest
+            print(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
+            return None
+        return Path(resume)
+
+    def _normalization(self) -> dict:
+        path = self.run_dir / "normalization.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        norm = compute_normalization(self.train_records, self.cache)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_json_atomic(path, norm)
+        return norm
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(path, self.device)
+        if state["model_name"] != self.s.name:
+            raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, not {self.s.name!r}")
+        load_model_weights(self.model, state["state_dict"], path)
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = int(state["epoch"])
+        self.best_dice = float(state.get("best_dice", -math.inf))
+        if "normalization" in state:
+            self.normalization = state["normalization"]
+        print(f"resumed from {path} at epoch {self.start_epoch}")
+
+    def _loader(self, epoch: int) -> DataLoader:
+        self.train_set.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)  # same order whether resumed or not
+        n = len(self.train_set)
+        steps = self.s.steps_per_epoch or max(n // self.s.batch_size, 1)
+        sampler = torch.utils.data.RandomSampler(
+            self.train_set, replacement=False, num_samples=steps * self.s.batch_size, generator=gen
+        ) if steps * self.s.batch_size <= n else torch.utils.data.RandomSampler(
+            self.train_set, replacement=True, num_samples=steps * self.s.batch_size, generator=gen
+        )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.s.batch_size,
+            sampler=sampler,
+            num_workers=self.s.workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=False,
+        )
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = normalize(batch["image"].to(self.device, non_blocking=True), **self.normalization)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        seg_t = batch["label"].to(self.device, non_blocking=True).long()
+        det_t = batch["det"].to(self.device, non_blocking=True)
+        with autocast_for(self.device, self.s.amp):
+            out = self.forward(x)
+        parts = self.loss(out, seg_t, det_t)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        self.optimizer.step()
+        return {k: v.detach() for k, v in parts.items()}
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        torch.manual_seed(self.s.seed + epoch)  # dropout draws do not depend on where a run was resumed
+        sums: dict[str, torch.Tensor] = {}
+        loader = self._loader(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", leave=False, dynamic_ncols=True)
+        for i, batch in enumerate(bar):
+            parts = self.train_step(batch)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0) + v
+            if i % 20 == 0:  # an occasional sync for the progress bar, not one per step
+                bar.set_postfix(loss=f"{parts['total'].item():.3f}")
+        means = {f"train_{k}": (v / len(loader)).item() for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {means}")
+        return means
+
+    def validate(self) -> dict[str, float]:
+        metrics = ChallengeMetrics()
+        for rec in self.val_records:
+            image, labels = self.cache.load(rec)
+            pred = self.predictor.predict_volume(np.asarray(image))
+            det_labels = None
+            if pred.det_scores is not None:
+                from data.oct import detection_targets
+
+                det_labels = detection_targets(np.asarray(labels))
+            metrics.update(rec.pid, pred.labels, torch.from_numpy(np.asarray(labels)), pred.det_scores, det_labels)
+        return metrics.compute()
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        return {
+            "model_name": self.s.name,
+            "settings": self.s.to_dict(),
+            "epoch": epoch,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_dice": self.best_dice,
+            "normalization": self.normalization,
+        }
+
+    def fit(self) -> dict[str, float]:
+        from utils.logger import RunLogger
+
+        logger = RunLogger(self.run_dir, self.start_epoch)
+        metrics: dict[str, float] = {}
+        print(f"training {self.s.name} on {len(self.train_set)} slices of {len(self.train_records)} volumes, "
+              f"validating on {len(self.val_records)} volumes, device {self.device}, run folder {self.run_dir}")
+        for epoch in range(self.start_epoch, self.s.epochs):
+            t0 = time.time()
+            lr = learning_rate(self.s, epoch)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            train = self.train_epoch(epoch)
+            metrics = self.validate()
+            dice = metrics["dice_mean"] if math.isfinite(metrics["dice_mean"]) else 0.0
+            is_best = dice > self.best_dice
+            self.best_dice = max(dice, self.best_dice)
+            state = self.checkpoint_state(epoch + 1)
+            save_checkpoint(self.ckpt_dir / LATEST, state)
+            if is_best:
+                save_checkpoint(self.ckpt_dir / BEST, state)
+            if self.s.save_every_checkpoint:
+                save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
+            logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            print(f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
+                  f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}", flush=True)
+        logger.close()
+        return metrics

@@ -1,0 +1,44 @@
+"""Output folders that are never silently overwritten, and atomic file writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def prepare_output_dir(path: str | Path, force: bool) -> Path:
+    """Create ``path``; an existing non-empty folder is an error unless ``force`` (then it is replaced)."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def zip_folder(folder: Path, zip_path: Path) -> Path:
+    """Zip the files of ``folder`` (flat names only, so no entry can point outside the archive's root)."""
+    tmp = zip_path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                zf.write(f, arcname=f.name)
+    os.replace(tmp, zip_path)
+    return zip_path
