@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Evaluate one checkpoint or a fusion of several on a labelled split with the challenge metrics.
 
-    python eval.py --seg-path runs/unet_nested_mix_33/checkpoint/model_best.pth.tar --vis
-    python eval.py --fusion runs/a/checkpoint/model_best.pth.tar runs/b/checkpoint/model_best.pth.tar --vis
+python eval.py --seg-path runs/unet_nested_mix_33/checkpoint/model_best.pth.tar --vis
+python eval.py --fusion runs/a/checkpoint/model_best.pth.tar runs/b/checkpoint/model_best.pth.tar --vis
 """
 
 from __future__ import annotations
@@ -54,8 +54,16 @@ def main(argv=None) -> dict:
         if args.vis:
             save_volume_pictures(out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels))
     result = metrics.compute()
-    result.update({"checkpoints": paths, "split": args.split, "data_dir": str(data_dir), "volumes": len(records),
-                   "seconds": round(time.time() - t0, 2), "tta": args.tta})
+    result.update(
+        {
+            "checkpoints": paths,
+            "split": args.split,
+            "data_dir": str(data_dir),
+            "volumes": len(records),
+            "seconds": round(time.time() - t0, 2),
+            "tta": args.tta,
+        }
+    )
     save_json_atomic(out / "metrics.json", result)
     rows = metrics.per_volume_rows()
     with (out / "per_volume.csv").open("w", newline="") as f:

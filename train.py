@@ -16,11 +16,13 @@ S = argparse.SUPPRESS  # only options given on the command line override the con
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=S)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S
+    )
     p.add_argument("--config", help="JSON or YAML file of settings; command-line options win")
     p.add_argument("--task", choices=["oct"])
     p.add_argument("--name", help=f"model: {', '.join(list_models())}")
+    p.add_argument("--channels", type=int, nargs="+", help="encoder widths (default 16 32 64 128 256)")
     p.add_argument("-d", "--data-dir", help="dataset root holding Edema_trainingset/ and Edema_validationset/")
     p.add_argument("-l", "--list-dir", help="optional folder with train_images.txt-style lists")
     p.add_argument("--cache-dir", help="where decoded volumes are kept (default $OCT_CACHE_DIR or ~/.cache)")

@@ -42,7 +42,9 @@ def stack_slices(paths: tuple[Path, ...], reader) -> np.ndarray:
     for i, p in enumerate(paths[1:], start=1):
         a = reader(p)
         if a.shape != first.shape:
-            raise DatasetError(f"{p}: slice is {a.shape[0]}x{a.shape[1]} but {paths[0].name} is {first.shape[0]}x{first.shape[1]}")
+            raise DatasetError(
+                f"{p}: slice is {a.shape[0]}x{a.shape[1]} but {paths[0].name} is {first.shape[0]}x{first.shape[1]}"
+            )
         out[i] = a
     return out
 

@@ -7,7 +7,8 @@ REA (dark intraretinal fluid that thickens the retina), SRF (a dark dome between
 PED (the RPE lifted into a dome). Vessel shadows and choroidal vessels are dark but are not lesions, and
 some patients have no lesion. Output is a pure function of the seed.
 
-    python -m data.synthetic --out data/synthetic --seed 0 --train 8 --val 3 --test 3 --slices 32 --height 256 --width 128
+    python -m data.synthetic --out data/synthetic --seed 0 --train 8 --val 3 --test 3 \
+        --slices 32 --height 256 --width 128
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ def _patient(rng: np.random.Generator, height: int, width: int) -> dict:
     healthy = rng.random() < 0.2
     lesions: dict[str, list[Blob]] = {k: [] for k in LESIONS}
     if not healthy:
-        present = {"REA": rng.random() < 0.8, "SRF": rng.random() < 0.55, "PED": rng.random() < 0.4}
+        present = {"REA": rng.random() < 0.8, "SRF": rng.random() < 0.55, "PED": rng.random() < 0.5}
         if not any(present.values()):
             present[str(rng.choice(list(LESIONS)))] = True
-        sizes = {"REA": (0.05, 0.11, 0.10, 0.28), "SRF": (0.03, 0.07, 0.07, 0.18), "PED": (0.025, 0.055, 0.04, 0.11)}
+        sizes = {"REA": (0.05, 0.11, 0.10, 0.28), "SRF": (0.03, 0.07, 0.07, 0.18), "PED": (0.035, 0.075, 0.05, 0.14)}
         for name, on in present.items():
             if not on:
                 continue

@@ -52,7 +52,9 @@ class Augment:
         grid = F.affine_grid(theta[None], [1, 1, h, w], align_corners=False)
         img = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         # pixels that come from outside the slice are ignored by the losses
-        lab = F.grid_sample(label[None, None].float() + 1, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        lab = F.grid_sample(
+            label[None, None].float() + 1, grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )
         lab = torch.where(lab == 0, torch.full_like(lab, IGNORE_INDEX + 1), lab) - 1
         return img[0].round().clamp(0, 255).to(torch.uint8), lab[0, 0].to(torch.uint8)
 

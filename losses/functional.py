@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def one_hot_valid(target: torch.Tensor, num_classes: int, ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def one_hot_valid(
+    target: torch.Tensor, num_classes: int, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """target (B, H, W) int -> one-hot (B, C, H, W) float and a validity mask (B, 1, H, W) float.
 
     Pixels equal to ``ignore_index`` get an all-zero one-hot row and mask 0.

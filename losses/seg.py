@@ -18,14 +18,14 @@ class WeightedCrossEntropyLoss(nn.Module):
 
     target_kind = "seg"
 
-    def __init__(
-        self, class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS, ignore_index: int = 255
-    ) -> None:
+    def __init__(self, class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS, ignore_index: int = 255) -> None:
         super().__init__()
         if class_weights is not None:
             w = torch.as_tensor(class_weights, dtype=torch.float32)
             if w.ndim != 1 or (w < 0).any() or not torch.isfinite(w).all():
-                raise ValueError(f"class_weights must be a 1-D list of finite non-negative numbers, got {class_weights}")
+                raise ValueError(
+                    f"class_weights must be a 1-D list of finite non-negative numbers, got {class_weights}"
+                )
             self.register_buffer("class_weights", w)
         else:
             self.class_weights = None
@@ -33,9 +33,7 @@ class WeightedCrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
-            raise ValueError(
-                f"{self.class_weights.numel()} class weights for logits with {logits.shape[1]} classes"
-            )
+            raise ValueError(f"{self.class_weights.numel()} class weights for logits with {logits.shape[1]} classes")
         return F.cross_entropy(logits.float(), target.long(), weight=self.class_weights, ignore_index=self.ignore_index)
 
 

@@ -25,6 +25,18 @@ class SegDetOutput(NamedTuple):
     deep_seg_logits: tuple[torch.Tensor, ...]
 
 
+def _init_weights(m: nn.Module) -> None:
+    # He initialisation as in the published networks: their decoder has no BatchNorm, and PyTorch's default
+    # (kaiming_uniform with a=sqrt(5)) shrinks the signal through it, which slows the start of training
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class SegDetModel(nn.Module):
     """Any input size: the input is padded to a multiple of the encoder's reduction and the logits cropped back."""
 
@@ -33,6 +45,7 @@ class SegDetModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.cls_head = cls_head
+        self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> SegDetOutput:
         """x: (B, C_in, H, W) normalised float."""

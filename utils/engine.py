@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from data.cache import VolumeCache, compute_normalization, save_json_atomic
 from data.dataset import SliceDataset
-from data.oct import find_volumes
+from data.oct import detection_targets, find_volumes
 from data.transforms import Augment
 from losses import build_loss
 from models import build_model
@@ -135,10 +135,14 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)  # same order whether resumed or not
         n = len(self.train_set)
         steps = self.s.steps_per_epoch or max(n // self.s.batch_size, 1)
-        sampler = torch.utils.data.RandomSampler(
-            self.train_set, replacement=False, num_samples=steps * self.s.batch_size, generator=gen
-        ) if steps * self.s.batch_size <= n else torch.utils.data.RandomSampler(
-            self.train_set, replacement=True, num_samples=steps * self.s.batch_size, generator=gen
+        sampler = (
+            torch.utils.data.RandomSampler(
+                self.train_set, replacement=False, num_samples=steps * self.s.batch_size, generator=gen
+            )
+            if steps * self.s.batch_size <= n
+            else torch.utils.data.RandomSampler(
+                self.train_set, replacement=True, num_samples=steps * self.s.batch_size, generator=gen
+            )
         )
         return DataLoader(
             self.train_set,
@@ -187,12 +191,8 @@ class Trainer:
         for rec in self.val_records:
             image, labels = self.cache.load(rec)
             pred = self.predictor.predict_volume(np.asarray(image))
-            det_labels = None
-            if pred.det_scores is not None:
-                from data.oct import detection_targets
-
-                det_labels = detection_targets(np.asarray(labels))
-            metrics.update(rec.pid, pred.labels, torch.from_numpy(np.asarray(labels)), pred.det_scores, det_labels)
+            det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
+            metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
         return metrics.compute()
 
     def checkpoint_state(self, epoch: int) -> dict:
@@ -211,8 +211,10 @@ class Trainer:
 
         logger = RunLogger(self.run_dir, self.start_epoch)
         metrics: dict[str, float] = {}
-        print(f"training {self.s.name} on {len(self.train_set)} slices of {len(self.train_records)} volumes, "
-              f"validating on {len(self.val_records)} volumes, device {self.device}, run folder {self.run_dir}")
+        print(
+            f"training {self.s.name} on {len(self.train_set)} slices of {len(self.train_records)} volumes, "
+            f"validating on {len(self.val_records)} volumes, device {self.device}, run folder {self.run_dir}"
+        )
         for epoch in range(self.start_epoch, self.s.epochs):
             t0 = time.time()
             lr = learning_rate(self.s, epoch)
@@ -231,7 +233,10 @@ class Trainer:
                 save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
             logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            print(f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
-                  f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}", flush=True)
+            print(
+                f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
+                f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}",
+                flush=True,
+            )
         logger.close()
         return metrics

@@ -24,9 +24,16 @@ def dice_from_confusion(conf: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.where(gt > 0, dice, np.nan)
 
 
+def _tensor(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    x = np.asarray(x)
+    return torch.from_numpy(x if x.flags.writeable else np.array(x))  # memory-mapped volumes are read-only
+
+
 def volume_dice(pred, target, num_classes: int = 4) -> np.ndarray:
     """Dice of each lesion class (classes 1..C-1) over all slices of one volume; NaN where absent in truth."""
-    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    pred, target = _tensor(pred), _tensor(target)
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(target.shape)} differ in shape")
     return dice_from_confusion(confusion_counts(pred, target, num_classes))[1:]
@@ -34,10 +41,8 @@ def volume_dice(pred, target, num_classes: int = 4) -> np.ndarray:
 
 def summarize_dice(per_volume: np.ndarray) -> tuple[np.ndarray, float]:
     """(V, K) per-volume Dice -> per-class mean over volumes ignoring NaN (K,), and their mean (NaN-free classes)."""
-    per_volume = np.asarray(per_volume, dtype=np.float64).reshape(-1, per_volume.shape[-1] if per_volume.ndim else 1)
-    per_class = np.array(
-        [np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_volume.T], dtype=np.float64
-    )
+    per_volume = np.atleast_2d(np.asarray(per_volume, dtype=np.float64))
+    per_class = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_volume.T], dtype=np.float64)
     mean = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
     return per_class, mean
 
@@ -72,7 +77,9 @@ class ChallengeMetrics:
         self.det_labels: list[np.ndarray] = []
         self.det_scores: list[np.ndarray] = []
 
-    def update(self, pid: str, pred, target, det_scores: np.ndarray | None, det_labels: np.ndarray | None) -> np.ndarray:
+    def update(
+        self, pid: str, pred, target, det_scores: np.ndarray | None, det_labels: np.ndarray | None
+    ) -> np.ndarray:
         d = volume_dice(pred, target, len(self.class_names) + 1)
         self.pids.append(pid)
         self.dice.append(d)

@@ -1,0 +1,88 @@
+import argparse
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from models import build_model
+from utils.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from utils.config import Settings, resolve_settings
+
+SMALL = [4, 8, 8, 8, 8]
+
+
+def _state(name="unet", **settings):
+    s = Settings(name=name, channels=SMALL, **settings)
+    model = build_model(name, num_classes=s.num_classes, channels=tuple(SMALL))
+    return {"model_name": name, "settings": s.to_dict(), "epoch": 3, "state_dict": model.state_dict()}, model
+
+
+def test_round_trip_rebuilds_the_model(tmp_path):
+    state, model = _state("unet_nested")
+    save_checkpoint(tmp_path / "c.pth.tar", state)
+    loaded, settings, ckpt = model_from_checkpoint(tmp_path / "c.pth.tar")
+    assert settings.name == "unet_nested" and ckpt["format_version"] == 1 and ckpt["epoch"] == 3
+    x = torch.randn(1, 3, 16, 16)
+    assert torch.equal(loaded(x).seg_logits, model.eval()(x).seg_logits)
+    assert not list(tmp_path.glob("*.tmp"))  # the temporary file was renamed away
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    state, _ = _state()
+    save_checkpoint(tmp_path / "c.pth.tar", state)
+    data = (tmp_path / "c.pth.tar").read_bytes()
+    (tmp_path / "c.pth.tar").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="c.pth.tar: not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "c.pth.tar")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model_name": "unet", "payload": _RunsCode()}, tmp_path / "evil.pth.tar", pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="evil.pth.tar"):
+        load_checkpoint(tmp_path / "evil.pth.tar")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_foreign_checkpoints_are_clear_errors(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a checkpoint of this toolkit"):
+        load_checkpoint(tmp_path / "other.pth")
+    state, _ = _state("unet")
+    state["settings"]["num_classes"] = 2  # weights of a 4-class model claimed as a 2-class one
+    save_checkpoint(tmp_path / "mismatch.pth.tar", state)
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        model_from_checkpoint(tmp_path / "mismatch.pth.tar")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pth.tar")
+
+
+def _ns(**kw):
+    return argparse.Namespace(**kw)
+
+
+def test_config_file_then_command_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 0.05\nbatch_size: 2\nloss: mix_3\n")
+    s = resolve_settings(_ns(config=str(tmp_path / "c.yaml"), lr=0.1))
+    assert (s.lr, s.batch_size, s.loss, s.epochs) == (0.1, 2, "mix_3", 100)
+    (tmp_path / "c.json").write_text(json.dumps({"lr-mode": "poly"}))
+    assert resolve_settings(_ns(config=str(tmp_path / "c.json"))).lr_mode == "poly"
+
+
+def test_unknown_and_bad_settings_are_errors(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"learning_rate": 0.1}))
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['learning_rate'\]"):
+        resolve_settings(_ns(config=str(tmp_path / "c.json")))
+    with pytest.raises(ValueError, match="valid names"):
+        resolve_settings(_ns(name="resnet"))
+    with pytest.raises(ValueError, match="Bad loss spec"):
+        resolve_settings(_ns(loss="focal"))
+    with pytest.raises(ValueError, match="lr_mode"):
+        resolve_settings(_ns(lr_mode="cosine"))

@@ -1,0 +1,148 @@
+"""End to end on the CPU: generate, train, validate, resume, evaluate, write a submission."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import eval as eval_script
+import test as test_script
+import train as train_script
+from utils.checkpoint import load_checkpoint
+from utils.config import Settings
+from utils.engine import Trainer
+
+# narrow channels and small slices keep this under half a minute on 2 cores
+SMALL = [
+    "--name",
+    "unet",
+    "--channels",
+    "8",
+    "16",
+    "32",
+    "64",
+    "128",
+    "--batch-size",
+    "8",
+    "-j",
+    "0",
+    "--lr",
+    "0.002",
+    "--loss",
+    "mix_3",
+    "--steps-per-epoch",
+    "10",
+]
+
+
+@pytest.fixture(scope="module")
+def e2e_data(tmp_path_factory):
+    from data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("e2e") / "oct"
+    write_dataset(root, seed=1, train=6, val=2, test=1, slices=12, height=96, width=64)
+    return root
+
+
+def _args(data, out, cache, *extra):
+    return [*SMALL, "-d", str(data), "--out", str(out), "--cache-dir", str(cache), *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(e2e_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    out, cache = tmp / "run", tmp / "cache"
+    argv = _args(e2e_data, out, cache, "--epochs", "15")
+    settings = Settings.from_dict(vars(train_script.parse_args(argv))).validate()
+    untrained = Trainer(settings).validate()["dice_mean"]
+    final = train_script.main(argv)
+    return {"out": out, "cache": cache, "untrained": untrained, "final": final, "data": e2e_data}
+
+
+def test_training_improves_validation_dice(trained):
+    final = trained["final"]["dice_mean"]
+    print(f"untrained {trained['untrained']:.3f} -> trained {final:.3f}")
+    assert math.isfinite(final)
+    assert final > trained["untrained"] + 0.2 and final > 0.3
+    log = (trained["out"] / "log.csv").read_text().splitlines()
+    assert len(log) == 16 and log[0].startswith("epoch,lr,train_wce,train_dice,train_bce,train_total,dice_mean")
+
+
+def test_checkpoint_carries_settings_and_normalization(trained):
+    ckpt = load_checkpoint(trained["out"] / "checkpoint" / "model_best.pth.tar")
+    assert ckpt["model_name"] == "unet" and ckpt["settings"]["loss"] == "mix_3"
+    assert 0 < ckpt["normalization"]["mean"][0] < 1
+    assert json.loads((trained["out"] / "settings.json").read_text())["batch_size"] == 4
+
+
+def test_existing_run_is_not_overwritten(trained):
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        train_script.main(_args(trained["data"], trained["out"], trained["cache"], "--epochs", "16"))
+
+
+def test_eval_writes_metrics_and_pictures(trained, tmp_path):
+    ckpt = str(trained["out"] / "checkpoint" / "model_best.pth.tar")
+    result = eval_script.main(
+        ["--seg-path", ckpt, "--out", str(tmp_path / "ev"), "--vis", "--cache-dir", str(trained["cache"])]
+    )
+    best = load_checkpoint(ckpt)["best_dice"]
+    assert result["dice_mean"] == pytest.approx(best, abs=1e-9)  # eval reproduces validation exactly
+    assert (tmp_path / "ev" / "metrics.json").exists() and (tmp_path / "ev" / "per_volume.csv").exists()
+    gifs = sorted((tmp_path / "ev" / "vis").glob("*.gif"))
+    assert len(gifs) == 2 and len(list((tmp_path / "ev" / "vis" / gifs[0].stem).glob("*.png"))) == 12
+    fused = eval_script.main(
+        [
+            "--fusion",
+            ckpt,
+            ckpt,
+            "--fusion-weights",
+            "1",
+            "3",
+            "--out",
+            str(tmp_path / "fu"),
+            "--cache-dir",
+            str(trained["cache"]),
+        ]
+    )
+    assert fused["dice_mean"] == pytest.approx(result["dice_mean"], abs=1e-9)  # a model fused with itself
+
+
+def test_test_writes_a_submission(trained, tmp_path):
+    import zipfile
+
+    ckpt = str(trained["out"] / "checkpoint" / "model_best.pth.tar")
+    out = tmp_path / "sub"
+    test_script.main(["--seg", "--det", "--seg-path", ckpt, "--out", str(out), "--cache-dir", str(trained["cache"])])
+    vols = sorted((out / "segment").glob("*_labelMark_volumes.npy"))
+    dets = sorted((out / "segment").glob("*_labelMark_detections.npy"))
+    assert len(vols) == 1 and len(dets) == 1
+    v, d = np.load(vols[0]), np.load(dets[0])
+    assert v.dtype == np.uint8 and v.shape == (12, 96, 64) and v.max() <= 3
+    assert d.dtype == np.float32 and d.shape == (12, 3) and ((d >= 0) & (d <= 1)).all()
+    names = zipfile.ZipFile(out / "submission.zip").namelist()
+    assert sorted(names) == sorted(p.name for p in vols + dets)
+    with pytest.raises(FileExistsError, match="--force"):
+        test_script.main(["--seg", "--seg-path", ckpt, "--out", str(out)])
+
+
+def test_resume_continues_exactly(e2e_data, tmp_path):
+    cache = tmp_path / "cache"
+    train_script.main(_args(e2e_data, tmp_path / "a", cache, "--epochs", "2", "--steps-per-epoch", "3"))
+    train_script.main(_args(e2e_data, tmp_path / "b", cache, "--epochs", "1", "--steps-per-epoch", "3"))
+    ckpt_b1 = load_checkpoint(tmp_path / "b" / "checkpoint" / "checkpoint_latest.pth.tar")
+    assert ckpt_b1["epoch"] == 1
+    argv = _args(e2e_data, tmp_path / "b", cache, "--epochs", "2", "--steps-per-epoch", "3")
+    trainer = Trainer(Settings.from_dict(vars(train_script.parse_args(argv))).validate(), resume="auto")
+    assert trainer.start_epoch == 1
+    opt_state = trainer.optimizer.state_dict()["state"]
+    for k, v in ckpt_b1["optimizer"]["state"].items():
+        assert torch.equal(opt_state[k]["exp_avg"], v["exp_avg"]) and opt_state[k]["step"] == v["step"]
+    trainer.fit()
+    a = load_checkpoint(tmp_path / "a" / "checkpoint" / "checkpoint_latest.pth.tar")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint" / "checkpoint_latest.pth.tar")
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["state_dict"]:
+        assert torch.allclose(a["state_dict"][k].float(), b["state_dict"][k].float(), atol=1e-6, rtol=0), k
+    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 3
