@@ -27,10 +27,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from data.cache import VolumeCache, save_json_atomic
+    from data.cache import VolumeCache
     from data.oct import detection_targets, find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
-    from utils.io import prepare_output_dir
+    from utils.io import prepare_output_dir, save_json_atomic
     from utils.metrics import ChallengeMetrics
     from utils.vis import save_volume_pictures
 

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from data.oct import DatasetError, VolumeRecord, grey_to_classes, read_grey
+from utils.io import save_npy_atomic
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("OCT_CACHE_DIR", Path.home() / ".cache" / "retina-lesion"))
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _key(paths: tuple[Path, ...]) -> str:
@@ -65,7 +53,7 @@ class VolumeCache:
     def _get(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...], reader) -> np.ndarray:
         path = self._entry(rec, kind, paths)
         if not path.exists():
-            _atomic_save_npy(path, stack_slices(paths, reader))
+            save_npy_atomic(path, stack_slices(paths, reader))
         return np.load(path, mmap_mode="r")
 
     def load(self, rec: VolumeRecord) -> tuple[np.ndarray, np.ndarray | None]:
@@ -94,11 +82,3 @@ def compute_normalization(records: list[VolumeRecord], cache: VolumeCache) -> di
     mean = total / count
     std = max(np.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6)
     return {"mean": [float(mean)] * 3, "std": [float(std)] * 3}
-
-
-def save_json_atomic(path: str | Path, obj) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

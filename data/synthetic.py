@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +201,7 @@ def write_dataset(
     height: int = 1024,
     width: int = 512,
     force: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Write the three splits under ``out`` (atomically: a temporary folder renamed at the end)."""
     out = Path(out)
@@ -210,19 +212,35 @@ def write_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
     rng = np.random.default_rng(seed)
-    pid_no = 0
+    jobs_list = []
     for split, count in (("train", train), ("val", val), ("test", test)):
-        base = tmp / SPLIT_FOLDERS[split]
-        (base / "original_images").mkdir(parents=True)
+        (tmp / SPLIT_FOLDERS[split] / "original_images").mkdir(parents=True)
         for _ in range(count):
-            pid_no += 1
-            pid = f"P{pid_no:04d}_MacularCube{width}x{slices}_synthetic"
-            image, classes = generate_volume(np.random.default_rng(rng.integers(2**63)), slices, height, width)
-            _write_slices(base / "original_images" / f"{pid}{IMAGE_SUFFIX}", image)
-            if split != "test":
-                _write_slices(base / "label_images" / f"{pid}{LABEL_SUFFIX}", classes_to_grey(classes))
+            # each patient's seed is drawn in order, so the output does not depend on --jobs
+            pid = f"P{len(jobs_list) + 1:04d}_MacularCube{width}x{slices}_synthetic"
+            jobs_list.append(
+                (tmp / SPLIT_FOLDERS[split], pid, split != "test", int(rng.integers(2**63)), slices, height, width)
+            )
+    try:
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as pool:
+                list(pool.map(_write_patient, jobs_list))
+        else:
+            for job in jobs_list:
+                _write_patient(job)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     tmp.rename(out)
     return out
+
+
+def _write_patient(job) -> None:
+    base, pid, labelled, seed, slices, height, width = job
+    image, classes = generate_volume(np.random.default_rng(seed), slices, height, width)
+    _write_slices(base / "original_images" / f"{pid}{IMAGE_SUFFIX}", image)
+    if labelled:
+        _write_slices(base / "label_images" / f"{pid}{LABEL_SUFFIX}", classes_to_grey(classes))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -236,8 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    ap.add_argument("--jobs", type=int, default=1, help="patients generated in parallel (same output for any value)")
     a = ap.parse_args(argv)
-    path = write_dataset(a.out, a.seed, a.train, a.val, a.test, a.slices, a.height, a.width, a.force)
+    path = write_dataset(a.out, a.seed, a.train, a.val, a.test, a.slices, a.height, a.width, a.force, a.jobs)
     print(f"wrote {a.train}/{a.val}/{a.test} train/val/test patients of {a.slices}x{a.height}x{a.width} to {path}")
 
 

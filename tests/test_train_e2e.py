@@ -74,7 +74,7 @@ def test_checkpoint_carries_settings_and_normalization(trained):
     ckpt = load_checkpoint(trained["out"] / "checkpoint" / "model_best.pth.tar")
     assert ckpt["model_name"] == "unet" and ckpt["settings"]["loss"] == "mix_3"
     assert 0 < ckpt["normalization"]["mean"][0] < 1
-    assert json.loads((trained["out"] / "settings.json").read_text())["batch_size"] == 4
+    assert json.loads((trained["out"] / "settings.json").read_text())["batch_size"] == 8
 
 
 def test_existing_run_is_not_overwritten(trained):

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data.cache import VolumeCache, compute_normalization, save_json_atomic
+from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset
 from data.oct import detection_targets, find_volumes
 from data.transforms import Augment
@@ -22,6 +22,7 @@ from models import build_model
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.config import Settings
 from utils.inference import Member, Predictor, autocast_for, default_device, normalize
+from utils.io import save_json_atomic
 from utils.metrics import ChallengeMetrics
 
 LATEST, BEST = "checkpoint_latest.pth.tar", "model_best.pth.tar"
@@ -174,7 +175,7 @@ class Trainer:
         torch.manual_seed(self.s.seed + epoch)  # dropout draws do not depend on where a run was resumed
         sums: dict[str, torch.Tensor] = {}
         loader = self._loader(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", leave=False, dynamic_ncols=True, disable=None)
         for i, batch in enumerate(bar):
             parts = self.train_step(batch)
             for k, v in parts.items():

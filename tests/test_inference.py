@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from data.dataset import stack_neighbours
+from models import build_model
+from utils.inference import Member, Predictor, normalize
+
+SMALL = (4, 8, 8, 8, 8)
+MEAN, STD = [0.3] * 3, [0.2] * 3
+
+
+def _volume(n=5, h=24, w=20, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w), dtype=np.uint8)
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return build_model("unet", channels=SMALL).eval()
+
+
+def test_predict_volume_matches_the_model_slice_by_slice():
+    model, vol = _model(0), _volume()
+    pred = Predictor([Member(model, MEAN, STD)], "cpu", batch_size=2).predict_volume(vol)
+    x = normalize(torch.from_numpy(stack_neighbours(vol, np.arange(5))), MEAN, STD)
+    with torch.no_grad():
+        out = model(x)
+    assert pred.labels.dtype == torch.uint8 and pred.labels.shape == (5, 24, 20)
+    assert torch.equal(pred.labels, out.seg_logits.argmax(1).to(torch.uint8))
+    assert np.allclose(pred.det_scores, out.cls_logits.sigmoid().numpy(), atol=1e-6)
+
+
+def test_fusion_averages_probabilities_with_weights():
+    a, b, vol = _model(1), _model(2), _volume(seed=3)
+    x = normalize(torch.from_numpy(stack_neighbours(vol, np.arange(5))), MEAN, STD)
+    with torch.no_grad():
+        pa, pb = a(x).seg_logits.softmax(1), b(x).seg_logits.softmax(1)
+        da, db = a(x).cls_logits.sigmoid(), b(x).cls_logits.sigmoid()
+    fused = Predictor([Member(a, MEAN, STD, weight=1), Member(b, MEAN, STD, weight=3)], "cpu").predict_volume(vol)
+    assert torch.equal(fused.labels, (0.25 * pa + 0.75 * pb).argmax(1).to(torch.uint8))
+    assert np.allclose(fused.det_scores, (0.25 * da + 0.75 * db).numpy(), atol=1e-6)
+
+
+def test_flip_tta_and_resize_keep_native_shape():
+    model, vol = _model(4), _volume(n=3, h=30, w=18)
+    pred = Predictor([Member(model, MEAN, STD, resize=(16, 16))], "cpu", tta_flip=True).predict_volume(vol)
+    assert pred.labels.shape == (3, 30, 18) and pred.det_scores.shape == (3, 3)
+
+
+def test_bad_volume_and_weights():
+    p = Predictor([Member(_model(0), MEAN, STD)], "cpu")
+    with pytest.raises(ValueError, match="uint8 volume"):
+        p.predict_volume(np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="sum to > 0"):
+        Predictor([Member(_model(0), MEAN, STD, weight=0)], "cpu")
