@@ -12,6 +12,7 @@ import csv
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def main(argv=None) -> dict:
     from data.cache import VolumeCache
     from data.oct import detection_targets, find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
-    from utils.io import prepare_output_dir, save_json_atomic
+    from utils.io import save_json_atomic, staged_output_dir
     from utils.metrics import ChallengeMetrics
     from utils.vis import save_volume_pictures
 
@@ -39,39 +40,39 @@ def main(argv=None) -> dict:
     s = first_settings(paths)
     data_dir = args.data_dir or s.data_dir
     records = find_volumes(data_dir, args.split, args.list_dir)
-    out = prepare_output_dir(args.out or default_out(paths, f"eval_{args.split}"), args.force)
     cache = VolumeCache(args.cache_dir or s.cache_dir)
     predictor = build_predictor(args, paths)
-
-    metrics = ChallengeMetrics()
-    t0 = time.time()
-    for rec in records:
-        image, labels = cache.load(rec)
-        pred = predictor.predict_volume(np.asarray(image))
-        det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
-        d = metrics.update(rec.pid, pred.labels, np.asarray(labels), pred.det_scores, det_labels)
-        print(f"{rec.pid}: dice REA={d[0]:.4f} SRF={d[1]:.4f} PED={d[2]:.4f}", flush=True)
-        if args.vis:
-            save_volume_pictures(out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels))
-    result = metrics.compute()
-    result.update(
-        {
-            "checkpoints": paths,
-            "split": args.split,
-            "data_dir": str(data_dir),
-            "volumes": len(records),
-            "seconds": round(time.time() - t0, 2),
-            "tta": args.tta,
-        }
-    )
-    save_json_atomic(out / "metrics.json", result)
-    rows = metrics.per_volume_rows()
-    with (out / "per_volume.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    final = Path(args.out or default_out(paths, f"eval_{args.split}"))
+    with staged_output_dir(final, args.force) as out:
+        metrics = ChallengeMetrics()
+        t0 = time.time()
+        for rec in records:
+            image, labels = cache.load(rec)
+            pred = predictor.predict_volume(np.asarray(image))
+            det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
+            d = metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
+            print(f"{rec.pid}: dice REA={d[0]:.4f} SRF={d[1]:.4f} PED={d[2]:.4f}", flush=True)
+            if args.vis:
+                save_volume_pictures(out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels))
+        result = metrics.compute()
+        result.update(
+            {
+                "checkpoints": paths,
+                "split": args.split,
+                "data_dir": str(data_dir),
+                "volumes": len(records),
+                "seconds": round(time.time() - t0, 2),
+                "tta": args.tta,
+            }
+        )
+        save_json_atomic(out / "metrics.json", result)
+        rows = metrics.per_volume_rows()
+        with (out / "per_volume.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
     print(json.dumps({k: v for k, v in result.items() if k.startswith(("dice", "auc"))}, indent=1))
-    print(f"wrote {out}/metrics.json and per_volume.csv" + (f", pictures in {out}/vis" if args.vis else ""))
+    print(f"wrote {final}/metrics.json and per_volume.csv" + (f", pictures in {final}/vis" if args.vis else ""))
     return result
 
 

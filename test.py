@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -33,35 +34,36 @@ def main(argv=None):
     from data.cache import VolumeCache
     from data.oct import find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
-    from utils.io import prepare_output_dir, save_npy_atomic, zip_folder
+    from utils.io import save_npy_atomic, staged_output_dir, zip_folder
 
     args = parse_args(argv)
     paths = checkpoints(args)
     s = first_settings(paths)
     records = find_volumes(args.data_dir or s.data_dir, args.split, args.list_dir)
-    out = prepare_output_dir(args.out or default_out(paths, args.split), args.force)
-    seg_dir = out / "segment"
-    seg_dir.mkdir()
     cache = VolumeCache(args.cache_dir or s.cache_dir)
     predictor = build_predictor(args, paths)
+    final = Path(args.out or default_out(paths, args.split))
     t0 = time.time()
-    for rec in records:
-        image, _ = cache.load(rec)
-        pred = predictor.predict_volume(np.asarray(image))
-        if args.seg:
-            save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_volumes.npy", pred.labels.numpy().astype(np.uint8))
-        if args.det:
-            if pred.det_scores is None:
-                raise ValueError(f"{paths}: a model has no detection head; drop --det")
-            save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_detections.npy", pred.det_scores.astype(np.float32))
-        print(f"{rec.pid}: {image.shape[0]} slices", flush=True)
-    zip_path = zip_folder(seg_dir, out / "submission.zip")
-    print(f"{len(records)} volumes in {time.time() - t0:.1f}s; wrote {seg_dir} and {zip_path}")
-    return out
+    with staged_output_dir(final, args.force) as out:
+        seg_dir = out / "segment"
+        seg_dir.mkdir()
+        for rec in records:
+            image, _ = cache.load(rec)
+            pred = predictor.predict_volume(np.asarray(image))
+            if args.seg:
+                save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_volumes.npy", pred.labels.numpy().astype(np.uint8))
+            if args.det:
+                if pred.det_scores is None:
+                    raise ValueError(f"{paths}: a model has no detection head; drop --det")
+                save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_detections.npy", pred.det_scores.astype(np.float32))
+            print(f"{rec.pid}: {image.shape[0]} slices", flush=True)
+        zip_folder(seg_dir, out / "submission.zip")
+    print(f"{len(records)} volumes in {time.time() - t0:.1f}s; wrote {final}/segment and {final}/submission.zip")
+    return final
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # DatasetError is a ValueError
         sys.exit(f"error: {e}")

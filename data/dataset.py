@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.cache import VolumeCache
-from data.oct import VolumeRecord
+from data.oct import DatasetError, VolumeRecord
 from data.transforms import IGNORE_INDEX, Augment
 
 
@@ -42,6 +42,16 @@ class SliceDataset(Dataset):
         self.epoch = 0
         self.index = [(v, z) for v, rec in enumerate(records) for z in range(rec.num_slices)]
         self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        resized = augment is not None and (augment.resize or augment.crop_size)
+        if not resized:  # batches stack slices, so without resize or crop every volume needs one size
+            shapes = {rec.pid: tuple(self._volume(v)[0].shape[1:]) for v, rec in enumerate(records)}
+            if len(set(shapes.values())) > 1:
+                (pa, sa), (pb, sb) = sorted(shapes.items(), key=lambda kv: kv[1])[:: len(shapes) - 1]
+                raise DatasetError(
+                    f"volumes differ in slice size: {pa} is {sa[0]}x{sa[1]} but {pb} is {sb[0]}x{sb[1]}; "
+                    "pass --resize or --crop-size to train on them together"
+                )
+            self._open.clear()  # worker processes open their own memory maps
 
     def __len__(self) -> int:
         return len(self.index)

@@ -89,6 +89,7 @@ def read_grey(path: Path) -> np.ndarray:
     Palette images with a grey palette and RGB images whose channels are equal are accepted; colour, 16-bit
     and unreadable files are errors that name the file.
     """
+    _check_bmp_depth(path)
     try:
         with Image.open(path) as im:
             im.load()
@@ -108,6 +109,21 @@ def read_grey(path: Path) -> np.ndarray:
     if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
         raise DatasetError(f"{path}: colour image ({mode}); B-scans and label maps must be 8-bit grey")
     return rgb[..., 0].copy()
+
+
+def _check_bmp_depth(path: Path) -> None:
+    """16 bits per pixel BMPs would be decoded as 5-bit colour: reject them before they pass for 8-bit grey."""
+    if Path(path).suffix.lower() != ".bmp":
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(30)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the image ({e}); check the file and its permissions") from e
+    if len(head) == 30 and head[:2] == b"BM":
+        bits = int.from_bytes(head[28:30], "little")
+        if bits == 16:
+            raise DatasetError(f"{path}: 16 bits per pixel BMP is not supported; save the slices as 8-bit grey BMP")
 
 
 def grey_to_classes(grey: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
@@ -132,8 +148,12 @@ def detection_targets(label_volume: np.ndarray, num_lesions: int = 3) -> np.ndar
     return np.stack([(flat == k + 1).any(axis=1) for k in range(num_lesions)], axis=1).astype(np.float32)
 
 
+def _pid(image_dir: Path) -> str:
+    return image_dir.name[: -len(IMAGE_SUFFIX)] if image_dir.name.endswith(IMAGE_SUFFIX) else image_dir.name
+
+
 def _volume_record(image_dir: Path, label_dir: Path | None) -> VolumeRecord:
-    pid = image_dir.name[: -len(IMAGE_SUFFIX)] if image_dir.name.endswith(IMAGE_SUFFIX) else image_dir.name
+    pid = _pid(image_dir)
     images = list_slices(image_dir)
     labels = None
     if label_dir is not None:
@@ -180,16 +200,15 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
         dirs = sorted(p for p in img_root.iterdir() if p.is_dir() and not _is_ignored(p.name))
         pairs = []
         for d in dirs:
-            pid = d.name[: -len(IMAGE_SUFFIX)] if d.name.endswith(IMAGE_SUFFIX) else d.name
+            pid = _pid(d)
             label_dir = base / "label_images" / f"{pid}{LABEL_SUFFIX}" if labelled else None
             pairs.append((d, label_dir))
     if not pairs:
         raise DatasetError(f"{root}: no volumes found for split {split!r}")
     records = []
     for image_dir, label_dir in pairs:
-        rec = _volume_record(image_dir, label_dir)
-        _check_pid(rec.pid, image_dir)
-        records.append(rec)
+        _check_pid(_pid(image_dir), image_dir)
+        records.append(_volume_record(image_dir, label_dir))
     return sorted(records, key=lambda r: r.pid)
 
 

@@ -44,6 +44,7 @@ class Settings:
     seed: int = 1234
     amp: bool | None = None  # None: bf16 autocast on a GPU, off on the CPU
     compile: bool = False
+    deterministic: bool = False
     val_batch_size: int = 16
     out: str | None = None
     save_every_checkpoint: bool = False

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +72,9 @@ class Trainer:
 
         s = settings
         seed_everything(s.seed)
+        if s.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         self.cache = VolumeCache(s.cache_dir)
         self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
         self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
@@ -78,7 +84,7 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = not s.deterministic
         self.forward = torch.compile(self.model) if s.compile else self.model
         self.loss = build_loss(s.loss, s.class_weights, gamma=s.el_dice_gamma, deep_supervision=s.deep_supervision)
         self.loss.to(self.device)
@@ -86,15 +92,17 @@ class Trainer:
 
         augment = Augment(s.flip, s.random_rotate, s.random_scale, s.crop_size, s.resize_hw)
         self.train_set = SliceDataset(self.train_records, self.cache, augment, seed=s.seed)
+        self.start_epoch, self.best_dice = 0, -math.inf
+        self.resume_step, self.resume_sums, self.resume_rng = 0, {}, None
+        self.stop_signal: int | None = None
+        if resume_path is not None:
+            self._load(resume_path)
         self.predictor = Predictor(
             [Member(self.model, self.normalization["mean"], self.normalization["std"], s.resize_hw)],
             self.device,
             batch_size=s.val_batch_size,
             amp=s.amp,
         )
-        self.start_epoch, self.best_dice = 0, -math.inf
-        if resume_path is not None:
-            self._load(resume_path)
         save_json_atomic(self.run_dir / "settings.json", s.to_dict())
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -102,9 +110,14 @@ class Trainer:
         if not resume:
             return None
         if resume == "auto":
-            latest = self.ckpt_dir / LATEST
-            if latest.exists():
-                return latest
+            # the newest checkpoint that loads; writes are atomic, but a file may have been damaged since
+            candidates = sorted(self.ckpt_dir.glob("*.pth.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for path in candidates:
+                try:
+                    load_checkpoint(path)
+                    return path
+                except CheckpointError as e:
+                    print(f"--resume auto: skipping {e}", file=sys.stderr)
             print(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
             return None
         return Path(resume)
@@ -125,34 +138,39 @@ class Trainer:
         load_model_weights(self.model, state["state_dict"], path)
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        if state["settings"].get("task", "oct") != self.s.task:
+            raise CheckpointError(
+                f"{path}: a checkpoint of task {state['settings'].get('task')!r}, not {self.s.task!r}"
+            )
         self.start_epoch = int(state["epoch"])
+        self.resume_step = int(state.get("step", 0))
+        if self.resume_step:
+            self.resume_rng = state["rng_state"].cpu()
+            self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
         self.best_dice = float(state.get("best_dice", -math.inf))
         if "normalization" in state:
             self.normalization = state["normalization"]
-        print(f"resumed from {path} at epoch {self.start_epoch}")
+        where = f" step {self.resume_step}" if self.resume_step else ""
+        print(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
 
-    def _loader(self, epoch: int) -> DataLoader:
+    def _loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
+        """The epoch's batches in an order fixed by (seed, epoch), minus the first ``skip_steps`` already done."""
         self.train_set.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)  # same order whether resumed or not
+        gen = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)
         n = len(self.train_set)
         steps = self.s.steps_per_epoch or max(n // self.s.batch_size, 1)
-        sampler = (
-            torch.utils.data.RandomSampler(
-                self.train_set, replacement=False, num_samples=steps * self.s.batch_size, generator=gen
-            )
-            if steps * self.s.batch_size <= n
-            else torch.utils.data.RandomSampler(
-                self.train_set, replacement=True, num_samples=steps * self.s.batch_size, generator=gen
-            )
-        )
+        want = steps * self.s.batch_size
+        if want <= n:
+            order = torch.randperm(n, generator=gen)[:want]
+        else:  # more steps than one pass: whole permutations back to back
+            order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-want // n))])[:want]
         return DataLoader(
             self.train_set,
             batch_size=self.s.batch_size,
-            sampler=sampler,
+            sampler=order[skip_steps * self.s.batch_size :].tolist(),
             num_workers=self.s.workers,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
-            persistent_workers=False,
         )
 
     # ----------------------------------------------------------------------------------------------- loop
@@ -172,20 +190,56 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        torch.manual_seed(self.s.seed + epoch)  # dropout draws do not depend on where a run was resumed
-        sums: dict[str, torch.Tensor] = {}
-        loader = self._loader(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.s.epochs}", leave=False, dynamic_ncols=True, disable=None)
-        for i, batch in enumerate(bar):
+        start, sums = self.resume_step, dict(self.resume_sums)
+        self.resume_step, self.resume_sums = 0, {}
+        loader = self._loader(epoch, skip_steps=start)
+        batches = iter(loader)  # creating the iterator draws from the global RNG: do it before seeding
+        if start:
+            torch.set_rng_state(self.resume_rng)  # dropout continues where the interrupted run stopped
+        else:
+            torch.manual_seed(self.s.seed + epoch)  # dropout draws do not depend on where a run was resumed
+        total_steps = start + len(loader)
+        desc = f"epoch {epoch + 1}/{self.s.epochs}"
+        bar = tqdm(batches, total=len(loader), desc=desc, leave=False, dynamic_ncols=True, disable=None)
+        bad = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, 0 = none
+        for i, batch in enumerate(bar, start=start):
             parts = self.train_step(batch)
+            finite = torch.isfinite(parts["total"])
+            bad = torch.where(finite | (bad > 0), bad, torch.full_like(bad, i + 1))
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0) + v
-            if i % 20 == 0:  # an occasional sync for the progress bar, not one per step
-                bar.set_postfix(loss=f"{parts['total'].item():.3f}")
-        means = {f"train_{k}": (v / len(loader)).item() for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in means.values()):
-            raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}: {means}")
-        return means
+            # checks that need the host: on the CPU every step (free), on a GPU every 20 steps
+            if self.device.type == "cpu" or i % 20 == 0 or i + 1 == total_steps:
+                self._check_finite(epoch, int(bad), parts)
+                if i % 20 == 0:
+                    bar.set_postfix(loss=f"{parts['total'].item():.3f}")
+            if self.stop_signal is not None:
+                self._check_finite(epoch, int(bad), parts)
+                self._save_interrupted(epoch, i + 1, sums)
+        return {f"train_{k}": (v / total_steps).item() for k, v in sums.items()}
+
+    def _check_finite(self, epoch: int, bad_step: int, parts: dict[str, torch.Tensor]) -> None:
+        if bad_step == 0:
+            return
+        latest = self.ckpt_dir / LATEST
+        kept = f"{latest} still holds epoch {load_checkpoint(latest)['epoch']}" if latest.exists() else "none saved"
+        values = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+        raise FloatingPointError(
+            f"non-finite loss at epoch {epoch + 1} step {bad_step} (last step: {values}); stopped without saving "
+            f"({kept}). Lower --lr or check the data, then continue with --resume auto."
+        )
+
+    def _save_interrupted(self, epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
+        state = self.checkpoint_state(epoch)
+        state.update(step=step, rng_state=torch.get_rng_state(), train_sums={k: float(v) for k, v in sums.items()})
+        save_checkpoint(self.ckpt_dir / LATEST, state)
+        name = signal.Signals(self.stop_signal).name
+        print(
+            f"{name}: saved {self.ckpt_dir / LATEST} at epoch {epoch + 1} step {step}; continue with --resume auto",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(128 + self.stop_signal)
 
     def validate(self) -> dict[str, float]:
         metrics = ChallengeMetrics()
@@ -211,6 +265,27 @@ class Trainer:
         from utils.logger import RunLogger
 
         logger = RunLogger(self.run_dir, self.start_epoch)
+        metrics: dict[str, float] = {}
+        previous = self._catch_signals()
+        try:
+            metrics = self._fit(logger)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            logger.close()
+        return metrics
+
+    def _catch_signals(self) -> dict:
+        """SIGINT / SIGTERM only raise a flag; the loop saves a checkpoint at the next step and exits."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            self.stop_signal = signum
+
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _fit(self, logger) -> dict[str, float]:
         metrics: dict[str, float] = {}
         print(
             f"training {self.s.name} on {len(self.train_set)} slices of {len(self.train_records)} volumes, "
@@ -239,5 +314,7 @@ class Trainer:
                 f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}",
                 flush=True,
             )
-        logger.close()
+            if self.stop_signal is not None:  # arrived during validation: the epoch's checkpoint is saved
+                print(f"{signal.Signals(self.stop_signal).name}: stopped after epoch {epoch + 1}", file=sys.stderr)
+                raise SystemExit(128 + self.stop_signal)
         return metrics

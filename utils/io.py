@@ -7,20 +7,36 @@ import os
 import shutil
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 
-def prepare_output_dir(path: str | Path, force: bool) -> Path:
-    """Create ``path``; an existing non-empty folder is an error unless ``force`` (then it is replaced)."""
+@contextmanager
+def staged_output_dir(path: str | Path, force: bool):
+    """Yield a staging folder that becomes ``path`` only when the block succeeds.
+
+    An existing non-empty ``path`` is an error unless ``force``; even then it is replaced only after success, so a
+    failed run never loses an earlier result.
+    """
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        if not force:
-            raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    if path.exists() and any(path.iterdir()) and not force:
+        raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if path.exists():
+        old = path.with_name(path.name + ".old-" + stage.name.rsplit("-", 1)[-1])
+        path.rename(old)
+        stage.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(path)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

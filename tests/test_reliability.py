@@ -1,0 +1,280 @@
+"""Faults: killed and interrupted runs, NaN losses, foreign checkpoints, bad input, hostile names, memory."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train as train_script
+from data.cache import VolumeCache
+from data.dataset import SliceDataset
+from data.oct import DatasetError, find_volumes, read_grey
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.config import Settings
+from utils.engine import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [
+    "--name",
+    "unet",
+    "--channels",
+    "4",
+    "8",
+    "8",
+    "16",
+    "16",
+    "--batch-size",
+    "4",
+    "-j",
+    "0",
+    "--lr",
+    "0.002",
+    "--loss",
+    "mix_3",
+    "--deterministic",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from data.synthetic import write_dataset
+
+    return write_dataset(
+        tmp_path_factory.mktemp("rel") / "oct", seed=3, train=3, val=1, test=1, slices=8, height=64, width=48
+    )
+
+
+def _argv(data, out, *extra):
+    return [*FAST, "-d", str(data), "--out", str(out), "--cache-dir", str(out.parent / "cache"), *extra]
+
+
+def _weights(run):
+    return load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["state_dict"]
+
+
+def _same(a, b):
+    return all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0) for k in a)
+
+
+def _spawn(argv):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_epoch(run, epoch, proc, timeout=120):
+    path = run / "checkpoint" / "checkpoint_latest.pth.tar"
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if path.exists() and load_checkpoint(path)["epoch"] >= epoch:
+            return
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint of epoch {epoch} in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    train_script.main(_argv(data, run, "--epochs", "3", "--steps-per-epoch", "150"))
+    return _weights(run)
+
+
+def test_sigkill_mid_epoch_then_resume_auto_ends_with_the_same_weights(data, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    argv = _argv(data, run, "--epochs", "3", "--steps-per-epoch", "150")
+    proc = _spawn(argv)
+    _wait_for_epoch(run, 1, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 1  # killed inside epoch 2
+    train_script.main([*argv, "--resume", "auto"])
+    assert _same(_weights(run), uninterrupted)
+
+
+def test_sigterm_saves_mid_epoch_and_resume_matches(data, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    argv = _argv(data, run, "--epochs", "3", "--steps-per-epoch", "150")
+    proc = _spawn(argv)
+    _wait_for_epoch(run, 1, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    saved = load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")
+    assert saved["epoch"] == 1 and 0 < saved["step"] < 150  # saved in the middle of epoch 2
+    assert b"saved" in proc.stderr.read()
+    train_script.main([*argv, "--resume", "auto"])
+    assert _same(_weights(run), uninterrupted)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    settings = Settings.from_dict(
+        vars(train_script.parse_args(_argv(data, run, "--epochs", "3", "--steps-per-epoch", "4")))
+    ).validate()
+    trainer = Trainer(settings)
+    real_loss, calls = trainer.loss, []
+
+    def poisoned(*a, **k):
+        parts = real_loss(*a, **k)
+        calls.append(1)
+        if len(calls) == 7:  # epoch 2, step 3
+            parts["total"] = parts["total"] * float("nan")
+        return parts
+
+    trainer.loss = poisoned
+    with pytest.raises(FloatingPointError, match=r"epoch 2 step 3 .*checkpoint_latest.pth.tar.*epoch 1"):
+        trainer.fit()
+    assert load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 1
+
+
+def test_resume_refuses_another_model(data, tmp_path):
+    run = tmp_path / "run"
+    train_script.main(_argv(data, run, "--epochs", "1", "--steps-per-epoch", "1"))
+    with pytest.raises(CheckpointError, match="holds a 'unet' model, not 'unet_nested'"):
+        train_script.main([*_argv(data, run, "--epochs", "2"), "--name", "unet_nested", "--resume", "auto"])
+
+
+def test_resident_memory_does_not_grow_across_epochs(data, tmp_path):
+    rss = []
+
+    class Probe(Trainer):
+        def validate(self):
+            out = super().validate()
+            with open("/proc/self/statm") as f:
+                rss.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+            return out
+
+    settings = Settings.from_dict(
+        vars(train_script.parse_args(_argv(data, tmp_path / "run", "--epochs", "8", "--steps-per-epoch", "4")))
+    ).validate()
+    Probe(settings).fit()
+    assert rss[-1] - rss[2] < 40, rss  # MiB; the first epochs warm up allocators and caches
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _copy(data, tmp_path):
+    import shutil
+
+    shutil.copytree(data, tmp_path / "oct")
+    return tmp_path / "oct"
+
+
+def test_empty_dataset_folder(tmp_path):
+    (tmp_path / "Edema_trainingset" / "original_images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no volumes found for split 'train'"):
+        find_volumes(tmp_path, "train")
+
+
+def test_volumes_of_different_slice_counts_train_together(data, tmp_path):
+    root = _copy(data, tmp_path)
+    rec = find_volumes(root, "train")[0]
+    for p in (*rec.image_paths[6:], *rec.label_paths[6:]):
+        p.unlink()
+    recs = find_volumes(root, "train")
+    assert sorted(r.num_slices for r in recs) == [6, 8, 8]
+    assert len(SliceDataset(recs, VolumeCache(tmp_path / "c"), None)) == 22
+
+
+def test_volumes_of_different_sizes_need_resize_or_crop(data, tmp_path):
+    root = _copy(data, tmp_path)
+    rec = find_volumes(root, "train")[0]
+    for p in (*rec.image_paths, *rec.label_paths):
+        Image.open(p).resize((40, 64), Image.NEAREST).save(p)
+    with pytest.raises(DatasetError, match=r"64x40 .* 64x48.*--resize or --crop-size"):
+        SliceDataset(find_volumes(root, "train"), VolumeCache(tmp_path / "c"), None)
+
+
+def test_palette_bmp_is_read_and_16_bit_bmp_is_rejected(tmp_path):
+    grey = (np.arange(64 * 48) % 256).astype(np.uint8).reshape(64, 48)
+    Image.fromarray(grey).convert("P").save(tmp_path / "pal.bmp")
+    assert (read_grey(tmp_path / "pal.bmp") == grey).all()
+    # a 16 bits-per-pixel BMP written by hand: 2x2 pixels, rows padded to 4 bytes
+    header = b"BM" + (54 + 8).to_bytes(4, "little") + b"\0\0\0\0" + (54).to_bytes(4, "little")
+    info = (
+        (40).to_bytes(4, "little") + (2).to_bytes(4, "little") + (2).to_bytes(4, "little") + (1).to_bytes(2, "little")
+    )
+    info += (16).to_bytes(2, "little") + b"\0" * 24
+    (tmp_path / "deep.bmp").write_bytes(header + info + b"\xff\x7f" * 4)
+    with pytest.raises(DatasetError, match="deep.bmp: 16 bits per pixel"):
+        read_grey(tmp_path / "deep.bmp")
+
+
+def test_unreadable_slice_is_a_clear_error(data, tmp_path):
+    root = _copy(data, tmp_path)
+    rec = find_volumes(root, "train")[0]
+    rec.image_paths[2].unlink()
+    rec.image_paths[2].mkdir()  # a folder where 3.bmp should be
+    with pytest.raises(DatasetError, match=r"3\.bmp: cannot read the image"):
+        VolumeCache(tmp_path / "c").load(find_volumes(root, "train")[0])
+
+
+def test_failed_run_keeps_the_earlier_output(data, tmp_path):
+    import test as test_script
+
+    run = tmp_path / "run"
+    train_script.main(_argv(data, run, "--epochs", "1", "--steps-per-epoch", "1"))
+    ckpt = str(run / "checkpoint" / "checkpoint_latest.pth.tar")
+    out = tmp_path / "sub"
+    test_script.main(["--seg", "--det", "--seg-path", ckpt, "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    before = sorted(p.name for p in (out / "segment").iterdir())
+    root = _copy(data, tmp_path)
+    slice_ = find_volumes(root, "test")[0].image_paths[4]
+    slice_.write_bytes(slice_.read_bytes()[:100])
+    with pytest.raises(DatasetError, match="cannot read"):
+        test_script.main(
+            [
+                "--seg",
+                "--det",
+                "--seg-path",
+                ckpt,
+                "--out",
+                str(out),
+                "--force",
+                "-d",
+                str(root),
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ]
+        )
+    assert sorted(p.name for p in (out / "segment").iterdir()) == before  # --force replaces only on success
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("sub.")]  # no staging folder left behind
+
+
+# ---------------------------------------------------------------------------------------------- hostile names
+@pytest.mark.parametrize("line", ["Edema_testset/original_images/..", "Edema_testset/original_images/..img"])
+def test_patient_ids_cannot_leave_the_output_folder(tmp_path, line):
+    d = tmp_path / "Edema_testset" / "original_images" / "..img"
+    d.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(d / "1.bmp")
+    # hidden folders are not volumes when the split is read from its folder ...
+    with pytest.raises(DatasetError, match="no volumes found"):
+        find_volumes(tmp_path, "test")
+    # ... and a list file cannot smuggle in a name that climbs out of the output folder
+    (tmp_path / "test_images.txt").write_text(line + "\n")
+    with pytest.raises(DatasetError, match="is not a safe file name"):
+        find_volumes(tmp_path, "test", list_dir=tmp_path)
+
+
+def test_submission_zip_has_flat_names_only(tmp_path):
+    import zipfile
+
+    from utils.io import zip_folder
+
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "P1_labelMark_volumes.npy").write_bytes(b"x")
+    names = zipfile.ZipFile(zip_folder(tmp_path / "seg", tmp_path / "s.zip")).namelist()
+    assert names == ["P1_labelMark_volumes.npy"]
