@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,25 +27,36 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
+    from utils.distributed import cleanup, init_distributed
+
+    args = parse_args(argv)
+    info = init_distributed()
+    try:
+        return _evaluate(args, info)
+    finally:
+        cleanup(info)
+
+
+def _evaluate(args: argparse.Namespace, info) -> dict:
     from data.cache import VolumeCache
     from data.oct import detection_targets, find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
-    from utils.io import save_json_atomic, staged_output_dir
+    from utils.distributed import gather_objects, shard, shared_staged_output_dir
+    from utils.io import save_json_atomic
     from utils.metrics import ChallengeMetrics
     from utils.vis import save_volume_pictures
 
-    args = parse_args(argv)
     paths = checkpoints(args)
     s = first_settings(paths)
     data_dir = args.data_dir or s.data_dir
     records = find_volumes(data_dir, args.split, args.list_dir)
     cache = VolumeCache(args.cache_dir or s.cache_dir)
-    predictor = build_predictor(args, paths)
+    predictor = build_predictor(args, paths, info)
     final = Path(args.out or default_out(paths, f"eval_{args.split}"))
-    with staged_output_dir(final, args.force) as out:
+    with shared_staged_output_dir(final, args.force, info) as out:
         metrics = ChallengeMetrics()
         t0 = time.time()
-        for rec in records:
+        for rec in shard(records, info):  # each volume on exactly one process
             image, labels = cache.load(rec)
             pred = predictor.predict_volume(np.asarray(image))
             det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
@@ -54,6 +64,7 @@ def main(argv=None) -> dict:
             print(f"{rec.pid}: dice REA={d[0]:.4f} SRF={d[1]:.4f} PED={d[2]:.4f}", flush=True)
             if args.vis:
                 save_volume_pictures(out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels))
+        metrics = ChallengeMetrics.merge(gather_objects(metrics.volumes, info))
         result = metrics.compute()
         result.update(
             {
@@ -65,19 +76,21 @@ def main(argv=None) -> dict:
                 "tta": args.tta,
             }
         )
-        save_json_atomic(out / "metrics.json", result)
-        rows = metrics.per_volume_rows()
-        with (out / "per_volume.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        if info.is_main:
+            save_json_atomic(out / "metrics.json", result)
+            rows = metrics.per_volume_rows()
+            with (out / "per_volume.csv").open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+    if not info.is_main:
+        return result
     print(json.dumps({k: v for k, v in result.items() if k.startswith(("dice", "auc"))}, indent=1))
     print(f"wrote {final}/metrics.json and per_volume.csv" + (f", pictures in {final}/vis" if args.vis else ""))
     return result
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    from utils.cli import run_main
+
+    run_main(main, __file__)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -31,23 +30,34 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None):
+    from utils.distributed import cleanup, init_distributed
+
+    args = parse_args(argv)
+    info = init_distributed()
+    try:
+        return _submit(args, info)
+    finally:
+        cleanup(info)
+
+
+def _submit(args: argparse.Namespace, info):
     from data.cache import VolumeCache
     from data.oct import find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
-    from utils.io import save_npy_atomic, staged_output_dir, zip_folder
+    from utils.distributed import barrier, shard, shared_staged_output_dir
+    from utils.io import save_npy_atomic, zip_folder
 
-    args = parse_args(argv)
     paths = checkpoints(args)
     s = first_settings(paths)
     records = find_volumes(args.data_dir or s.data_dir, args.split, args.list_dir)
     cache = VolumeCache(args.cache_dir or s.cache_dir)
-    predictor = build_predictor(args, paths)
+    predictor = build_predictor(args, paths, info)
     final = Path(args.out or default_out(paths, args.split))
     t0 = time.time()
-    with staged_output_dir(final, args.force) as out:
+    with shared_staged_output_dir(final, args.force, info) as out:
         seg_dir = out / "segment"
-        seg_dir.mkdir()
-        for rec in records:
+        seg_dir.mkdir(exist_ok=True)
+        for rec in shard(records, info):  # each volume on exactly one process
             image, _ = cache.load(rec)
             pred = predictor.predict_volume(np.asarray(image))
             if args.seg:
@@ -57,13 +67,16 @@ def main(argv=None):
                     raise ValueError(f"{paths}: a model has no detection head; drop --det")
                 save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_detections.npy", pred.det_scores.astype(np.float32))
             print(f"{rec.pid}: {image.shape[0]} slices", flush=True)
-        zip_folder(seg_dir, out / "submission.zip")
+        barrier(info)  # every process's files are in place before the zip
+        if info.is_main:
+            zip_folder(seg_dir, out / "submission.zip")
+    if not info.is_main:
+        return final
     print(f"{len(records)} volumes in {time.time() - t0:.1f}s; wrote {final}/segment and {final}/submission.zip")
     return final
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # DatasetError is a ValueError
-        sys.exit(f"error: {e}")
+    from utils.cli import run_main
+
+    run_main(main, __file__)

@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on a GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs under DDP")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise-repeatable on CPU)")
     p.add_argument("--val-batch-size", type=int)
     return p.parse_args(argv)
@@ -58,15 +59,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     from utils.config import resolve_settings
+    from utils.distributed import cleanup, init_distributed
     from utils.engine import Trainer
 
     args = parse_args(argv)
     resume = vars(args).pop("resume", None)
     settings = resolve_settings(args)
-    return Trainer(settings, resume=resume).fit()
+    info = init_distributed()
+    try:
+        return Trainer(settings, resume=resume, dist_info=info).fit()
+    finally:
+        cleanup(info)
 
 
 if __name__ == "__main__":
+    from utils.distributed import relaunch_on_all_gpus
+
+    code = relaunch_on_all_gpus(__file__, sys.argv[1:])  # several visible GPUs: one DDP process per GPU
+    if code is not None:
+        sys.exit(code)
     try:
         main()
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as e:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from utils.checkpoint import load_checkpoint
 from utils.config import Settings
+from utils.distributed import DistInfo, device_for
 from utils.inference import Predictor
 
 
@@ -46,7 +47,25 @@ def default_out(paths: list[str], leaf: str) -> Path:
     return Path("runs") / "fusion" / leaf
 
 
-def build_predictor(args: argparse.Namespace, paths: list[str]) -> Predictor:
+def build_predictor(args: argparse.Namespace, paths: list[str], info: DistInfo | None = None) -> Predictor:
+    device = args.device
+    if device is None and info is not None and info.enabled:
+        device = device_for(info)  # one GPU per process
     return Predictor.from_checkpoints(
-        paths, args.fusion_weights, device=args.device, batch_size=args.batch_size, amp=args.amp, tta_flip=args.tta
+        paths, args.fusion_weights, device=device, batch_size=args.batch_size, amp=args.amp, tta_flip=args.tta
     )
+
+
+def run_main(main, script: str) -> None:
+    """``__main__`` of eval.py / test.py: one process per visible GPU when there are several, clear errors."""
+    import sys
+
+    from utils.distributed import relaunch_on_all_gpus
+
+    code = relaunch_on_all_gpus(script, sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # DatasetError is a ValueError
+        sys.exit(f"error: {e}")

@@ -45,6 +45,7 @@ class Settings:
     amp: bool | None = None  # None: bf16 autocast on a GPU, off on the CPU
     compile: bool = False
     deterministic: bool = False
+    sync_bn: bool = False
     val_batch_size: int = 16
     out: str | None = None
     save_every_checkpoint: bool = False

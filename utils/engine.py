@@ -24,6 +24,15 @@ from losses import build_loss
 from models import build_model
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.config import Settings
+from utils.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_mean,
+    barrier,
+    device_for,
+    gather_objects,
+    shard,
+)
 from utils.inference import Member, Predictor, autocast_for, default_device, normalize
 from utils.io import save_json_atomic
 from utils.metrics import ChallengeMetrics
@@ -53,14 +62,45 @@ def make_optimizer(s: Settings, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
 
 
+def epoch_indices(
+    n: int, steps: int, batch_size: int, seed: int, epoch: int, info: DistInfo, skip_steps: int = 0
+) -> list[int]:
+    """Sample indices of one process for one epoch, in an order fixed by (seed, epoch).
+
+    Every process draws the same global order; process r takes columns [r*b, (r+1)*b) of each global batch of
+    ``batch_size``, so the processes' batches concatenated are exactly the single-process batch.
+    """
+    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+    want = steps * batch_size
+    if want <= n:
+        order = torch.randperm(n, generator=gen)[:want]
+    else:  # more steps than one pass: whole permutations back to back
+        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-want // n))])[:want]
+    b = batch_size // info.world_size
+    return order.view(steps, batch_size)[skip_steps:, info.rank * b : (info.rank + 1) * b].reshape(-1).tolist()
+
+
 def default_run_dir(s: Settings) -> Path:
     return Path(s.out) if s.out else Path("runs") / f"{s.name}_{s.loss}"
 
 
 class Trainer:
-    def __init__(self, settings: Settings, resume: str | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        resume: str | None = None,
+        device: torch.device | None = None,
+        dist_info: DistInfo | None = None,
+    ) -> None:
         self.s = settings
-        self.device = device or default_device()
+        self.dist = dist_info or DistInfo()
+        self.device = device or (device_for(self.dist) if self.dist.enabled else default_device())
+        if settings.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"--batch-size {settings.batch_size} is the global batch and must divide among "
+                f"{self.dist.world_size} processes"
+            )
+        self.local_batch = settings.batch_size // self.dist.world_size
         self.run_dir = default_run_dir(settings)
         self.ckpt_dir = self.run_dir / "checkpoint"
         resume_path = self._resume_path(resume)
@@ -68,24 +108,35 @@ class Trainer:
             raise FileExistsError(
                 f"{self.run_dir} already holds a run; continue it with --resume auto, or choose another --out"
             )
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)  # every process has looked before the main one writes
+        if self.dist.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
         s = settings
-        seed_everything(s.seed)
+        seed_everything(s.seed + self.dist.rank)
         if s.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         self.cache = VolumeCache(s.cache_dir)
         self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
         self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
-        self.normalization = self._normalization()
+        if self.dist.is_main:  # decodes the training volumes into the cache once, for every process
+            self._normalization()
+        barrier(self.dist)
+        self.normalization = json.loads((self.run_dir / "normalization.json").read_text())
 
         self.model = build_model(s.name, num_classes=s.num_classes, num_detect=s.num_detect, channels=tuple(s.channels))
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = not s.deterministic
-        self.forward = torch.compile(self.model) if s.compile else self.model
+        net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            if s.sync_bn and self.device.type == "cuda":
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = torch.compile(net) if s.compile else net
         self.loss = build_loss(s.loss, s.class_weights, gamma=s.el_dice_gamma, deep_supervision=s.deep_supervision)
         self.loss.to(self.device)
         self.optimizer = make_optimizer(s, self.model.parameters())
@@ -103,7 +154,8 @@ class Trainer:
             batch_size=s.val_batch_size,
             amp=s.amp,
         )
-        save_json_atomic(self.run_dir / "settings.json", s.to_dict())
+        if self.dist.is_main:
+            save_json_atomic(self.run_dir / "settings.json", s.to_dict())
 
     # ----------------------------------------------------------------------------------------------- setup
     def _resume_path(self, resume: str | None) -> Path | None:
@@ -122,52 +174,46 @@ class Trainer:
             return None
         return Path(resume)
 
-    def _normalization(self) -> dict:
+    def _normalization(self) -> None:
         path = self.run_dir / "normalization.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        norm = compute_normalization(self.train_records, self.cache)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_json_atomic(path, norm)
-        return norm
+        if not path.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_json_atomic(path, compute_normalization(self.train_records, self.cache))
 
     def _load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
         if state["model_name"] != self.s.name:
             raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, not {self.s.name!r}")
-        load_model_weights(self.model, state["state_dict"], path)
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
         if state["settings"].get("task", "oct") != self.s.task:
             raise CheckpointError(
                 f"{path}: a checkpoint of task {state['settings'].get('task')!r}, not {self.s.task!r}"
             )
+        load_model_weights(self.model, state["state_dict"], path)
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.resume_step = int(state.get("step", 0))
         if self.resume_step:
-            self.resume_rng = state["rng_state"].cpu()
+            rngs = state["rng_states"]  # one per process; another process count re-seeds instead
+            self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
         self.best_dice = float(state.get("best_dice", -math.inf))
         if "normalization" in state:
             self.normalization = state["normalization"]
         where = f" step {self.resume_step}" if self.resume_step else ""
-        print(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
+        if self.dist.is_main:
+            print(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
 
     def _loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
-        """The epoch's batches in an order fixed by (seed, epoch), minus the first ``skip_steps`` already done."""
+        """This process's share of the epoch's batches, minus the first ``skip_steps`` already done."""
         self.train_set.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)
         n = len(self.train_set)
         steps = self.s.steps_per_epoch or max(n // self.s.batch_size, 1)
-        want = steps * self.s.batch_size
-        if want <= n:
-            order = torch.randperm(n, generator=gen)[:want]
-        else:  # more steps than one pass: whole permutations back to back
-            order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-want // n))])[:want]
+        mine = epoch_indices(n, steps, self.s.batch_size, self.s.seed, epoch, self.dist, skip_steps)
         return DataLoader(
             self.train_set,
-            batch_size=self.s.batch_size,
-            sampler=order[skip_steps * self.s.batch_size :].tolist(),
+            batch_size=self.local_batch,
+            sampler=mine,
             num_workers=self.s.workers,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
@@ -194,10 +240,10 @@ class Trainer:
         self.resume_step, self.resume_sums = 0, {}
         loader = self._loader(epoch, skip_steps=start)
         batches = iter(loader)  # creating the iterator draws from the global RNG: do it before seeding
-        if start:
+        if start and self.resume_rng is not None:
             torch.set_rng_state(self.resume_rng)  # dropout continues where the interrupted run stopped
-        else:
-            torch.manual_seed(self.s.seed + epoch)  # dropout draws do not depend on where a run was resumed
+        else:  # dropout draws depend on (seed, epoch, rank), not on where a run was resumed
+            torch.manual_seed(self.s.seed + epoch + 100_003 * self.dist.rank)
         total_steps = start + len(loader)
         desc = f"epoch {epoch + 1}/{self.s.epochs}"
         bar = tqdm(batches, total=len(loader), desc=desc, leave=False, dynamic_ncols=True, disable=None)
@@ -208,15 +254,18 @@ class Trainer:
             bad = torch.where(finite | (bad > 0), bad, torch.full_like(bad, i + 1))
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0) + v
-            # checks that need the host: on the CPU every step (free), on a GPU every 20 steps
+            # checks that need the host: on the CPU every step (free), on a GPU every 20 steps; every process
+            # checks at the same steps and agrees on the outcome, so none waits alone in a collective
             if self.device.type == "cpu" or i % 20 == 0 or i + 1 == total_steps:
-                self._check_finite(epoch, int(bad), parts)
+                flags = torch.stack([bad, torch.tensor(self.stop_signal or 0, device=self.device)])
+                bad_step, stop = all_reduce_max(flags, self.dist).tolist()
+                self._check_finite(epoch, bad_step, parts)
                 if i % 20 == 0:
                     bar.set_postfix(loss=f"{parts['total'].item():.3f}")
-            if self.stop_signal is not None:
-                self._check_finite(epoch, int(bad), parts)
-                self._save_interrupted(epoch, i + 1, sums)
-        return {f"train_{k}": (v / total_steps).item() for k, v in sums.items()}
+                if stop:
+                    self.stop_signal = stop
+                    self._save_interrupted(epoch, i + 1, sums)
+        return {f"train_{k}": all_reduce_mean(v / total_steps, self.dist).item() for k, v in sums.items()}
 
     def _check_finite(self, epoch: int, bad_step: int, parts: dict[str, torch.Tensor]) -> None:
         if bad_step == 0:
@@ -230,25 +279,33 @@ class Trainer:
         )
 
     def _save_interrupted(self, epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
-        state = self.checkpoint_state(epoch)
-        state.update(step=step, rng_state=torch.get_rng_state(), train_sums={k: float(v) for k, v in sums.items()})
-        save_checkpoint(self.ckpt_dir / LATEST, state)
-        name = signal.Signals(self.stop_signal).name
-        print(
-            f"{name}: saved {self.ckpt_dir / LATEST} at epoch {epoch + 1} step {step}; continue with --resume auto",
-            file=sys.stderr,
-            flush=True,
-        )
+        rngs = gather_objects(torch.get_rng_state(), self.dist)
+        sums = {k: float(all_reduce_mean(v.clone(), self.dist)) for k, v in sums.items()}
+        if self.dist.is_main:
+            state = self.checkpoint_state(epoch)
+            state.update(step=step, rng_states=rngs, train_sums=sums)
+            save_checkpoint(self.ckpt_dir / LATEST, state)
+            name = signal.Signals(self.stop_signal).name
+            print(
+                f"{name}: saved {self.ckpt_dir / LATEST} at epoch {epoch + 1} step {step}; continue with --resume auto",
+                file=sys.stderr,
+                flush=True,
+            )
+        barrier(self.dist)
         raise SystemExit(128 + self.stop_signal)
 
     def validate(self) -> dict[str, float]:
+        """Challenge metrics over the validation volumes, each predicted by exactly one process."""
+        if self.dist.enabled:  # every process predicts with the same BatchNorm statistics
+            for buf in self.model.buffers():
+                torch.distributed.broadcast(buf, 0)
         metrics = ChallengeMetrics()
-        for rec in self.val_records:
+        for rec in shard(self.val_records, self.dist):
             image, labels = self.cache.load(rec)
             pred = self.predictor.predict_volume(np.asarray(image))
             det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
             metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
-        return metrics.compute()
+        return ChallengeMetrics.merge(gather_objects(metrics.volumes, self.dist)).compute()
 
     def checkpoint_state(self, epoch: int) -> dict:
         return {
@@ -264,7 +321,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         from utils.logger import RunLogger
 
-        logger = RunLogger(self.run_dir, self.start_epoch)
+        logger = RunLogger(self.run_dir, self.start_epoch) if self.dist.is_main else None
         metrics: dict[str, float] = {}
         previous = self._catch_signals()
         try:
@@ -272,7 +329,8 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            logger.close()
+            if logger is not None:
+                logger.close()
         return metrics
 
     def _catch_signals(self) -> dict:
@@ -287,9 +345,12 @@ class Trainer:
 
     def _fit(self, logger) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        print(
+        say = print if self.dist.is_main else (lambda *a, **k: None)
+        processes = f" in {self.dist.world_size} processes" if self.dist.enabled else ""
+        say(
             f"training {self.s.name} on {len(self.train_set)} slices of {len(self.train_records)} volumes, "
-            f"validating on {len(self.val_records)} volumes, device {self.device}, run folder {self.run_dir}"
+            f"validating on {len(self.val_records)} volumes, device {self.device}{processes}, "
+            f"run folder {self.run_dir}"
         )
         for epoch in range(self.start_epoch, self.s.epochs):
             t0 = time.time()
@@ -301,20 +362,23 @@ class Trainer:
             dice = metrics["dice_mean"] if math.isfinite(metrics["dice_mean"]) else 0.0
             is_best = dice > self.best_dice
             self.best_dice = max(dice, self.best_dice)
-            state = self.checkpoint_state(epoch + 1)
-            save_checkpoint(self.ckpt_dir / LATEST, state)
-            if is_best:
-                save_checkpoint(self.ckpt_dir / BEST, state)
-            if self.s.save_every_checkpoint:
-                save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
-            logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})
+            if self.dist.is_main:
+                state = self.checkpoint_state(epoch + 1)
+                save_checkpoint(self.ckpt_dir / LATEST, state)
+                if is_best:
+                    save_checkpoint(self.ckpt_dir / BEST, state)
+                if self.s.save_every_checkpoint:
+                    save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
+                logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            print(
+            say(
                 f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
                 f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}",
                 flush=True,
             )
-            if self.stop_signal is not None:  # arrived during validation: the epoch's checkpoint is saved
-                print(f"{signal.Signals(self.stop_signal).name}: stopped after epoch {epoch + 1}", file=sys.stderr)
-                raise SystemExit(128 + self.stop_signal)
+            stop = int(all_reduce_max(torch.tensor(self.stop_signal or 0, device=self.device), self.dist))
+            if stop:  # arrived during validation: the epoch's checkpoint is saved
+                say(f"{signal.Signals(stop).name}: stopped after epoch {epoch + 1}", file=sys.stderr)
+                barrier(self.dist)
+                raise SystemExit(128 + stop)
         return metrics

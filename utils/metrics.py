@@ -68,32 +68,40 @@ def detection_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 class ChallengeMetrics:
-    """Accumulates volumes one at a time; ``compute()`` returns the challenge's figures as a dict."""
+    """Accumulates volumes one at a time; ``compute()`` returns the challenge's figures as a dict.
+
+    ``volumes`` holds (pid, dice (3,), detection labels (N, 3) or None, detection scores (N, 3) or None) per volume;
+    ``merge`` joins the lists that several processes filled (each volume once) into the single-process result.
+    """
 
     def __init__(self, class_names: tuple[str, ...] = ("REA", "SRF", "PED")) -> None:
         self.class_names = class_names
-        self.pids: list[str] = []
-        self.dice: list[np.ndarray] = []
-        self.det_labels: list[np.ndarray] = []
-        self.det_scores: list[np.ndarray] = []
+        self.volumes: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
 
     def update(
         self, pid: str, pred, target, det_scores: np.ndarray | None, det_labels: np.ndarray | None
     ) -> np.ndarray:
         d = volume_dice(pred, target, len(self.class_names) + 1)
-        self.pids.append(pid)
-        self.dice.append(d)
-        if det_scores is not None and det_labels is not None:
-            self.det_scores.append(np.asarray(det_scores))
-            self.det_labels.append(np.asarray(det_labels))
+        labels = None if det_labels is None else np.asarray(det_labels)
+        scores = None if det_scores is None else np.asarray(det_scores)
+        self.volumes.append((pid, d, labels, scores))
         return d
 
+    @classmethod
+    def merge(cls, parts: list[list], class_names: tuple[str, ...] = ("REA", "SRF", "PED")) -> ChallengeMetrics:
+        out = cls(class_names)
+        out.volumes = sorted((v for part in parts for v in part), key=lambda v: v[0])
+        return out
+
     def compute(self) -> dict:
-        per_class, mean = summarize_dice(np.stack(self.dice)) if self.dice else (np.full(3, np.nan), float("nan"))
+        if not self.volumes:
+            raise ValueError("no volumes were evaluated")
+        per_class, mean = summarize_dice(np.stack([v[1] for v in self.volumes]))
         out = {"dice_mean": mean}
         out.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
-        if self.det_scores:
-            auc = detection_auc(np.concatenate(self.det_labels), np.concatenate(self.det_scores))
+        with_det = [v for v in self.volumes if v[2] is not None and v[3] is not None]
+        if with_det:
+            auc = detection_auc(np.concatenate([v[2] for v in with_det]), np.concatenate([v[3] for v in with_det]))
             out["auc_mean"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
             out.update({f"auc_{n}": float(v) for n, v in zip(self.class_names, auc)})
         return out
@@ -101,5 +109,5 @@ class ChallengeMetrics:
     def per_volume_rows(self) -> list[dict]:
         return [
             {"pid": pid, **{f"dice_{n}": float(v) for n, v in zip(self.class_names, d)}}
-            for pid, d in zip(self.pids, self.dice)
+            for pid, d, _, _ in self.volumes
         ]
