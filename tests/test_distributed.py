@@ -163,3 +163,28 @@ def test_two_process_training_then_single_process_resume(uneven):
     train_script.main([*argv, "--epochs", "3", "--resume", "auto"])
     assert load_checkpoint(tmp / "ddp_run" / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 3
     assert len((tmp / "ddp_run" / "log.csv").read_text().splitlines()) == 4
+
+
+def test_several_visible_gpus_relaunch_through_torchrun(monkeypatch):
+    import utils.distributed as d
+
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(d.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(d.torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(d.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert d.relaunch_on_all_gpus("train.py", ["--name", "unet"]) == 0
+    assert calls[0][1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=4",
+        "train.py",
+        "--name",
+        "unet",
+    ]
+    monkeypatch.setenv("WORLD_SIZE", "4")  # already a torchrun worker: run here
+    assert d.relaunch_on_all_gpus("train.py", []) is None
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setattr(d.torch.cuda, "device_count", lambda: 1)  # one GPU: a single process
+    assert d.relaunch_on_all_gpus("train.py", []) is None
