@@ -20,7 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S
     )
     p.add_argument("--config", help="JSON or YAML file of settings; command-line options win")
-    p.add_argument("--task", choices=["oct"])
+    p.add_argument("--task", choices=["oct", "vessel"], help="oct (default) or vessel (fundus photos, DRIVE)")
+    p.add_argument("--val-count", type=int, help="vessel: training photos held out for validation")
+    p.add_argument("--patience", type=int, help="early stopping after this many epochs without a better score")
     p.add_argument("--name", help=f"model: {', '.join(list_models())}")
     p.add_argument("--channels", type=int, nargs="+", help="encoder widths (default 16 32 64 128 256)")
     p.add_argument("-d", "--data-dir", help="dataset root holding Edema_trainingset/ and Edema_validationset/")

@@ -30,17 +30,42 @@ class Augment:
     scale: float = 0.0
     crop_size: int = 0
     resize: tuple[int, int] | None = None
+    vflip: bool = False
+    brightness: float = 0.0  # add U(-b, b) * 255
+    contrast: float = 0.0  # scale about the mean by 1 + U(-c, c)
+    gamma: float = 0.0  # power 1 + U(-g, g)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, gen: torch.Generator):
         if self.resize:
             image, label = resize_pair(image, label, self.resize)
+        if self.crop_size:  # crop with a margin first, so rotation and scaling work on a small patch
+            image, label = self._crop(image, label, gen, margin=self.rotate > 0 or self.scale > 0)
         if self.rotate > 0 or self.scale > 0:
             image, label = self._affine(image, label, gen)
-        if self.crop_size:
-            image, label = self._crop(image, label, gen)
+            if self.crop_size:
+                image, label = self._center(image, label)
         if self.flip and torch.rand((), generator=gen) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
+        if self.vflip and torch.rand((), generator=gen) < 0.5:
+            image, label = image.flip(-2), label.flip(-2)
+        if self.brightness or self.contrast or self.gamma:
+            image = self._photometric(image, gen)
         return image, label
+
+    def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        def u(r):
+            return (torch.rand((), generator=gen).item() * 2 - 1) * r
+
+        x = image.float() / 255
+        x = x.clamp(0, 1) ** (1 + u(self.gamma))
+        x = (x - x.mean()) * (1 + u(self.contrast)) + x.mean() + u(self.brightness)
+        return (x * 255).round().clamp(0, 255).to(torch.uint8)
+
+    def _center(self, image, label):
+        s = self.crop_size
+        h, w = label.shape
+        y, x = (h - s) // 2, (w - s) // 2
+        return image[:, y : y + s, x : x + s], label[y : y + s, x : x + s]
 
     def _affine(self, image, label, gen):
         angle = math.radians((torch.rand((), generator=gen).item() * 2 - 1) * self.rotate)
@@ -58,8 +83,8 @@ class Augment:
         lab = torch.where(lab == 0, torch.full_like(lab, IGNORE_INDEX + 1), lab) - 1
         return img[0].round().clamp(0, 255).to(torch.uint8), lab[0, 0].to(torch.uint8)
 
-    def _crop(self, image, label, gen):
-        s = self.crop_size
+    def _crop(self, image, label, gen, margin: bool = False):
+        s = int(self.crop_size * 1.5) if margin else self.crop_size
         h, w = label.shape
         ph, pw = max(s - h, 0), max(s - w, 0)
         if ph or pw:

@@ -46,6 +46,9 @@ class Settings:
     compile: bool = False
     deterministic: bool = False
     sync_bn: bool = False
+    # vessel task
+    val_count: int = 4  # training photos held out for validation (early stopping, threshold)
+    patience: int = 0  # epochs without a better validation score before stopping; 0: never
     val_batch_size: int = 16
     out: str | None = None
     save_every_checkpoint: bool = False
@@ -54,8 +57,8 @@ class Settings:
         from losses import parse_loss_spec
         from models import list_models
 
-        if self.task != "oct":
-            raise ValueError(f"task must be 'oct', got {self.task!r}")
+        if self.task not in TASK_DEFAULTS:
+            raise ValueError(f"task must be one of {sorted(TASK_DEFAULTS)}, got {self.task!r}")
         if self.name not in list_models():
             raise ValueError(f"Unknown model {self.name!r}; valid names: {', '.join(list_models())}")
         parse_loss_spec(self.loss)
@@ -108,12 +111,31 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
+# what a task changes in the defaults (a config file and the command line still override these)
+TASK_DEFAULTS: dict[str, dict] = {
+    "oct": {},
+    "vessel": {
+        "name": "unet",
+        "num_classes": 2,
+        "num_detect": 0,
+        "class_weights": [1.0, 1.0],
+        "loss": "wce+dice",
+        "data_dir": "../shared/data/DRIVE",
+        "crop_size": 96,
+        "steps_per_epoch": 100,
+    },
+}
+
+
 def resolve_settings(args: argparse.Namespace, config_key: str = "config") -> Settings:
-    """Defaults < config file < explicitly given command-line options (parsers use ``default=SUPPRESS``)."""
+    """Defaults < task defaults < config file < explicitly given command-line options (``default=SUPPRESS``)."""
     given = {k: v for k, v in vars(args).items() if k != config_key}
-    merged: dict = {}
+    from_file: dict = {}
     cfg_path = getattr(args, config_key, None)
     if cfg_path:
-        merged.update(load_config_file(cfg_path))
+        from_file = {k.replace("-", "_"): v for k, v in load_config_file(cfg_path).items()}
+    task = given.get("task", from_file.get("task", "oct"))
+    merged: dict = dict(TASK_DEFAULTS.get(task, {}))
+    merged.update(from_file)
     merged.update(given)
     return Settings.from_dict(merged, source=str(cfg_path or "command line")).validate()

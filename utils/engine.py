@@ -19,6 +19,7 @@ from tqdm import tqdm
 from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset
 from data.oct import detection_targets, find_volumes
+from data.photos import PhotoPatchDataset, find_photos, load_photo, photo_normalization
 from data.transforms import Augment
 from losses import build_loss
 from models import build_model
@@ -35,7 +36,7 @@ from utils.distributed import (
 )
 from utils.inference import Member, Predictor, autocast_for, default_device, normalize
 from utils.io import save_json_atomic
-from utils.metrics import ChallengeMetrics
+from utils.metrics import ChallengeMetrics, best_f1_threshold, binary_metrics
 
 LATEST, BEST = "checkpoint_latest.pth.tar", "model_best.pth.tar"
 
@@ -118,8 +119,15 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         self.cache = VolumeCache(s.cache_dir)
-        self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
-        self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
+        self.score_key = "dice_mean" if s.task == "oct" else "f1"
+        if s.task == "oct":
+            self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
+            self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
+        else:  # vessel: the last --val-count training photos validate (early stopping, threshold), never test
+            photos = [load_photo(r) for r in find_photos(s.data_dir, "train")]
+            if not 0 < s.val_count < len(photos):
+                raise ValueError(f"--val-count {s.val_count} must leave training photos (found {len(photos)})")
+            self.train_records, self.val_records = photos[: -s.val_count], photos[-s.val_count :]
         if self.dist.is_main:  # decodes the training volumes into the cache once, for every process
             self._normalization()
         barrier(self.dist)
@@ -142,8 +150,13 @@ class Trainer:
         self.optimizer = make_optimizer(s, self.model.parameters())
 
         augment = Augment(s.flip, s.random_rotate, s.random_scale, s.crop_size, s.resize_hw)
-        self.train_set = SliceDataset(self.train_records, self.cache, augment, seed=s.seed)
-        self.start_epoch, self.best_dice = 0, -math.inf
+        if s.task == "oct":
+            self.train_set = SliceDataset(self.train_records, self.cache, augment, seed=s.seed)
+        else:
+            augment.vflip, augment.brightness, augment.contrast, augment.gamma = True, 0.1, 0.2, 0.2
+            samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
+            self.train_set = PhotoPatchDataset(self.train_records, augment, samples, seed=s.seed)
+        self.start_epoch, self.best_dice, self.threshold, self.stale = 0, -math.inf, 0.5, 0
         self.resume_step, self.resume_sums, self.resume_rng = 0, {}, None
         self.stop_signal: int | None = None
         if resume_path is not None:
@@ -153,6 +166,7 @@ class Trainer:
             self.device,
             batch_size=s.val_batch_size,
             amp=s.amp,
+            window=s.crop_size or None,
         )
         if self.dist.is_main:
             save_json_atomic(self.run_dir / "settings.json", s.to_dict())
@@ -178,7 +192,11 @@ class Trainer:
         path = self.run_dir / "normalization.json"
         if not path.exists():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_json_atomic(path, compute_normalization(self.train_records, self.cache))
+            if self.s.task == "oct":
+                norm = compute_normalization(self.train_records, self.cache)
+            else:
+                norm = photo_normalization(self.train_records)
+            save_json_atomic(path, norm)
 
     def _load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
@@ -198,6 +216,7 @@ class Trainer:
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
         self.best_dice = float(state.get("best_dice", -math.inf))
+        self.threshold = float(state.get("threshold", 0.5))
         if "normalization" in state:
             self.normalization = state["normalization"]
         where = f" step {self.resume_step}" if self.resume_step else ""
@@ -299,6 +318,8 @@ class Trainer:
         if self.dist.enabled:  # every process predicts with the same BatchNorm statistics
             for buf in self.model.buffers():
                 torch.distributed.broadcast(buf, 0)
+        if self.s.task == "vessel":
+            return self._validate_photos()
         metrics = ChallengeMetrics()
         for rec in shard(self.val_records, self.dist):
             image, labels = self.cache.load(rec)
@@ -306,6 +327,19 @@ class Trainer:
             det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
             metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
         return ChallengeMetrics.merge(gather_objects(metrics.volumes, self.dist)).compute()
+
+    def _validate_photos(self) -> dict[str, float]:
+        """Vessel metrics over the validation photos' fields of view, pooled; the F1-best threshold is kept."""
+        parts = []
+        for p in shard(self.val_records, self.dist):
+            probs = self.predictor.predict_image(p.rgb)[1]
+            parts.append((probs[p.fov].astype(np.float32), p.label[p.fov]))
+        parts = [x for chunk in gather_objects(parts, self.dist) for x in chunk]
+        scores = np.concatenate([x[0] for x in parts])
+        labels = np.concatenate([x[1] for x in parts])
+        metrics = binary_metrics(labels, scores, best_f1_threshold(labels, scores))
+        self.threshold = metrics["threshold"]
+        return metrics
 
     def checkpoint_state(self, epoch: int) -> dict:
         return {
@@ -315,6 +349,7 @@ class Trainer:
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_dice": self.best_dice,
+            "threshold": self.threshold,
             "normalization": self.normalization,
         }
 
@@ -348,8 +383,9 @@ class Trainer:
         say = print if self.dist.is_main else (lambda *a, **k: None)
         processes = f" in {self.dist.world_size} processes" if self.dist.enabled else ""
         say(
-            f"training {self.s.name} on {len(self.train_set)} slices of {len(self.train_records)} volumes, "
-            f"validating on {len(self.val_records)} volumes, device {self.device}{processes}, "
+            f"training {self.s.name} on {len(self.train_set)} samples of {len(self.train_records)} "
+            f"{'volumes' if self.s.task == 'oct' else 'photos'}, validating on {len(self.val_records)}, "
+            f"device {self.device}{processes}, "
             f"run folder {self.run_dir}"
         )
         for epoch in range(self.start_epoch, self.s.epochs):
@@ -359,9 +395,10 @@ class Trainer:
                 g["lr"] = lr
             train = self.train_epoch(epoch)
             metrics = self.validate()
-            dice = metrics["dice_mean"] if math.isfinite(metrics["dice_mean"]) else 0.0
-            is_best = dice > self.best_dice
-            self.best_dice = max(dice, self.best_dice)
+            score = metrics[self.score_key] if math.isfinite(metrics[self.score_key]) else 0.0
+            is_best = score > self.best_dice
+            self.best_dice = max(score, self.best_dice)
+            self.stale = 0 if is_best else self.stale + 1
             if self.dist.is_main:
                 state = self.checkpoint_state(epoch + 1)
                 save_checkpoint(self.ckpt_dir / LATEST, state)
@@ -376,6 +413,9 @@ class Trainer:
                 f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}",
                 flush=True,
             )
+            if self.s.patience and self.stale >= self.s.patience:
+                say(f"early stopping: no better {self.score_key} for {self.stale} epochs (best {self.best_dice:.4f})")
+                break
             stop = int(all_reduce_max(torch.tensor(self.stop_signal or 0, device=self.device), self.dist))
             if stop:  # arrived during validation: the epoch's checkpoint is saved
                 say(f"{signal.Signals(stop).name}: stopped after epoch {epoch + 1}", file=sys.stderr)

@@ -62,6 +62,8 @@ class Predictor:
         batch_size: int = 16,
         amp: bool | None = None,
         tta_flip: bool = False,
+        window: int | None = None,
+        overlap: float = 0.5,
     ) -> None:
         if not members:
             raise ValueError("Predictor needs at least one model")
@@ -70,6 +72,8 @@ class Predictor:
         self.batch_size = batch_size
         self.amp = amp
         self.tta_flip = tta_flip
+        self.window = window
+        self.overlap = overlap
         total = sum(m.weight for m in self.members)
         if total <= 0:
             raise ValueError(f"fusion weights must sum to > 0, got {[m.weight for m in self.members]}")
@@ -91,13 +95,63 @@ class Predictor:
             model = model.to(device)
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
-            members.append(
-                Member(model, norm["mean"], norm["std"], settings.resize_hw, 1.0 if weights is None else weights[i])
-            )
+            resize = settings.resize_hw if settings.task == "oct" else None  # photos: native size, sliding window
+            members.append(Member(model, norm["mean"], norm["std"], resize, 1.0 if weights is None else weights[i]))
         return cls(members, device, **kwargs)
 
     def _forward(self, member: Member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, 3, H, W) normalised -> (probabilities (B, C, H, W) float32, detection probs (B, K) or None)."""
+        if self.window and max(x.shape[-2:]) > self.window:
+            return self._sliding(member, x), None
+        return self._whole(member, x)
+
+    def _sliding(self, member: Member, x: torch.Tensor) -> torch.Tensor:
+        """Overlapping windows blended with a Gaussian weight (centre pixels count most), as nnU-Net does."""
+        win = self.window
+        h, w = x.shape[-2:]
+        ph, pw = max(win - h, 0), max(win - w, 0)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        hh, ww = x.shape[-2:]
+        stride = max(int(win * (1 - self.overlap)), 1)
+
+        def starts(n):
+            s = list(range(0, n - win + 1, stride))
+            return s if s[-1] == n - win else [*s, n - win]
+
+        g = torch.exp(-0.5 * ((torch.arange(win, device=x.device) - (win - 1) / 2) / (win / 8)) ** 2)
+        weight = (g[:, None] * g[None, :]).clamp_min(1e-3)
+        tiles = [(y, xx) for y in starts(hh) for xx in starts(ww)]
+        acc, norm = None, torch.zeros(hh, ww, device=x.device)
+        for i in range(0, len(tiles), self.batch_size):
+            chunk = tiles[i : i + self.batch_size]
+            batch = torch.cat([x[..., y : y + win, xx : xx + win] for y, xx in chunk])
+            probs, _ = self._whole(member, batch)
+            probs = probs.view(len(chunk), x.shape[0], *probs.shape[1:])
+            if acc is None:
+                acc = torch.zeros(x.shape[0], probs.shape[2], hh, ww, device=x.device)
+            for (y, xx), p in zip(chunk, probs):
+                acc[..., y : y + win, xx : xx + win] += p * weight
+                norm[y : y + win, xx : xx + win] += weight
+        return (acc / norm)[..., :h, :w]
+
+    @torch.inference_mode()
+    def predict_image(self, rgb: np.ndarray) -> np.ndarray:
+        """A photograph (H, W, 3) uint8 -> class probabilities (C, H, W) float32 (members and flips averaged)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")
+        x_u8 = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.device)
+        total = None
+        for member, w in zip(self.members, self._weights):
+            member.model.eval()
+            x = normalize(x_u8, member.mean, member.std)
+            probs, _ = self._forward(member, x)
+            if self.tta_flip:
+                probs = (probs + self._forward(member, x.flip(-1))[0].flip(-1)) / 2
+            total = w * probs if total is None else total + w * probs
+        return total[0].float().cpu().numpy()
+
+    def _whole(self, member: Member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, w = x.shape[-2:]
         if member.resize and member.resize != (h, w):
             x = F.interpolate(x, size=member.resize, mode="bilinear", align_corners=False)

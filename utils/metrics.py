@@ -111,3 +111,72 @@ class ChallengeMetrics:
             {"pid": pid, **{f"dice_{n}": float(v) for n, v in zip(self.class_names, d)}}
             for pid, d, _, _ in self.volumes
         ]
+
+
+# ------------------------------------------------------------------------------------------ binary (vessel) metrics
+def _sorted_counts(labels: np.ndarray, scores: np.ndarray):
+    """Cumulative true / false positives at each distinct score, thresholds descending."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tp = np.cumsum(y)[distinct]
+    fp = (distinct + 1) - tp
+    return tp.astype(np.float64), fp.astype(np.float64), s[distinct]
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall curve as average precision (sum of precision x recall steps)."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    tp, fp, _ = _sorted_counts(labels, np.asarray(scores, dtype=np.float64).ravel())
+    if tp[-1] == 0:
+        return float("nan")
+    precision, recall = tp / (tp + fp), tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold (predict vessel where score >= t) that maximises F1 on these pixels."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    tp, fp, thr = _sorted_counts(labels, np.asarray(scores, dtype=np.float64).ravel())
+    f1 = 2 * tp / (tp + fp + tp[-1])
+    return float(thr[int(np.argmax(f1))])
+
+
+def curves(labels: np.ndarray, scores: np.ndarray, points: int = 500) -> dict[str, np.ndarray]:
+    """ROC (fpr, tpr) and PR (recall, precision) curves, thinned to about ``points`` points for plotting."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    tp, fp, _ = _sorted_counts(labels, np.asarray(scores, dtype=np.float64).ravel())
+    keep = np.unique(np.linspace(0, tp.size - 1, min(points, tp.size)).astype(int))
+    tp, fp = tp[keep], fp[keep]
+    return {
+        "fpr": np.r_[0.0, fp / max(fp[-1], 1)],
+        "tpr": np.r_[0.0, tp / max(tp[-1], 1)],
+        "recall": tp / max(tp[-1], 1),
+        "precision": tp / np.maximum(tp + fp, 1),
+    }
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Pixel metrics of one pool of pixels: AUC-ROC, AUC-PR, and at ``threshold`` F1 (Dice), IoU, accuracy,
+    sensitivity, specificity."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    pred = scores >= threshold
+    tp = float(np.sum(pred & labels))
+    fp = float(np.sum(pred & ~labels))
+    fn = float(np.sum(~pred & labels))
+    tn = float(np.sum(~pred & ~labels))
+
+    def ratio(a, b):
+        return a / b if b else float("nan")
+
+    return {
+        "auc_roc": roc_auc(labels, scores),
+        "auc_pr": average_precision(labels, scores),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": ratio(tp, tp + fp + fn),
+        "accuracy": ratio(tp + tn, tp + tn + fp + fn),
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "threshold": float(threshold),
+    }
