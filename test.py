@@ -49,6 +49,8 @@ def _submit(args: argparse.Namespace, info):
 
     paths = checkpoints(args)
     s = first_settings(paths)
+    if s.task == "vessel":
+        return _segment_photos(args, info, paths, s)
     records = find_volumes(args.data_dir or s.data_dir, args.split, args.list_dir)
     cache = VolumeCache(args.cache_dir or s.cache_dir)
     predictor = build_predictor(args, paths, info)
@@ -73,6 +75,26 @@ def _submit(args: argparse.Namespace, info):
     if not info.is_main:
         return final
     print(f"{len(records)} volumes in {time.time() - t0:.1f}s; wrote {final}/segment and {final}/submission.zip")
+    return final
+
+
+def _segment_photos(args: argparse.Namespace, info, paths: list[str], s) -> Path:
+    """Vessel task: a mask and (with --det, kept for the command line's sake, or always) a blend per photo."""
+    from data.photos import find_photos, read_rgb
+    from utils.cli import default_out
+    from utils.distributed import shard, shared_staged_output_dir
+    from utils.vessel import Segmenter, save_outputs
+
+    records = find_photos(args.data_dir or s.data_dir, "test" if args.split == "val" else args.split)
+    seg = Segmenter.from_checkpoint(paths[0], device=args.device)
+    final = Path(args.out or default_out(paths, "test"))
+    with shared_staged_output_dir(final, args.force, info) as out:
+        for rec in shard(records, info):
+            rgb = read_rgb(rec.image)
+            _, mask = seg.predict(rgb)
+            save_outputs(out, rec.name, rgb, mask)
+    if info.is_main:
+        print(f"{len(records)} photos: masks and blends in {final}")
     return final
 
 

@@ -97,6 +97,8 @@ class Predictor:
                 model = model.to(memory_format=torch.channels_last)
             resize = settings.resize_hw if settings.task == "oct" else None  # photos: native size, sliding window
             members.append(Member(model, norm["mean"], norm["std"], resize, 1.0 if weights is None else weights[i]))
+            if settings.task == "vessel" and "window" not in kwargs:
+                kwargs["window"] = settings.crop_size or None  # the window validation used to pick the threshold
         return cls(members, device, **kwargs)
 
     def _forward(self, member: Member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

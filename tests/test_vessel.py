@@ -1,0 +1,149 @@
+"""Vessel task on the real DRIVE database (../shared/data/DRIVE): readers, metrics, training, prediction."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import eval as eval_script
+import predict as predict_script
+import train as train_script
+from data.photos import find_photos, fov_from_photo, load_photo
+from utils.metrics import average_precision, best_f1_threshold, binary_metrics, roc_auc
+
+DRIVE = Path(os.environ.get("DRIVE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"))
+assert DRIVE.is_dir(), f"{DRIVE}: the DRIVE database (shared/data/DRIVE beside the checkout, or $DRIVE_DIR)"
+
+
+def test_all_40_drive_photos_and_labels_load():
+    for split, first in (("train", "21_training"), ("test", "01_test")):
+        photos = [load_photo(r) for r in find_photos(DRIVE, split)]
+        assert len(photos) == 20 and photos[0].name == first
+        for p in photos:
+            assert p.rgb.shape == (584, 565, 3) and p.label.shape == p.fov.shape == (584, 565)
+            assert 0.6 < p.fov.mean() < 0.75  # the circular field of view
+            assert 0.07 < p.label[p.fov].mean() < 0.2  # vessels are about an eighth of it
+    # the second observer's GIFs hold 0/1, not 0/255: read as the same kind of mask
+    first = [load_photo(r).label for r in find_photos(DRIVE, "test")]
+    second = [load_photo(r).label for r in find_photos(DRIVE, "test", manual="2nd_manual")]
+    raw = np.asarray(Image.open(DRIVE / "test" / "2nd_manual" / "01_manual2.gif"))
+    assert set(np.unique(raw)) == {0, 1}
+    for a, b in zip(first, second):
+        assert abs(a.mean() - b.mean()) < 0.03 and (a & b).sum() / (a | b).sum() > 0.5
+
+
+def test_field_of_view_from_the_dark_border_matches_drive_masks():
+    for rec in find_photos(DRIVE, "test")[:5]:
+        p = load_photo(rec)
+        computed = fov_from_photo(p.rgb)
+        assert (computed & p.fov).sum() / (computed | p.fov).sum() > 0.95
+
+
+def test_binary_metrics_agree_with_scikit_learn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.2
+    s = np.round(np.clip(y * 0.3 + rng.random(5000) * 0.8, 0, 1), 2)  # ties on purpose
+    m = binary_metrics(y, s, 0.5)
+    pred = s >= 0.5
+    assert m["auc_roc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert m["auc_pr"] == pytest.approx(skm.average_precision_score(y, s))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["iou"] == pytest.approx(skm.jaccard_score(y, pred))
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(skm.recall_score(~y, ~pred))
+    assert roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s))
+    assert average_precision(y, s) == pytest.approx(skm.average_precision_score(y, s))
+
+
+def test_best_threshold_maximises_f1():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    y = rng.random(400) < 0.3
+    s = np.round(y * 0.2 + rng.random(400), 2)
+    t = best_f1_threshold(y, s)
+    best = max(f1_score(y, s >= u) for u in np.unique(s))
+    assert f1_score(y, s >= t) == pytest.approx(best)
+
+
+@pytest.fixture(scope="module")
+def low_res(tmp_path_factory):
+    """6 DRIVE training photos and 2 test photos at half resolution, in the generic paired layout (image/, mask/)."""
+    root = tmp_path_factory.mktemp("paired")
+    for split, recs in (("train", find_photos(DRIVE, "train")[:6]), ("test", find_photos(DRIVE, "test")[:2])):
+        for sub in ("image", "mask"):
+            (root / split / sub).mkdir(parents=True)
+        for r in recs:
+            p = load_photo(r)
+            size = (p.rgb.shape[1] // 2, p.rgb.shape[0] // 2)
+            Image.fromarray(p.rgb).resize(size, Image.BILINEAR).save(root / split / "image" / f"{r.name}.png")
+            Image.fromarray(p.label.astype(np.uint8) * 255).resize(size, Image.NEAREST).save(
+                root / split / "mask" / f"{r.name}.png"
+            )
+    run = root / "run"
+    metrics = train_script.main(
+        [
+            "--task",
+            "vessel",
+            "-d",
+            str(root),
+            "--out",
+            str(run),
+            "--channels",
+            "8",
+            "16",
+            "32",
+            "64",
+            "128",
+            "--epochs",
+            "6",
+            "--steps-per-epoch",
+            "15",
+            "--batch-size",
+            "8",
+            "-s",
+            "64",
+            "-j",
+            "0",
+            "--lr",
+            "0.003",
+            "--val-count",
+            "2",
+        ]
+    )
+    return root, run / "checkpoint" / "model_best.pth.tar", metrics
+
+
+def test_short_cpu_training_beats_all_background(low_res):
+    root, ckpt, val = low_res
+    # predicting background everywhere scores F1 0 (no true positives); the trained model must clearly beat it
+    assert val["f1"] > 0.4 and val["auc_roc"] > 0.85, val
+    result = eval_script.main(["--seg-path", str(ckpt), "-d", str(root), "--out", str(root / "ev"), "--vis"])
+    assert result["f1"] > 0.4 and result["photos"] == 2
+    saved = json.loads((root / "ev" / "metrics.json").read_text())
+    assert set(saved) >= {"auc_roc", "auc_pr", "f1", "iou", "accuracy", "sensitivity", "specificity", "threshold"}
+    assert all((root / "ev" / f).exists() for f in ("roc.png", "pr.png", "per_image.csv"))
+    assert len(list((root / "ev" / "vis").glob("*_blend.png"))) == 2
+
+
+def test_predict_writes_a_mask_and_a_blend_of_the_photo_size(low_res, tmp_path):
+    from utils.vessel import Segmenter
+
+    root, ckpt, _ = low_res
+    photo = next((root / "test" / "image").iterdir())
+    written = predict_script.main([str(photo), "--checkpoint", str(ckpt), "--out", str(tmp_path)])
+    assert [p.name for p in written] == [f"{photo.stem}_mask.png", f"{photo.stem}_blend.png"]
+    size = Image.open(photo).size
+    mask = Image.open(written[0])
+    assert mask.size == size and set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert Image.open(written[1]).size == size and Image.open(written[1]).mode == "RGB"
+    only = predict_script.main([str(photo), "--checkpoint", str(ckpt), "--out", str(tmp_path / "m"), "--no-blend"])
+    assert len(only) == 1
+    prob, m = Segmenter.from_checkpoint(ckpt).predict(np.asarray(Image.open(photo).convert("RGB")))
+    assert prob.shape == m.shape == (size[1], size[0]) and m.dtype == bool
