@@ -86,3 +86,18 @@ def test_unknown_and_bad_settings_are_errors(tmp_path):
         resolve_settings(_ns(loss="focal"))
     with pytest.raises(ValueError, match="lr_mode"):
         resolve_settings(_ns(lr_mode="cosine"))
+
+
+def test_shrunk_bf16_checkpoint_loads_and_predicts_alike(tmp_path):
+    from utils.checkpoint import shrink_checkpoint
+
+    state, model = _state("unet")
+    state["optimizer"] = {"state": {}, "param_groups": []}
+    save_checkpoint(tmp_path / "full.pth.tar", state)
+    small = shrink_checkpoint(tmp_path / "full.pth.tar", tmp_path / "small.pth.tar")
+    raw = load_checkpoint(small)
+    assert "optimizer" not in raw and raw["state_dict"]["encoder.stages.0.0.weight"].dtype == torch.bfloat16
+    loaded, _, _ = model_from_checkpoint(small)
+    x = torch.randn(1, 3, 16, 16)
+    ref = model.eval()(x).seg_logits
+    assert (loaded(x).seg_logits - ref).abs().max() < 0.05 * ref.abs().max()

@@ -90,3 +90,22 @@ def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "
     )
     load_model_weights(model, state["state_dict"], path)
     return model.eval(), settings, state
+
+
+def shrink_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """A deployable copy: floating-point weights in ``dtype``, no optimiser state (loads like any checkpoint)."""
+    state = load_checkpoint(src)
+    state["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    keep = ("model_name", "settings", "epoch", "state_dict", "best_dice", "threshold", "normalization")
+    save_checkpoint(dst, {k: state[k] for k in keep if k in state and k != "format_version"})
+    return Path(dst)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a bf16, optimiser-free copy of a checkpoint for shipping")
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    a = ap.parse_args()
+    print(f"wrote {shrink_checkpoint(a.src, a.dst)}")
