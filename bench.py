@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -49,36 +50,41 @@ def timed(fn, device: torch.device, warmup: int, reps: int) -> list[float]:
     return out
 
 
-def prepare(name: str, mode: str, device: torch.device):
-    model = build_model(name).to(device)
-    if mode == "fast" and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if mode == "fast" and device.type == "cuda" else model
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if mode == "fast" and device.type == "cuda" else nullcontext()
-    return model, fwd, amp
+def bench_inference(
+    name: str, mode: str, device: torch.device, slices: int, reps: int, amp: bool | None = None
+) -> dict:
+    """Model only, one volume of ``slices`` x H x W already on the device, class labels out.
 
+    baseline: the original's loop (float input, fp32, eager, NCHW, batch 8). fast: the project's ``Predictor`` as
+    eval.py / test.py run it (uint8 volume, neighbours stacked and normalised on the device, bf16, channels_last,
+    compiled on a GPU, batch 32, argmax of the logits).
+    """
+    from utils.inference import Member, Predictor
 
-def bench_inference(name: str, mode: str, device: torch.device, slices: int, reps: int) -> dict:
-    """Model only: one volume of ``slices`` x 3 x H x W already on the device, argmax labels out."""
-    model, fwd, amp = prepare(name, mode, device)
-    model.eval()
-    batch = 8 if mode == "baseline" else 32
+    torch.manual_seed(0)
+    model = build_model(name).to(device).eval()
     g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(slices, 3, H, W, generator=g).to(device)
-    if mode == "fast" and device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
+    volume = torch.randint(0, 256, (slices, H, W), generator=g, dtype=torch.uint8).to(device)
+    if mode == "baseline":
+        x = (volume.float() / 255 - 0.2) / 0.2
+        x = torch.stack([x, x, x], 1)  # the original read 3-channel PNGs prepared beforehand
 
-    @torch.inference_mode()
-    def run():
-        out = torch.empty(slices, H, W, dtype=torch.uint8, device=device)
-        for i in range(0, slices, batch):
-            with amp:
-                out[i : i + batch] = fwd(x[i : i + batch]).seg_logits.argmax(1)
-        return out
+        @torch.inference_mode()
+        def run():
+            out = torch.empty(slices, H, W, dtype=torch.int64, device=device)
+            for i in range(0, slices, 8):
+                out[i : i + 8] = model(x[i : i + 8]).seg_logits.softmax(1).argmax(1)
+            return out
+    else:
+        model = model.to(memory_format=torch.channels_last)
+        predictor = Predictor([Member(model, [0.2] * 3, [0.2] * 3)], device, batch_size=32, compile=None, amp=amp)
+
+        def run():
+            return predictor.predict_tensor(volume)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    ms = timed(run, device, warmup=2 if mode == "fast" else 1, reps=reps)
+    ms = timed(run, device, warmup=3 if mode == "fast" else 1, reps=reps)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {"ms_per_volume": statistics.median(ms), "ms_per_slice": statistics.median(ms) / slices, "peak_gib": peak}
 
@@ -109,62 +115,90 @@ def synthetic_volumes(root: Path, n: int) -> Path:
     return write_dataset(root / "oct", seed=4, train=n, val=1, test=n, slices=SLICES, height=H, width=W, jobs=8)
 
 
+def _timed_steps(step, device: torch.device, steps: int, batch: int) -> dict:
+    for _ in range(5):  # warm-up: workers started, cuDNN autotuned, graphs compiled
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wait = [0.0]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(wait)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    return {"images_per_s": steps * batch / total, "data_wait_fraction": wait[0] / total}
+
+
+def _next(it_holder: list, loader, wait: list | None):
+    t0 = time.perf_counter()
+    try:
+        batch = next(it_holder[0])
+    except StopIteration:
+        it_holder[0] = iter(loader)
+        batch = next(it_holder[0])
+    if wait is not None:
+        wait[0] += time.perf_counter() - t0
+    return batch
+
+
 def bench_training(name: str, mode: str, device: torch.device, data: Path, steps: int, workers: int) -> dict:
-    """Images/s with mix_33 and the real data pipeline (BMP cache -> workers -> uint8 to the device)."""
+    """Images/s at batch 16 with mix_33 and the real data pipeline (BMP cache -> workers -> device).
+
+    baseline: the original's step (fp32, eager, NCHW, float input). fast: ``Trainer.train_step``, exactly what
+    train.py runs (uint8 to the device, bf16, channels_last, compiled on a GPU, no per-step host syncs).
+    """
     from data.cache import VolumeCache
     from data.dataset import SliceDataset
     from data.oct import find_volumes
     from data.transforms import Augment
     from losses import build_loss
+    from utils.config import Settings
+    from utils.engine import Trainer
     from utils.inference import normalize
 
-    model, fwd, amp = prepare(name, mode, device)
-    model.train()
+    if mode == "fast":
+        s = Settings(
+            name=name,
+            loss="mix_33",
+            batch_size=16,
+            workers=workers,
+            data_dir=str(data),
+            cache_dir=str(data.parent / "cache"),
+            out=tempfile.mkdtemp(prefix=f"train-{name}-", dir=data.parent),
+            steps_per_epoch=10_000,
+        ).validate()
+        trainer = Trainer(s, device=device)
+        trainer.model.train()
+        loader = trainer._loader(0)
+        holder = [iter(loader)]
+
+        def step(wait=None):
+            trainer.train_step(_next(holder, loader, wait))
+
+        return _timed_steps(step, device, steps, 16)
+
+    torch.manual_seed(0)
+    model = build_model(name).to(device).train()
     loss_fn = build_loss("mix_33", deep_supervision=True).to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     ds = SliceDataset(find_volumes(data, "train"), VolumeCache(data.parent / "cache"), Augment())
     loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=16,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        persistent_workers=workers > 0,
+        ds, batch_size=16, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0
     )
-    it = iter(loader)
-    wait = 0.0
+    holder = [iter(loader)]
 
-    def step():
-        nonlocal it, wait
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
-        wait += time.perf_counter() - t0
-        x = normalize(batch["image"].to(device, non_blocking=True), [0.2] * 3, [0.2] * 3)
-        if mode == "fast" and device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with amp:
-            out = fwd(x)
-        parts = loss_fn(out, batch["label"].to(device, non_blocking=True).long(), batch["det"].to(device))
+    def step(wait=None):
+        batch = _next(holder, loader, wait)
+        x = normalize(batch["image"], [0.2] * 3, [0.2] * 3).to(device)  # float32 crosses the bus, as the original
+        out = model(x)
+        parts = loss_fn(out, batch["label"].to(device).long(), batch["det"].to(device))
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         opt.step()
+        parts["total"].item()  # the original logged every step
 
-    for _ in range(5):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    wait, t0 = 0.0, time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    total = time.perf_counter() - t0
-    return {"images_per_s": steps * 16 / total, "data_wait_fraction": wait / total}
+    return _timed_steps(step, device, steps, 16)
 
 
 def bench_data(data: Path, workers: int, batches: int) -> dict:
@@ -175,16 +209,20 @@ def bench_data(data: Path, workers: int, batches: int) -> dict:
 
     ds = SliceDataset(find_volumes(data, "train"), VolumeCache(data.parent / "cache"), Augment())
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, num_workers=workers, drop_last=True)
-    it = iter(loader)
-    next(it)
+    holder = [iter(loader)]
+    _next(holder, loader, None)
     t0 = time.perf_counter()
     for _ in range(batches):
-        next(it)
+        _next(holder, loader, None)
     return {"images_per_s": batches * 16 / (time.perf_counter() - t0)}
 
 
-def bench_test_py(ckpt_dir: Path, name: str, data: Path, device: torch.device) -> dict:
-    """End to end: BMP files on disk to saved .npy, through test.py, amortised over the test volumes."""
+def bench_test_py(ckpt_dir: Path, name: str, mode: str, data: Path, device: torch.device) -> dict:
+    """End to end through test.py: BMP files on disk (a fresh decode cache) to saved .npy, per test volume.
+
+    A first run warms up (cuDNN autotuning, compilation: inductor also keeps its kernels on disk between runs); the
+    timed run starts from an empty decode cache, so BMP decoding is inside the time. baseline: fp32, eager, batch 8.
+    """
     import test as test_script
     from utils.checkpoint import save_checkpoint
     from utils.config import Settings
@@ -200,37 +238,78 @@ def bench_test_py(ckpt_dir: Path, name: str, data: Path, device: torch.device) -
             "normalization": {"mean": [0.2] * 3, "std": [0.2] * 3},
         },
     )
-    argv = [
-        "--seg",
-        "--det",
-        "--seg-path",
-        str(ckpt),
-        "-d",
-        str(data),
-        "--cache-dir",
-        str(data.parent / "tcache"),
-        "--batch-size",
-        "32",
-        "--force",
-        "--device",
-        str(device),
-    ]
-    test_script.main([*argv, "--out", str(ckpt_dir / "warm")])  # decode cache, cuDNN autotune
+    flags = ["--no-amp", "--no-compile", "--batch-size", "8"] if mode == "baseline" else ["--batch-size", "32"]
+    argv = ["--seg", "--det", "--seg-path", str(ckpt), "-d", str(data), "--force", "--device", str(device), *flags]
+    test_script.main([*argv, "--cache-dir", str(ckpt_dir / f"warm-cache-{mode}"), "--out", str(ckpt_dir / "warm")])
     n = len(list((data / "Edema_testset" / "original_images").iterdir()))
+    cold = tempfile.mkdtemp(prefix="cold-cache-", dir=ckpt_dir)
     t0 = time.perf_counter()
-    test_script.main([*argv, "--out", str(ckpt_dir / "timed")])
+    test_script.main([*argv, "--cache-dir", cold, "--out", str(ckpt_dir / "timed")])
     return {"s_per_volume": (time.perf_counter() - t0) / n}
 
 
+def check_agreement(
+    ckpt: Path,
+    data: Path | None,
+    device: torch.device,
+    splits: tuple[str, ...] = ("val",),
+    amp: bool | None = None,
+    cache_dir: str | None = None,
+) -> dict:
+    """A trained checkpoint's fast path (bf16 — by default on a GPU only —, channels_last, compiled on a GPU)
+    against fp32 eager: the fraction of pixels given the same class and the change in mean Dice, over ``splits``."""
+    from data.cache import VolumeCache
+    from data.oct import find_volumes
+    from utils.checkpoint import load_checkpoint
+    from utils.inference import Predictor
+    from utils.metrics import ChallengeMetrics
+
+    settings = load_checkpoint(ckpt)["settings"]
+    records = [r for split in splits for r in find_volumes(data or settings["data_dir"], split)]
+    cache = VolumeCache(cache_dir or settings.get("cache_dir"))
+    fp32 = Predictor.from_checkpoints([ckpt], device=device, amp=False, compile=False, batch_size=8)
+    fast = Predictor.from_checkpoints([ckpt], device=device, batch_size=32, compile=None, amp=amp)
+    same = total = 0
+    metrics = {"fp32": ChallengeMetrics(), "fast": ChallengeMetrics()}
+    for rec in records:
+        image, labels = cache.load(rec)
+        a, b = fp32.predict_volume(np.asarray(image)), fast.predict_volume(np.asarray(image))
+        same += int((a.labels == b.labels).sum())
+        total += a.labels.numel()
+        metrics["fp32"].update(rec.pid, a.labels, labels, None, None)
+        metrics["fast"].update(rec.pid, b.labels, labels, None, None)
+    dice = {k: m.compute()["dice_mean"] for k, m in metrics.items()}
+    out = {
+        "checkpoint": str(ckpt),
+        "volumes": len(records),
+        "pixel_agreement": same / total,
+        "dice_fp32": dice["fp32"],
+        "dice_fast": dice["fast"],
+        "dice_difference": abs(dice["fp32"] - dice["fast"]),
+    }
+    out["passed"] = out["pixel_agreement"] >= 0.999 and out["dice_difference"] < 0.002
+    return out
+
+
 def main(argv=None) -> dict:
+    global SLICES, H, W
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list_models())
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="inference only, few slices (the CPU report)")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="fast mode in bf16 (default: on a GPU)"
+    )
+    p.add_argument("--slices", type=int, default=128, help="slices per volume (default 128)")
+    p.add_argument("--size", type=int, nargs=2, default=[1024, 512], metavar=("H", "W"), help="slice size")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps")
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--agreement", type=Path, metavar="CKPT", help="a trained OCT checkpoint: fast path vs fp32")
+    p.add_argument("-d", "--data-dir", type=Path, help="dataset of --agreement (default: the checkpoint's)")
     a = p.parse_args(argv)
+    SLICES, (H, W) = a.slices, a.size
     device = torch.device(a.device)
     results: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -240,32 +319,45 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         results["hardware"] = hardware_rates(device)
-    slices = 4 if a.quick else SLICES
     tmp = Path(tempfile.mkdtemp(prefix="oct-bench-"))
+    try:
+        return _run(a, device, results, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(a: argparse.Namespace, device: torch.device, results: dict, tmp: Path) -> dict:
+    slices = 4 if a.quick else SLICES
     data = None if a.quick else synthetic_volumes(tmp, 4)
     for name in a.models:
         flops, nbytes = flops_and_bytes(name)
         base = None
-        for mode in ("baseline", "fast") if device.type == "cuda" else ("baseline",):
-            row = {"model": name, "mode": mode, **bench_inference(name, mode, device, slices, a.reps)}
+        for mode in ("baseline", "fast"):
+            row = {"model": name, "mode": mode, **bench_inference(name, mode, device, slices, a.reps, a.amp)}
             if not a.quick:
                 row.update(
-                    {f"train_{k}": v for k, v in bench_training(name, mode, device, data, 30, a.workers).items()}
+                    {f"train_{k}": v for k, v in bench_training(name, mode, device, data, a.steps, a.workers).items()}
                 )
             if "hardware" in results:
                 hw = results["hardware"]
                 row["floor_ms_per_volume"] = 1e3 * max(flops / hw["matmul_flops"], nbytes / hw["copy_bytes_per_s"])
+                row["times_floor"] = row["ms_per_volume"] / row["floor_ms_per_volume"]
             base = base or row
             row["inference_speedup"] = base["ms_per_volume"] / row["ms_per_volume"]
             if "train_images_per_s" in row:
                 row["train_speedup"] = row["train_images_per_s"] / base["train_images_per_s"]
+            if not a.quick:
+                row["test_py_s_per_volume"] = bench_test_py(tmp, name, mode, data, device)["s_per_volume"]
+                row["test_py_speedup"] = base["test_py_s_per_volume"] / row["test_py_s_per_volume"]
             row["gflops_per_volume"] = flops / 1e9
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-        if not a.quick:
-            results["rows"][-1]["test_py_s_per_volume"] = bench_test_py(tmp, name, data, device)["s_per_volume"]
     if not a.quick:
         results["data_pipeline"] = bench_data(data, a.workers, 40)
+        print("data pipeline alone:", json.dumps(results["data_pipeline"]))
+    if a.agreement:
+        results["agreement"] = check_agreement(a.agreement, a.data_dir, device)
+        print("fast path vs fp32:", json.dumps(results["agreement"]))
     cols = [
         "model",
         "mode",
@@ -274,10 +366,12 @@ def main(argv=None) -> dict:
         "peak_gib",
         "inference_speedup",
         "floor_ms_per_volume",
+        "times_floor",
         "train_images_per_s",
         "train_data_wait_fraction",
         "train_speedup",
         "test_py_s_per_volume",
+        "test_py_speedup",
     ]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results["rows"]:

@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace, info) -> dict:
 
 def _evaluate_vessel(args: argparse.Namespace, info, paths: list[str], s) -> dict:
     """Pixels inside the field of view, pooled over the split's photos, at the threshold chosen on validation."""
-    from data.photos import find_photos, load_photo
+    from data.photos import load_photo, split_photos
     from utils.checkpoint import load_checkpoint
     from utils.cli import build_predictor, default_out
     from utils.distributed import gather_objects, shard, shared_staged_output_dir
@@ -105,7 +105,7 @@ def _evaluate_vessel(args: argparse.Namespace, info, paths: list[str], s) -> dic
 
     split = args.split or "test"
     threshold = float(np.mean([load_checkpoint(p).get("threshold", 0.5) for p in paths]))
-    records = find_photos(args.data_dir or s.data_dir, split)
+    records = split_photos(args.data_dir or s.data_dir, split, s.val_count)
     predictor = build_predictor(args, paths, info)
     final = Path(args.out or default_out(paths, f"eval_{split}"))
     t0 = time.time()

@@ -80,14 +80,14 @@ def _submit(args: argparse.Namespace, info):
 
 def _segment_photos(args: argparse.Namespace, info, paths: list[str], s) -> Path:
     """Vessel task: a mask and (with --det, kept for the command line's sake, or always) a blend per photo."""
-    from data.photos import find_photos, read_rgb
+    from data.photos import read_rgb, split_photos
     from utils.cli import default_out
     from utils.distributed import shard, shared_staged_output_dir
     from utils.vessel import Segmenter, save_outputs
 
-    records = find_photos(args.data_dir or s.data_dir, "test" if args.split == "val" else args.split)
+    records = split_photos(args.data_dir or s.data_dir, args.split, s.val_count)
     seg = Segmenter.from_checkpoint(paths[0], device=args.device)
-    final = Path(args.out or default_out(paths, "test"))
+    final = Path(args.out or default_out(paths, args.split))
     with shared_staged_output_dir(final, args.force, info) as out:
         for rec in shard(records, info):
             rgb = read_rgb(rec.image)

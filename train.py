@@ -49,10 +49,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resize", type=int, nargs="+", help="N (square) or H W: resize slices before the model")
     p.add_argument("-s", "--crop-size", type=int, help="random square crops for training")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="turn off random horizontal flips")
+    p.add_argument("--vflip", action=argparse.BooleanOptionalAction, help="random vertical flips (vessel default)")
+    p.add_argument("--random-brightness", type=float, help="add U(-b, b) of full scale")
+    p.add_argument("--random-contrast", type=float, help="scale contrast by 1 + U(-c, c)")
+    p.add_argument("--random-gamma", type=float, help="gamma 1 + U(-g, g)")
     p.add_argument("--save-every-checkpoint", action="store_true")
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on a GPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on a GPU)"
+    )
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs under DDP")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise-repeatable on CPU)")
     p.add_argument("--val-batch-size", type=int)

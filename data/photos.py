@@ -112,6 +112,19 @@ def find_photos(root: str | Path, split: str, manual: str = "1st_manual") -> lis
     return records
 
 
+def split_photos(root: str | Path, split: str, val_count: int) -> list[PhotoRecord]:
+    """``train``: the training photos but the last ``val_count``; ``val``: those last ``val_count`` (early stopping and
+    the threshold, as in training); ``test``: the test photos."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    if split == "test":
+        return find_photos(root, "test")
+    photos = find_photos(root, "train")
+    if not 0 < val_count < len(photos):
+        raise ValueError(f"--val-count {val_count} must leave training photos (found {len(photos)} in {root})")
+    return photos[:-val_count] if split == "train" else photos[-val_count:]
+
+
 def load_photo(rec: PhotoRecord) -> Photo:
     rgb = read_rgb(rec.image)
     label = read_binary(rec.label) if rec.label is not None else None

@@ -53,3 +53,31 @@ def test_bad_volume_and_weights():
         p.predict_volume(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="sum to > 0"):
         Predictor([Member(_model(0), MEAN, STD, weight=0)], "cpu")
+
+
+def test_neighbour_batch_on_the_device_matches_the_training_stack():
+    from utils.inference import neighbour_batch
+
+    vol = _volume(n=6)
+    for start, stop in [(0, 6), (0, 2), (4, 6), (5, 6)]:
+        expected = stack_neighbours(vol, np.arange(start, stop))
+        assert np.array_equal(neighbour_batch(torch.from_numpy(vol), start, stop).numpy(), expected)
+
+
+def test_a_failing_compile_falls_back_to_the_same_eager_model():
+    from utils.inference import CompiledOrEager, maybe_compile
+
+    model = _model(5)
+    assert maybe_compile(model, torch.device("cpu"), None) is model  # the CPU default is eager
+    wrapped = CompiledOrEager(model)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    wrapped.compiled = broken
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"), torch.no_grad():
+        out = wrapped(x)
+    assert wrapped.compiled is None
+    with torch.no_grad():
+        assert torch.equal(out.seg_logits, model(x).seg_logits)

@@ -104,8 +104,10 @@ def shrink_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = tor
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(description="Write a bf16, optimiser-free copy of a checkpoint for shipping")
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    ap = argparse.ArgumentParser(description="Write an optimiser-free copy of a checkpoint for shipping")
     ap.add_argument("src")
     ap.add_argument("dst")
+    ap.add_argument("--dtype", choices=sorted(dtypes), default="bf16", help="weight precision (default bf16)")
     a = ap.parse_args()
-    print(f"wrote {shrink_checkpoint(a.src, a.dst)}")
+    print(f"wrote {shrink_checkpoint(a.src, a.dst, dtypes[a.dtype])}")

@@ -24,6 +24,9 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped inputs")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: GPU)")
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile (default: on a GPU)"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("-j", "--workers", type=int, default=0, help="accepted for compatibility; volumes load lazily")
 
@@ -52,7 +55,13 @@ def build_predictor(args: argparse.Namespace, paths: list[str], info: DistInfo |
     if device is None and info is not None and info.enabled:
         device = device_for(info)  # one GPU per process
     return Predictor.from_checkpoints(
-        paths, args.fusion_weights, device=device, batch_size=args.batch_size, amp=args.amp, tta_flip=args.tta
+        paths,
+        args.fusion_weights,
+        device=device,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        tta_flip=args.tta,
+        compile=args.compile,
     )
 
 

@@ -27,6 +27,10 @@ class Settings:
     random_rotate: float = 0.0
     random_scale: float = 0.0
     flip: bool = True
+    vflip: bool = False
+    random_brightness: float = 0.0  # add U(-b, b) of full scale
+    random_contrast: float = 0.0  # scale about the mean by 1 + U(-c, c)
+    random_gamma: float = 0.0  # raise to the power 1 + U(-g, g)
     # optimisation
     batch_size: int = 16
     epochs: int = 100
@@ -43,7 +47,7 @@ class Settings:
     # run
     seed: int = 1234
     amp: bool | None = None  # None: bf16 autocast on a GPU, off on the CPU
-    compile: bool = False
+    compile: bool | None = None  # None: torch.compile on a GPU (eager fallback if it fails), eager on the CPU
     deterministic: bool = False
     sync_bn: bool = False
     # vessel task
@@ -69,6 +73,9 @@ class Settings:
         for k in ("batch_size", "epochs", "step", "val_batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        for k in ("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
         if len(self.class_weights) != self.num_classes:
             raise ValueError(f"{len(self.class_weights)} class_weights for {self.num_classes} classes")
         if self.resize is not None and len(self.resize) not in (1, 2):
@@ -123,6 +130,12 @@ TASK_DEFAULTS: dict[str, dict] = {
         "data_dir": "../shared/data/DRIVE",
         "crop_size": 96,
         "steps_per_epoch": 100,
+        "vflip": True,
+        "random_rotate": 180.0,
+        "random_scale": 0.1,
+        "random_brightness": 0.1,
+        "random_contrast": 0.2,
+        "random_gamma": 0.2,
     },
 }
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset
 from data.oct import detection_targets, find_volumes
-from data.photos import PhotoPatchDataset, find_photos, load_photo, photo_normalization
+from data.photos import PhotoPatchDataset, load_photo, photo_normalization, split_photos
 from data.transforms import Augment
 from losses import build_loss
 from models import build_model
@@ -34,7 +34,7 @@ from utils.distributed import (
     gather_objects,
     shard,
 )
-from utils.inference import Member, Predictor, autocast_for, default_device, normalize
+from utils.inference import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
 from utils.io import save_json_atomic
 from utils.metrics import ChallengeMetrics, best_f1_threshold, binary_metrics
 
@@ -124,19 +124,18 @@ class Trainer:
             self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
             self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
         else:  # vessel: the last --val-count training photos validate (early stopping, threshold), never test
-            photos = [load_photo(r) for r in find_photos(s.data_dir, "train")]
-            if not 0 < s.val_count < len(photos):
-                raise ValueError(f"--val-count {s.val_count} must leave training photos (found {len(photos)})")
-            self.train_records, self.val_records = photos[: -s.val_count], photos[-s.val_count :]
+            self.train_records, self.val_records = (
+                [load_photo(r) for r in split_photos(s.data_dir, split, s.val_count)] for split in ("train", "val")
+            )
         if self.dist.is_main:  # decodes the training volumes into the cache once, for every process
             self._normalization()
         barrier(self.dist)
         self.normalization = json.loads((self.run_dir / "normalization.json").read_text())
 
         self.model = build_model(s.name, num_classes=s.num_classes, num_detect=s.num_detect, channels=tuple(s.channels))
-        self.model.to(self.device)
+        # channels_last on every device: cuDNN and oneDNN both run NHWC convolutions faster (1.35x per CPU step)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last)
         if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = not s.deterministic
         net: torch.nn.Module = self.model
         if self.dist.enabled:
@@ -144,16 +143,25 @@ class Trainer:
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.forward = torch.compile(net) if s.compile else net
+        self.forward = maybe_compile(net, self.device, s.compile)
         self.loss = build_loss(s.loss, s.class_weights, gamma=s.el_dice_gamma, deep_supervision=s.deep_supervision)
         self.loss.to(self.device)
         self.optimizer = make_optimizer(s, self.model.parameters())
 
-        augment = Augment(s.flip, s.random_rotate, s.random_scale, s.crop_size, s.resize_hw)
+        augment = Augment(
+            s.flip,
+            s.random_rotate,
+            s.random_scale,
+            s.crop_size,
+            s.resize_hw,
+            vflip=s.vflip,
+            brightness=s.random_brightness,
+            contrast=s.random_contrast,
+            gamma=s.random_gamma,
+        )
         if s.task == "oct":
             self.train_set = SliceDataset(self.train_records, self.cache, augment, seed=s.seed)
         else:
-            augment.vflip, augment.brightness, augment.contrast, augment.gamma = True, 0.1, 0.2, 0.2
             samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
             self.train_set = PhotoPatchDataset(self.train_records, augment, samples, seed=s.seed)
         self.start_epoch, self.best_dice, self.threshold, self.stale = 0, -math.inf, 0.5, 0
@@ -167,6 +175,7 @@ class Trainer:
             batch_size=s.val_batch_size,
             amp=s.amp,
             window=s.crop_size or None,
+            compile=s.compile,
         )
         if self.dist.is_main:
             save_json_atomic(self.run_dir / "settings.json", s.to_dict())
@@ -241,8 +250,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- loop
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = normalize(batch["image"].to(self.device, non_blocking=True), **self.normalization)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         seg_t = batch["label"].to(self.device, non_blocking=True).long()
         det_t = batch["det"].to(self.device, non_blocking=True)
         with autocast_for(self.device, self.s.amp):
@@ -323,9 +331,11 @@ class Trainer:
         metrics = ChallengeMetrics()
         for rec in shard(self.val_records, self.dist):
             image, labels = self.cache.load(rec)
-            pred = self.predictor.predict_volume(np.asarray(image))
-            det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
-            metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
+            # the volume crosses the bus once as uint8; Dice counts are taken on the device, 16 numbers come back
+            pred, det = self.predictor.predict_tensor(self.predictor.upload(image))
+            det_labels = detection_targets(np.asarray(labels)) if det is not None else None
+            det_scores = None if det is None else det.cpu().numpy()
+            metrics.update(rec.pid, pred, self.predictor.upload(labels), det_scores, det_labels)
         return ChallengeMetrics.merge(gather_objects(metrics.volumes, self.dist)).compute()
 
     def _validate_photos(self) -> dict[str, float]:

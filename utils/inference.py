@@ -5,6 +5,7 @@ Used by validation during training, eval.py, test.py and fusion alike.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.dataset import stack_neighbours
-
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -26,6 +25,44 @@ def autocast_for(device: torch.device, amp: bool | None):
     """bf16 autocast on a GPU by default; on the CPU only when asked."""
     use = (device.type == "cuda") if amp is None else amp
     return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+
+class CompiledOrEager:
+    """``torch.compile(module)`` that falls back to the eager module, with one warning, if compiling fails.
+
+    The compiled and eager modules share their parameters, so a fallback changes speed, never results.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.compiled = torch.compile(module)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as e:  # a backend or toolchain failure must not cost a run
+                warnings.warn(f"torch.compile failed, running eager instead ({type(e).__name__}: {e})", stacklevel=2)
+                self.compiled = None
+        return self.module(*args, **kwargs)
+
+
+def maybe_compile(module: nn.Module, device: torch.device, enabled: bool | None):
+    """The module compiled when ``enabled`` (None: on a GPU only), else the module itself."""
+    use = (device.type == "cuda") if enabled is None else enabled
+    return CompiledOrEager(module) if use else module
+
+
+def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """volume (N, H, W) on any device -> slices start..stop-1 with their neighbours, (B, 3, H, W), same device.
+
+    Edge slices repeat themselves, as ``data.dataset.neighbour_indices`` does for training.
+    """
+    n = volume.shape[0]
+    z = torch.arange(start, stop, device=volume.device)
+    return volume[torch.stack([(z - 1).clamp_min(0), z, (z + 1).clamp_max(n - 1)], 1)]
 
 
 def normalize(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -64,6 +101,7 @@ class Predictor:
         tta_flip: bool = False,
         window: int | None = None,
         overlap: float = 0.5,
+        compile: bool | None = False,
     ) -> None:
         if not members:
             raise ValueError("Predictor needs at least one model")
@@ -78,6 +116,8 @@ class Predictor:
         if total <= 0:
             raise ValueError(f"fusion weights must sum to > 0, got {[m.weight for m in self.members]}")
         self._weights = [m.weight / total for m in self.members]
+        # compile=None: compiled on a GPU (with an eager fallback); the eager modules stay in self.members
+        self._run = {id(m): maybe_compile(m.model, self.device, compile) for m in self.members}
 
     @classmethod
     def from_checkpoints(
@@ -92,9 +132,7 @@ class Predictor:
         for i, p in enumerate(paths):
             model, settings, state = model_from_checkpoint(p)
             norm = state.get("normalization") or {"mean": [0.5] * 3, "std": [0.25] * 3}
-            model = model.to(device)
-            if device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
+            model = model.to(device, memory_format=torch.channels_last)  # faster on GPUs and CPUs alike
             resize = settings.resize_hw if settings.task == "oct" else None  # photos: native size, sliding window
             members.append(Member(model, norm["mean"], norm["std"], resize, 1.0 if weights is None else weights[i]))
             if settings.task == "vessel" and "window" not in kwargs:
@@ -153,14 +191,16 @@ class Predictor:
             total = w * probs if total is None else total + w * probs
         return total[0].float().cpu().numpy()
 
+    def _model_out(self, member: Member, x: torch.Tensor):
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.device, self.amp):
+            return self._run[id(member)](x)
+
     def _whole(self, member: Member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, w = x.shape[-2:]
         if member.resize and member.resize != (h, w):
             x = F.interpolate(x, size=member.resize, mode="bilinear", align_corners=False)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.device, self.amp):
-            out = member.model(x)
+        out = self._model_out(member, x)
         probs = out.seg_logits.float().softmax(1)
         if probs.shape[-2:] != (h, w):
             probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
@@ -169,20 +209,46 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_volume(self, volume: np.ndarray) -> VolumePrediction:
-        """volume (N, H, W) uint8 -> labels (N, H, W) uint8 and detection scores (N, K)."""
+        """volume (N, H, W) uint8 -> labels (N, H, W) uint8 and detection scores (N, K), on the CPU."""
         if volume.ndim != 3 or volume.dtype != np.uint8:
             raise ValueError(f"expected an (N, H, W) uint8 volume, got {volume.shape} {volume.dtype}")
+        labels, det = self.predict_tensor(self.upload(volume))
+        return VolumePrediction(labels.cpu(), None if det is None else det.cpu().numpy())
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array (a read-only memmap too) on the device, as it is (uint8 stays uint8), through pinned memory."""
+        t = torch.from_numpy(np.require(array, requirements=["C", "W"]))  # a read-only memmap is copied
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def predict_tensor(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """volume (N, H, W) uint8 already on the device (it crosses the bus once, as uint8; neighbours are stacked
+        and normalised there) -> labels (N, H, W) uint8 and detection probabilities (N, K) float32, on the device.
+        """
         for m in self.members:
             m.model.eval()
-        n = volume.shape[0]
-        labels = torch.empty(volume.shape, dtype=torch.uint8, device=self.device)
+        n, h, w = volume.shape
+        # one model, no flips, no resizing, no windows: the class is the argmax of the logits (softmax is monotonic)
+        direct = (
+            len(self.members) == 1
+            and not self.tta_flip
+            and self.members[0].resize in (None, (h, w))
+            and not (self.window and max(h, w) > self.window)
+        )
+        labels = torch.empty(volume.shape, dtype=torch.uint8, device=volume.device)
         det_parts: list[torch.Tensor] = []
         for start in range(0, n, self.batch_size):
-            z = np.arange(start, min(start + self.batch_size, n))
-            x_u8 = torch.from_numpy(np.ascontiguousarray(stack_neighbours(volume, z)))
-            if self.device.type == "cuda":
-                x_u8 = x_u8.pin_memory()
-            x_u8 = x_u8.to(self.device, non_blocking=True)
+            stop = min(start + self.batch_size, n)
+            x_u8 = neighbour_batch(volume, start, stop)
+            if direct:
+                member = self.members[0]
+                out = self._model_out(member, normalize(x_u8, member.mean, member.std))
+                labels[start:stop] = out.seg_logits.argmax(1).to(torch.uint8)
+                if out.cls_logits is not None:
+                    det_parts.append(out.cls_logits.float().sigmoid())
+                continue
             probs_sum, det_sum = None, None
             for member, w in zip(self.members, self._weights):
                 x = normalize(x_u8, member.mean, member.std)
@@ -194,8 +260,7 @@ class Predictor:
                 probs_sum = w * probs if probs_sum is None else probs_sum + w * probs
                 if det is not None:
                     det_sum = w * det if det_sum is None else det_sum + w * det
-            labels[start : start + len(z)] = probs_sum.argmax(1).to(torch.uint8)
+            labels[start:stop] = probs_sum.argmax(1).to(torch.uint8)
             if det_sum is not None:
                 det_parts.append(det_sum)
-        det_scores = torch.cat(det_parts).cpu().numpy().astype(np.float32) if det_parts else None
-        return VolumePrediction(labels.cpu(), det_scores)
+        return labels, (torch.cat(det_parts) if det_parts else None)
