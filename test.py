@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def _submit(args: argparse.Namespace, info):
     from data.oct import find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
     from utils.distributed import barrier, shard, shared_staged_output_dir
-    from utils.io import save_npy_atomic, zip_folder
+    from utils.io import prefetched, save_npy_atomic, zip_folder
 
     paths = checkpoints(args)
     s = first_settings(paths)
@@ -59,16 +60,24 @@ def _submit(args: argparse.Namespace, info):
     with shared_staged_output_dir(final, args.force, info) as out:
         seg_dir = out / "segment"
         seg_dir.mkdir(exist_ok=True)
-        for rec in shard(records, info):  # each volume on exactly one process
-            image, _ = cache.load(rec)
-            pred = predictor.predict_volume(np.asarray(image))
+
+        def save(pid: str, pred) -> None:
             if args.seg:
-                save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_volumes.npy", pred.labels.numpy().astype(np.uint8))
+                save_npy_atomic(seg_dir / f"{pid}_labelMark_volumes.npy", pred.labels.numpy().astype(np.uint8))
             if args.det:
-                if pred.det_scores is None:
+                save_npy_atomic(seg_dir / f"{pid}_labelMark_detections.npy", pred.det_scores.astype(np.float32))
+
+        # one thread decodes the next volume and another writes the last one while the model works on this one
+        with ThreadPoolExecutor(1) as loader, ThreadPoolExecutor(1) as writer:
+            written = []
+            for rec, image in prefetched(shard(records, info), lambda r: np.asarray(cache.load(r)[0]), loader):
+                pred = predictor.predict_volume(image)  # each volume on exactly one process
+                if args.det and pred.det_scores is None:
                     raise ValueError(f"{paths}: a model has no detection head; drop --det")
-                save_npy_atomic(seg_dir / f"{rec.pid}_labelMark_detections.npy", pred.det_scores.astype(np.float32))
-            print(f"{rec.pid}: {image.shape[0]} slices", flush=True)
+                written.append(writer.submit(save, rec.pid, pred))
+                print(f"{rec.pid}: {image.shape[0]} slices", flush=True)
+            for w in written:
+                w.result()  # a failed write fails the run (and the staged folder is discarded)
         barrier(info)  # every process's files are in place before the zip
         if info.is_main:
             zip_folder(seg_dir, out / "submission.zip")

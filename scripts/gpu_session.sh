@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Every GPU figure the open issues ask for, in stages that each fit one 10-minute device call:
 #
-#   bash scripts/gpu_session.sh bench   # issue 4: bench.py table (3 models x baseline/fast), JSON to $OUT
+#   bash scripts/gpu_session.sh bench   # issue 4: bench.py table (3 models x baseline/fast), JSON to $RESULTS
 #   bash scripts/gpu_session.sh oct     # issue 2: full-size synthetic unet_nested / mix_33 run, eval, test, and
 #                                       # issue 4's fast-path-vs-fp32 agreement on its validation volumes
 #   bash scripts/gpu_session.sh drive   # issue 3: DRIVE training (20 training photos), test metrics, checkpoint
 #   bash scripts/gpu_session.sh ddp     # issue 5: torchrun --nproc_per_node=1 vs plain python train.py
 #
 # DRIVE is read from $DRIVE_DIR (default ../shared/data/DRIVE; copy it into the checkout, e.g. .drive/, to carry it to
-# a device machine). Results go to $OUT (default runs/gpu). Sizes can be shrunk for a dry run on the CPU with
+# a device machine). Results go to $RESULTS (default runs/gpu; on the device tool copy its *.txt, *.json and *.csv
+# into the tool's $OUT, which takes few files). Sizes can be shrunk for a dry run on the CPU with
 # SLICES, HEIGHT, WIDTH, TRAIN, EPOCHS, DRIVE_EPOCHS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-OUT=${OUT:-runs/gpu}
+RESULTS=${RESULTS:-runs/gpu}
 SLICES=${SLICES:-128}
 HEIGHT=${HEIGHT:-1024}
 WIDTH=${WIDTH:-512}
@@ -22,7 +23,7 @@ EPOCHS=${EPOCHS:-20}
 DRIVE_DIR=${DRIVE_DIR:-../shared/data/DRIVE}
 DRIVE_EPOCHS=${DRIVE_EPOCHS:-60}
 JOBS=$(nproc)
-mkdir -p "$OUT"
+mkdir -p "$RESULTS"
 python - <<'PY'
 import torch
 print("torch", torch.__version__, "device", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
@@ -31,38 +32,38 @@ PY
 case "${1:-}" in
 bench)
     python bench.py --slices "$SLICES" --size "$HEIGHT" "$WIDTH" --workers "$((JOBS - 2))" \
-        --json "$OUT/bench.json" 2>&1 | grep -v "slices$" | tee "$OUT/bench.txt"
+        --json "$RESULTS/bench.json" 2>&1 | grep -v "slices$" | tee "$RESULTS/bench.txt"
     ;;
 oct)
     DATA=/tmp/oct_full
     [ -d "$DATA" ] || python -m data.synthetic --out "$DATA" --seed 2018 --train "$TRAIN" --val 4 --test 4 \
         --slices "$SLICES" --height "$HEIGHT" --width "$WIDTH" --jobs "$JOBS"
     start=$(date +%s)
-    python train.py --name unet_nested -d "$DATA" --out "$OUT/oct" --cache-dir /tmp/oct_cache --batch-size 16 \
+    python train.py --name unet_nested -d "$DATA" --out "$RESULTS/oct" --cache-dir /tmp/oct_cache --batch-size 16 \
         -j "$((JOBS - 2))" --epochs "$EPOCHS" -o Adam --lr 0.001 --lr-mode poly --loss mix_33 --resume auto 2>&1 |
-        tr '\r' '\n' | grep -v "it/s\]" | tee "$OUT/oct_train.txt"
-    echo "training_seconds=$(($(date +%s) - start))" | tee -a "$OUT/oct_train.txt"
-    ckpt="$OUT/oct/checkpoint/model_best.pth.tar"
-    python eval.py --seg-path "$ckpt" --cache-dir /tmp/oct_cache --out "$OUT/oct_eval" --force | tee "$OUT/oct_eval.txt"
-    python test.py --seg --det --seg-path "$ckpt" --cache-dir /tmp/oct_cache --out "$OUT/oct_test" --force |
-        tail -1 | tee -a "$OUT/oct_eval.txt"
+        tr '\r' '\n' | grep -v "it/s\]" | tee "$RESULTS/oct_train.txt"
+    echo "training_seconds=$(($(date +%s) - start))" | tee -a "$RESULTS/oct_train.txt"
+    ckpt="$RESULTS/oct/checkpoint/model_best.pth.tar"
+    python eval.py --seg-path "$ckpt" --cache-dir /tmp/oct_cache --out "$RESULTS/oct_eval" --force | tee "$RESULTS/oct_eval.txt"
+    python test.py --seg --det --seg-path "$ckpt" --cache-dir /tmp/oct_cache --out "$RESULTS/oct_test" --force |
+        tail -1 | tee -a "$RESULTS/oct_eval.txt"
     python bench.py --models unet_nested --quick --reps 1 --agreement "$ckpt" -d "$DATA" --slices "$SLICES" \
-        --size "$HEIGHT" "$WIDTH" 2>&1 | grep "fast path vs fp32" | tee -a "$OUT/oct_eval.txt"
-    cp "$OUT/oct/log.csv" "$OUT/oct_log.csv"
+        --size "$HEIGHT" "$WIDTH" 2>&1 | grep "fast path vs fp32" | tee -a "$RESULTS/oct_eval.txt"
+    cp "$RESULTS/oct/log.csv" "$RESULTS/oct_log.csv"
     ;;
 drive)
     start=$(date +%s)
-    python train.py --task vessel -d "$DRIVE_DIR" --out "$OUT/drive" --epochs "$DRIVE_EPOCHS" --steps-per-epoch 100 \
+    python train.py --task vessel -d "$DRIVE_DIR" --out "$RESULTS/drive" --epochs "$DRIVE_EPOCHS" --steps-per-epoch 100 \
         --batch-size 16 -s 96 -o Adam --lr 0.002 --lr-mode poly --loss wce+dice --patience 15 --seed 1 \
-        -j "$((JOBS - 2))" --resume auto 2>&1 | tr '\r' '\n' | grep -v "it/s\]" | tee "$OUT/drive_train.txt"
-    echo "training_seconds=$(($(date +%s) - start))" | tee -a "$OUT/drive_train.txt"
-    python eval.py --seg-path "$OUT/drive/checkpoint/model_best.pth.tar" -d "$DRIVE_DIR" --out "$OUT/drive_eval" \
-        --force --tta | tee "$OUT/drive_eval.txt"
-    python -m utils.checkpoint "$OUT/drive/checkpoint/model_best.pth.tar" "$OUT/drive_unet.pth.tar" --dtype fp16
-    cp "$OUT/drive/log.csv" "$OUT/drive_log.csv"
+        -j "$((JOBS - 2))" --resume auto 2>&1 | tr '\r' '\n' | grep -v "it/s\]" | tee "$RESULTS/drive_train.txt"
+    echo "training_seconds=$(($(date +%s) - start))" | tee -a "$RESULTS/drive_train.txt"
+    python eval.py --seg-path "$RESULTS/drive/checkpoint/model_best.pth.tar" -d "$DRIVE_DIR" --out "$RESULTS/drive_eval" \
+        --force --tta | tee "$RESULTS/drive_eval.txt"
+    python -m utils.checkpoint "$RESULTS/drive/checkpoint/model_best.pth.tar" "$RESULTS/drive_unet.pth.tar" --dtype fp16
+    cp "$RESULTS/drive/log.csv" "$RESULTS/drive_log.csv"
     ;;
 ddp)
-    OUT="$OUT/ddp" bash scripts/ddp_speed_check.sh | tee "$OUT/ddp.txt"
+    OUT="$RESULTS/ddp" bash scripts/ddp_speed_check.sh | tee "$RESULTS/ddp.txt"
     ;;
 *)
     echo "usage: bash scripts/gpu_session.sh bench|oct|drive|ddp" >&2

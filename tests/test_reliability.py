@@ -278,3 +278,31 @@ def test_submission_zip_has_flat_names_only(tmp_path):
     (tmp_path / "seg" / "P1_labelMark_volumes.npy").write_bytes(b"x")
     names = zipfile.ZipFile(zip_folder(tmp_path / "seg", tmp_path / "s.zip")).namelist()
     assert names == ["P1_labelMark_volumes.npy"]
+
+
+def test_prefetched_keeps_order_loads_ahead_and_raises_at_the_bad_item():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from utils.io import prefetched
+
+    started = []
+    second_started = threading.Event()
+
+    def load(i):
+        started.append(i)
+        if i == 1:
+            second_started.set()
+        if i == 3:
+            raise ValueError("volume 3 is corrupt")
+        return i * 10
+
+    with ThreadPoolExecutor(1) as pool:
+        gen = prefetched(range(5), load, pool)
+        assert next(gen) == (0, 0)
+        assert second_started.wait(5)  # item 1 loads while the caller still holds item 0
+        assert [next(gen), next(gen)] == [(1, 10), (2, 20)]
+        with pytest.raises(ValueError, match="volume 3"):
+            next(gen)
+    assert started[:4] == [0, 1, 2, 3]
+    assert list(prefetched([], load, ThreadPoolExecutor(1))) == []

@@ -78,3 +78,14 @@ def zip_folder(folder: Path, zip_path: Path) -> Path:
                 zf.write(f, arcname=f.name)
     os.replace(tmp, zip_path)
     return zip_path
+
+
+def prefetched(items, load, pool):
+    """Yield ``(item, load(item))`` in order, loading the next item in ``pool`` while the caller works on this one
+    (decoding the next volume overlaps the GPU's work on the current one). Errors surface at their item."""
+    items = list(items)
+    ahead = pool.submit(load, items[0]) if items else None
+    for i, item in enumerate(items):
+        result = ahead.result()
+        ahead = pool.submit(load, items[i + 1]) if i + 1 < len(items) else None
+        yield item, result
