@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def _evaluate(args: argparse.Namespace, info) -> dict:
     from data.oct import detection_targets, find_volumes
     from utils.cli import build_predictor, checkpoints, default_out, first_settings
     from utils.distributed import gather_objects, shard, shared_staged_output_dir
-    from utils.io import save_json_atomic
+    from utils.io import prefetched, save_json_atomic
     from utils.metrics import ChallengeMetrics
     from utils.vis import save_volume_pictures
 
@@ -59,14 +60,16 @@ def _evaluate(args: argparse.Namespace, info) -> dict:
     with shared_staged_output_dir(final, args.force, info) as out:
         metrics = ChallengeMetrics()
         t0 = time.time()
-        for rec in shard(records, info):  # each volume on exactly one process
-            image, labels = cache.load(rec)
-            pred = predictor.predict_volume(np.asarray(image))
-            det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
-            d = metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
-            print(f"{rec.pid}: dice REA={d[0]:.4f} SRF={d[1]:.4f} PED={d[2]:.4f}", flush=True)
-            if args.vis:
-                save_volume_pictures(out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels))
+        with ThreadPoolExecutor(1) as loader:  # decodes the next volume while the model works on this one
+            for rec, (image, labels) in prefetched(shard(records, info), cache.load, loader):  # one process per volume
+                pred = predictor.predict_volume(np.asarray(image))
+                det_labels = detection_targets(np.asarray(labels)) if pred.det_scores is not None else None
+                d = metrics.update(rec.pid, pred.labels, labels, pred.det_scores, det_labels)
+                print(f"{rec.pid}: dice REA={d[0]:.4f} SRF={d[1]:.4f} PED={d[2]:.4f}", flush=True)
+                if args.vis:
+                    save_volume_pictures(
+                        out / "vis", rec.pid, np.asarray(image), pred.labels.numpy(), np.asarray(labels)
+                    )
         metrics = ChallengeMetrics.merge(gather_objects(metrics.volumes, info))
         result = metrics.compute()
         result.update(
