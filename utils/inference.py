@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.dataset import neighbour_indices
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,13 +58,10 @@ def maybe_compile(module: nn.Module, device: torch.device, enabled: bool | None)
 
 
 def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """volume (N, H, W) on any device -> slices start..stop-1 with their neighbours, (B, 3, H, W), same device.
-
-    Edge slices repeat themselves, as ``data.dataset.neighbour_indices`` does for training.
-    """
-    n = volume.shape[0]
-    z = torch.arange(start, stop, device=volume.device)
-    return volume[torch.stack([(z - 1).clamp_min(0), z, (z + 1).clamp_max(n - 1)], 1)]
+    """volume (N, H, W) on any device -> slices start..stop-1 with their neighbours, (B, 3, H, W), same device
+    (the indices of training's ``neighbour_indices``: edge slices repeat themselves)."""
+    idx = torch.from_numpy(neighbour_indices(np.arange(start, stop), volume.shape[0]))
+    return volume[idx.to(volume.device)]
 
 
 def normalize(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -217,10 +216,11 @@ class Predictor:
 
     def upload(self, array: np.ndarray) -> torch.Tensor:
         """A host array (a read-only memmap too) on the device, as it is (uint8 stays uint8), through pinned memory."""
-        t = torch.from_numpy(np.require(array, requirements=["C", "W"]))  # a read-only memmap is copied
-        if self.device.type == "cuda":
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=True)
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(self.device)  # read-only: copied
+        pinned = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, pin_memory=True)
+        pinned.numpy()[...] = array  # the one host copy
+        return pinned.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def predict_tensor(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
