@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure the open issues ask for, in stages that each fit one 10-minute device call:
 #
-#   bash scripts/gpu_session.sh bench   # issue 4: bench.py table (3 models x baseline/fast), JSON to $RESULTS
+#   bash scripts/gpu_session.sh bench   # issue 4: bench.py table (3 models x baseline/fast), JSON to $RESULTS;
+#                                       # MODELS="unet" (etc.) runs some models, when all three do not fit one call
 #   bash scripts/gpu_session.sh oct     # issue 2: full-size synthetic unet_nested / mix_33 run, eval, test, and
 #                                       # issue 4's fast-path-vs-fp32 agreement on its validation volumes
 #   bash scripts/gpu_session.sh drive   # issue 3: DRIVE training (20 training photos), test metrics, checkpoint
@@ -31,8 +32,11 @@ PY
 
 case "${1:-}" in
 bench)
-    python bench.py --slices "$SLICES" --size "$HEIGHT" "$WIDTH" --workers "$((JOBS - 2))" \
-        --json "$RESULTS/bench.json" 2>&1 | grep -v "slices$" | tee "$RESULTS/bench.txt"
+    MODELS=${MODELS:-unet unet_nested unet_nested_dilated}
+    tag=${MODELS// /+}
+    # shellcheck disable=SC2086  # MODELS is a list of names
+    python bench.py --models $MODELS --slices "$SLICES" --size "$HEIGHT" "$WIDTH" --workers "$((JOBS - 2))" \
+        --json "$RESULTS/bench_$tag.json" 2>&1 | grep -v "slices$" | tee "$RESULTS/bench_$tag.txt"
     ;;
 oct)
     DATA=/tmp/oct_full

@@ -161,3 +161,76 @@ def test_fast_path_agrees_with_fp32(trained):
     )
     assert r["volumes"] == 8 and r["passed"]
     assert r["pixel_agreement"] >= 0.999 and r["dice_difference"] < 0.002
+
+
+def test_compiled_loss_matches_eager():
+    """The training loss compiles (traced by dynamo and AOTAutograd; ``aot_eager`` needs no C compiler) and gives
+    the eager values and gradients: mix_33 over UNet++'s four deep-supervision heads, with ignored pixels."""
+    from losses import build_loss
+    from models.segdet import SegDetOutput
+
+    torch.manual_seed(0)
+    heads = [torch.randn(2, 4, 24, 16, requires_grad=True) for _ in range(4)]
+    cls = torch.randn(2, 3, requires_grad=True)
+    seg = torch.randint(0, 4, (2, 24, 16))
+    seg[0, :3] = 255
+    det = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    loss = build_loss("mix_33", deep_supervision=True)
+    compiled = torch.compile(loss, backend="aot_eager")
+
+    def run(fn):
+        out = SegDetOutput(torch.stack(heads).mean(0), cls, heads)
+        parts = fn(out, seg, det)
+        grads = torch.autograd.grad(parts["total"], [*heads, cls])
+        return {k: v.detach() for k, v in parts.items()}, grads
+
+    (pe, ge), (pc, gc) = run(loss), run(compiled)
+    assert pe.keys() == pc.keys() == {"wce", "el_dice", "bce", "total"}
+    for k in pe:
+        assert torch.allclose(pe[k], pc[k], atol=1e-6), k
+    for a, b in zip(ge, gc):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_compiled_step_failing_in_backward_is_redone_eagerly(e2e_data, tmp_path):
+    """A toolchain failure may surface only in the (lazily compiled) backward: the step is redone eagerly, with
+    one warning, and its result is the eager step's."""
+    argv = _args(e2e_data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--deterministic")
+    settings = Settings.from_dict(vars(train_script.parse_args(argv))).validate()
+    eager, failing = Trainer(settings), Trainer(settings)
+    failing.model.load_state_dict(eager.model.state_dict())
+    for t in (eager, failing):  # no dropout draws: the failed attempt would otherwise shift the retry's masks
+        t.model.eval()
+
+    class BrokenBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("inductor: backward kernel failed to build")
+
+    net, loss = failing._eager
+    failing.forward = lambda x: net(BrokenBackward.apply(x.requires_grad_()))
+    failing.loss_fn = loss
+    batch = next(iter(eager._loader(0)))
+    expected = eager.train_step(batch)
+    with pytest.warns(UserWarning, match="backward kernel failed"):
+        got = failing.train_step(batch)
+    assert (failing.forward, failing.loss_fn) == failing._eager
+    assert torch.allclose(got["total"], expected["total"])
+    for (k, a), b in zip(eager.model.state_dict().items(), failing.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+
+def test_oct_trained_on_crops_validates_whole_slices(e2e_data, tmp_path):
+    """--crop-size crops training slices only: validation predicts whole slices, as eval.py does, so it is the
+    same prediction as eval's and the detection head is scored (a sliding window has no detection output)."""
+    argv = _args(e2e_data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--crop-size", "48")
+    trainer = Trainer(Settings.from_dict(vars(train_script.parse_args(argv))).validate())
+    assert trainer.predictor.window is None
+    batch = next(iter(trainer._loader(0)))
+    assert batch["image"].shape[-2:] == (48, 48)
+    metrics = trainer.validate()
+    assert all(math.isfinite(metrics[f"auc_{c}"]) for c in ("REA", "SRF", "PED")), metrics

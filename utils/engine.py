@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +144,13 @@ class Trainer:
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.forward = maybe_compile(net, self.device, s.compile)
         self.loss = build_loss(s.loss, s.class_weights, gamma=s.el_dice_gamma, deep_supervision=s.deep_supervision)
         self.loss.to(self.device)
+        # the network and the loss compile separately (on a GPU by default): the loss's softmax / one-hot / Dice
+        # sums over every deep-supervision head are memory-bound element-wise work that inductor fuses
+        self._eager = (net, self.loss)
+        self.forward = maybe_compile(net, self.device, s.compile)
+        self.loss_fn = maybe_compile(self.loss, self.device, s.compile)
         self.optimizer = make_optimizer(s, self.model.parameters())
 
         augment = Augment(
@@ -174,7 +179,9 @@ class Trainer:
             self.device,
             batch_size=s.val_batch_size,
             amp=s.amp,
-            window=s.crop_size or None,
+            # photos are validated window by window at the training patch size; OCT slices whole, as eval.py
+            # predicts them (the detection head needs the whole slice), whatever the training crop
+            window=(s.crop_size or None) if s.task == "vessel" else None,
             compile=s.compile,
         )
         if self.dist.is_main:
@@ -253,13 +260,28 @@ class Trainer:
         x = x.contiguous(memory_format=torch.channels_last)
         seg_t = batch["label"].to(self.device, non_blocking=True).long()
         det_t = batch["det"].to(self.device, non_blocking=True)
-        with autocast_for(self.device, self.s.amp):
-            out = self.forward(x)
-        parts = self.loss(out, seg_t, det_t)
         self.optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
+        try:
+            parts = self._forward_backward(x, seg_t, det_t)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:
+            if (self.forward, self.loss_fn) == self._eager:
+                raise
+            # a compile failure can surface in the backward (compiled lazily): redo this step eagerly, keep eager
+            warnings.warn(f"compiled training step failed, running eager instead ({type(e).__name__}: {e})")
+            self.forward, self.loss_fn = self._eager
+            self.optimizer.zero_grad(set_to_none=True)
+            parts = self._forward_backward(x, seg_t, det_t)
         self.optimizer.step()
         return {k: v.detach() for k, v in parts.items()}
+
+    def _forward_backward(self, x: torch.Tensor, seg_t: torch.Tensor, det_t: torch.Tensor) -> dict:
+        with autocast_for(self.device, self.s.amp):
+            out = self.forward(x)
+        parts = self.loss_fn(out, seg_t, det_t)
+        parts["total"].backward()
+        return parts
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
