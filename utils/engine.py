@@ -269,7 +269,8 @@ class Trainer:
             if (self.forward, self.loss_fn) == self._eager:
                 raise
             # a compile failure can surface in the backward (compiled lazily): redo this step eagerly, keep eager
-            warnings.warn(f"compiled training step failed, running eager instead ({type(e).__name__}: {e})")
+            msg = f"compiled training step failed, running eager instead ({type(e).__name__}: {e})"
+            warnings.warn(msg, stacklevel=2)
             self.forward, self.loss_fn = self._eager
             self.optimizer.zero_grad(set_to_none=True)
             parts = self._forward_backward(x, seg_t, det_t)
