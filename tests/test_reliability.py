@@ -126,7 +126,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
         vars(train_script.parse_args(_argv(data, run, "--epochs", "3", "--steps-per-epoch", "4")))
     ).validate()
     trainer = Trainer(settings)
-    real_loss, calls = trainer.loss, []
+    real_loss, calls = trainer.loss_fn, []
 
     def poisoned(*a, **k):
         parts = real_loss(*a, **k)
@@ -135,7 +135,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
             parts["total"] = parts["total"] * float("nan")
         return parts
 
-    trainer.loss = poisoned
+    trainer.loss_fn = poisoned
     with pytest.raises(FloatingPointError, match=r"epoch 2 step 3 .*checkpoint_latest.pth.tar.*epoch 1"):
         trainer.fit()
     assert load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 1
