@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure the open issues ask for, in stages that each fit one 10-minute device call:
+# Every GPU figure the open issues ask for, in stages each meant for one 10-minute device call:
 #
 #   bash scripts/gpu_session.sh bench   # issue 4: bench.py table (3 models x baseline/fast), JSON to $RESULTS;
 #                                       # MODELS="unet" (etc.) runs some models, when all three do not fit one call
