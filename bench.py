@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -59,7 +58,8 @@ def bench_inference(
     eval.py / test.py run it (uint8 volume, neighbours stacked and normalised on the device, bf16, channels_last,
     compiled on a GPU, batch 32, argmax of the logits).
     """
-    from utils.inference import Member, Predictor
+    from engine.predictor import Member, Predictor
+    from tasks.oct import predict_volume
 
     torch.manual_seed(0)
     model = build_model(name).to(device).eval()
@@ -80,7 +80,7 @@ def bench_inference(
         predictor = Predictor([Member(model, [0.2] * 3, [0.2] * 3)], device, batch_size=32, compile=None, amp=amp)
 
         def run():
-            return predictor.predict_tensor(volume)
+            return predict_volume(predictor, volume)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -152,10 +152,10 @@ def bench_training(name: str, mode: str, device: torch.device, data: Path, steps
     from data.dataset import SliceDataset
     from data.oct import find_volumes
     from data.transforms import Augment
+    from engine.predictor import normalize
+    from engine.trainer import Trainer
     from losses import build_loss
     from utils.config import Settings
-    from utils.engine import Trainer
-    from utils.inference import normalize
 
     if mode == "fast":
         s = Settings(
@@ -265,27 +265,23 @@ def check_agreement(
 ) -> dict:
     """A trained checkpoint's fast path (bf16 — by default on a GPU only —, channels_last, compiled on a GPU)
     against fp32 eager: the fraction of pixels given the same class and the change in mean Dice, over ``splits``."""
-    from data.cache import VolumeCache
-    from data.oct import find_volumes
-    from utils.checkpoint import load_checkpoint
-    from utils.inference import Predictor
-    from utils.metrics import ChallengeMetrics
+    from engine.cli import task_for
+    from engine.predictor import Predictor
 
-    settings = load_checkpoint(ckpt)["settings"]
-    records = [r for split in splits for r in find_volumes(data or settings["data_dir"], split)]
-    cache = VolumeCache(cache_dir or settings.get("cache_dir"))
+    settings, task = task_for([str(ckpt)], cache_dir)
+    records = [r for split in splits for r in task.records(split, data or settings.data_dir)]
     fp32 = Predictor.from_checkpoints([ckpt], device=device, amp=False, compile=False, batch_size=8)
     fast = Predictor.from_checkpoints([ckpt], device=device, batch_size=32, compile=None, amp=amp)
     same = total = 0
-    metrics = {"fp32": ChallengeMetrics(), "fast": ChallengeMetrics()}
+    metrics = {"fp32": task.evaluator(), "fast": task.evaluator()}
     for rec in records:
-        image, labels = cache.load(rec)
-        a, b = fp32.predict_volume(np.asarray(image)), fast.predict_volume(np.asarray(image))
+        sample = task.load(rec)
+        a, b = task.predict(fp32, sample), task.predict(fast, sample)
         same += int((a.labels == b.labels).sum())
         total += a.labels.numel()
-        metrics["fp32"].update(rec.pid, a.labels, labels, None, None)
-        metrics["fast"].update(rec.pid, b.labels, labels, None, None)
-    dice = {k: m.compute()["dice_mean"] for k, m in metrics.items()}
+        metrics["fp32"].update(rec, sample, a)
+        metrics["fast"].update(rec, sample, b)
+    dice = {k: m.aggregate()["dice_mean"] for k, m in metrics.items()}
     out = {
         "checkpoint": str(ckpt),
         "volumes": len(records),

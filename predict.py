@@ -1,44 +1,74 @@
 #!/usr/bin/env python
-"""Segment the vessels of fundus photographs with a trained checkpoint.
+"""Predict files and folders you point at, with a trained checkpoint (or a fusion of several): fundus photos with
+a vessel checkpoint (the shipped DRIVE model by default), OCT volumes (a folder of 1.bmp ... N.bmp) with an OCT one.
 
-    python predict.py photo1.tif photo2.jpg --checkpoint checkpoints/drive_unet.pth.tar --out predictions/
+    python predict.py photo1.tif photo2.jpg --out predictions/
+    python predict.py data/synthetic/Edema_testset/original_images/*.img \
+        --checkpoint runs/demo/checkpoint/model_best.pth.tar
 
-writes ``<stem>_mask.png`` (0/255) and ``<stem>_blend.png`` (vessels over the photo; ``--no-blend`` skips it).
-From Python: ``Segmenter.from_checkpoint(path).predict(rgb)`` (``utils.vessel``).
+writes what test.py writes for each input (vessel: ``<stem>_mask.png``; OCT: ``segment/<PID>_labelMark_volumes.npy``
+and ``..._detections.npy``) and pictures (vessel: ``<stem>_blend.png``; OCT: ``<PID>.gif`` and ``<PID>/<z>.png``)
+unless ``--no-pictures``. From Python: ``tasks.vessel.Segmenter``, or ``Predictor`` with a task's ``predict``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
+from engine.cli import HelpFormatter, add_checkpoint_args, add_inference_args
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "drive_unet.pth.tar"
+log = logging.getLogger("predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("inputs", nargs="+", type=Path, help="photos (vessel) or slice folders (OCT)")
+    add_checkpoint_args(p, default=DEFAULT_CHECKPOINT)
+    add_inference_args(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, default=Path("predictions"), help="output folder")
+    g.add_argument(
+        "--no-pictures", "--no-blend", dest="pictures", action="store_false", help="write the predictions only"
+    )
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    from data.photos import read_rgb
-    from utils.vessel import Segmenter, save_outputs
+    from engine.cli import build_predictor, checkpoints, task_for
+    from utils.log import setup_logging
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="default: the shipped DRIVE model")
-    p.add_argument("--out", type=Path, default=Path("predictions"))
-    p.add_argument("--no-blend", action="store_true", help="write only the masks")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    a = p.parse_args(argv)
-    seg = Segmenter.from_checkpoint(a.checkpoint, device=a.device)
-    written = []
-    for path in a.images:
-        rgb = read_rgb(path)
-        _, mask = seg.predict(rgb)
-        written += save_outputs(a.out, path.stem, rgb, mask, with_blend=not a.no_blend)
-        print(f"{path}: {mask.mean() * 100:.1f}% vessel pixels -> {a.out / (path.stem + '_mask.png')}", flush=True)
+    args = parse_args(argv)
+    setup_logging()
+    paths = checkpoints(args)
+    settings, task = task_for(paths, weights=args.fusion_weights)
+    names: dict[str, Path] = {}
+    for path in args.inputs:
+        name = task.input_name(path)
+        if name in names:
+            raise ValueError(f"{names[name]} and {path} would both be written as {name!r}; predict them separately")
+        names[name] = path
+    predictor = build_predictor(args, paths)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for path in args.inputs:
+        name, sample = task.input_name(path), task.read_input(path)
+        prediction = task.predict(predictor, sample)
+        files = task.write_prediction(args.out, name, prediction, seg=True, det=settings.num_detect > 0)
+        if args.pictures:
+            files += task.save_pictures(args.out, name, sample, prediction)
+        log.info(f"{path} -> {', '.join(str(f) for f in files)}")
+        written += files
     return written
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    from engine.cli import cli_main
+
+    cli_main(__file__, parse_args, main, relaunch=False)

@@ -1,92 +1,116 @@
 #!/usr/bin/env python
-"""Train a segmentation + detection model on OCT B-scans.
+"""Train a segmentation (+ detection) model: OCT edema (default) or fundus vessels (--task vessel).
 
-    python train.py --name unet_nested -d ./data/dataset/ --batch-size 16 -j 16 --epochs 100 \
+    python train.py --name unet_nested -d ./data/dataset/ --batch-size 16 -j 16 --epochs 100 \\
         -o Adam --lr 0.001 --lr-mode poly --loss mix_33
+
+Settings come from the defaults, then the task's defaults, then --config FILE (JSON or YAML), then the options
+given here. Every visible GPU is used (one DDP process each); without a GPU everything runs on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from engine.cli import TOOLS, HelpFormatter, add_setting
 from models import list_models
 
-S = argparse.SUPPRESS  # only options given on the command line override the config file
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description=__doc__,
+        epilog=TOOLS,
+        formatter_class=HelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    from tasks import list_tasks
+
+    g = p.add_argument_group("task")
+    add_setting(g, "--task", choices=list_tasks(), help="oct: OCT edema B-scans; vessel: fundus photos (DRIVE)")
+    g.add_argument("--config", help="JSON or YAML file of settings (same names); options given here win")
+
+    g = p.add_argument_group("model")
+    add_setting(g, "--name", choices=list_models(), metavar="NAME", help=f"model: {', '.join(list_models())}")
+    add_setting(g, "--channels", type=int, nargs="+", help="encoder widths, shallow to deep")
+    add_setting(
+        g,
+        "--no-deep-supervision",
+        dest="deep_supervision",
+        action="store_false",
+        help="UNet++: train the averaged head only, not each head",
+    )
+
+    g = p.add_argument_group("data")
+    add_setting(g, "-d", "--data-dir", help="dataset root (oct: holds Edema_trainingset/ and Edema_validationset/)")
+    add_setting(g, "--cache-dir", help="oct: where decoded volumes are kept", default_text="$OCT_CACHE_DIR or ~/.cache")
+    add_setting(g, "-j", "--workers", type=int, help="data-loading processes")
+    add_setting(g, "--resize", type=int, nargs="+", help="N (square) or H W: resize inputs before the model")
+    add_setting(g, "-s", "--crop-size", type=int, help="train on random N x N crops (0: whole inputs)")
+
+    g = p.add_argument_group("augmentation")
+    add_setting(g, "--no-flip", dest="flip", action="store_false", help="turn off random horizontal flips")
+    add_setting(g, "--vflip", action=argparse.BooleanOptionalAction, help="random vertical flips")
+    add_setting(g, "--random-rotate", type=float, help="max rotation in degrees")
+    add_setting(g, "--random-scale", type=float, help="max relative scale change")
+    add_setting(g, "--random-brightness", type=float, help="add U(-b, b) of full scale")
+    add_setting(g, "--random-contrast", type=float, help="scale contrast by 1 + U(-c, c)")
+    add_setting(g, "--random-gamma", type=float, help="gamma 1 + U(-g, g)")
+
+    g = p.add_argument_group("optimisation")
+    add_setting(g, "--batch-size", type=int, help="global batch, split evenly over the processes")
+    add_setting(g, "--epochs", type=int, help="epochs to train")
+    add_setting(g, "--steps-per-epoch", type=int, help="optimiser steps per epoch (0: one pass over the data)")
+    add_setting(g, "-o", "--optimizer", help="Adam, AdamW or SGD")
+    add_setting(g, "--lr", type=float, help="initial learning rate")
+    add_setting(g, "--lr-mode", choices=["step", "poly"], help="step: x0.1 every --step epochs; poly: power 0.9")
+    add_setting(g, "--step", type=int, help="epochs between x0.1 decays with --lr-mode step")
+    add_setting(g, "--momentum", type=float, help="SGD momentum")
+    add_setting(g, "--weight-decay", "--wd", type=float, help="weight decay")
+    add_setting(g, "--loss", help="mix_3, mix_33, a part (wce, dice, eldice, bce) or a sum like 'wce+0.5*eldice+bce'")
+    add_setting(g, "--class-weights", type=float, nargs="+", help="WCE weight per class")
+    add_setting(g, "--el-dice-gamma", type=float, help="exponent of the exponential-logarithmic Dice")
+    add_setting(g, "--patience", type=int, help="stop after this many epochs without a better score (0: never)")
+
+    g = p.add_argument_group("run")
+    add_setting(g, "--out", help="run folder", default_text="runs/<name>_<loss>")
+    g.add_argument("--resume", help="a checkpoint, or 'auto' for the newest checkpoint of the run folder")
+    add_setting(g, "--seed", type=int, help="seed of weights, data order and augmentation")
+    add_setting(g, "--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast", default_text="on a GPU")
+    add_setting(
+        g,
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model and the loss (falls back to eager if compiling fails)",
+        default_text="on a GPU",
+    )
+    add_setting(g, "--sync-bn", action="store_true", help="SyncBatchNorm across GPUs under DDP")
+    add_setting(g, "--deterministic", action="store_true", help="deterministic algorithms (repeatable on the CPU)")
+    add_setting(g, "--val-batch-size", type=int, help="inputs per forward pass in validation")
+    add_setting(g, "--save-every-checkpoint", action="store_true", help="keep every epoch's checkpoint")
+    add_setting(g, "--log-every", type=int, help="a progress line every N steps (and at least once a minute)")
+
+    g = p.add_argument_group("task-specific")
+    add_setting(g, "-l", "--list-dir", help="oct: folder with train_images.txt-style lists (optional)")
+    add_setting(g, "--val-count", type=int, help="vessel: training photos held out for validation and the threshold")
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S
-    )
-    p.add_argument("--config", help="JSON or YAML file of settings; command-line options win")
-    p.add_argument("--task", choices=["oct", "vessel"], help="oct (default) or vessel (fundus photos, DRIVE)")
-    p.add_argument("--val-count", type=int, help="vessel: training photos held out for validation")
-    p.add_argument("--patience", type=int, help="early stopping after this many epochs without a better score")
-    p.add_argument("--name", help=f"model: {', '.join(list_models())}")
-    p.add_argument("--channels", type=int, nargs="+", help="encoder widths (default 16 32 64 128 256)")
-    p.add_argument("-d", "--data-dir", help="dataset root holding Edema_trainingset/ and Edema_validationset/")
-    p.add_argument("-l", "--list-dir", help="optional folder with train_images.txt-style lists")
-    p.add_argument("--cache-dir", help="where decoded volumes are kept (default $OCT_CACHE_DIR or ~/.cache)")
-    p.add_argument("--out", help="run folder (default runs/<name>_<loss>)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("-j", "--workers", type=int, help="data-loading processes")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default: one pass)")
-    p.add_argument("-o", "--optimizer", help="Adam, AdamW or SGD")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-mode", choices=["step", "poly"])
-    p.add_argument("--step", type=int, help="epochs between x0.1 decays with --lr-mode step")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", "--wd", type=float)
-    p.add_argument("--loss", help="mix_3, mix_33, a part (wce, dice, eldice, bce) or e.g. 'wce+0.5*eldice+bce'")
-    p.add_argument("--class-weights", type=float, nargs="+")
-    p.add_argument("--el-dice-gamma", type=float)
-    p.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_false")
-    p.add_argument("--resume", help="checkpoint path, or 'auto' for the newest checkpoint of the run folder")
-    p.add_argument("--random-rotate", type=float, help="max rotation in degrees")
-    p.add_argument("--random-scale", type=float, help="max relative scale change")
-    p.add_argument("--resize", type=int, nargs="+", help="N (square) or H W: resize slices before the model")
-    p.add_argument("-s", "--crop-size", type=int, help="random square crops for training")
-    p.add_argument("--no-flip", dest="flip", action="store_false", help="turn off random horizontal flips")
-    p.add_argument("--vflip", action=argparse.BooleanOptionalAction, help="random vertical flips (vessel default)")
-    p.add_argument("--random-brightness", type=float, help="add U(-b, b) of full scale")
-    p.add_argument("--random-contrast", type=float, help="scale contrast by 1 + U(-c, c)")
-    p.add_argument("--random-gamma", type=float, help="gamma 1 + U(-g, g)")
-    p.add_argument("--save-every-checkpoint", action="store_true")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on a GPU)")
-    p.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model (default: on a GPU)"
-    )
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs under DDP")
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise-repeatable on CPU)")
-    p.add_argument("--val-batch-size", type=int)
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from utils.config import resolve_settings
-    from utils.distributed import cleanup, init_distributed
-    from utils.engine import Trainer
+    from engine.cli import driver_session, train_settings
+    from engine.trainer import Trainer
 
     args = parse_args(argv)
-    resume = vars(args).pop("resume", None)
-    settings = resolve_settings(args)
-    info = init_distributed()
-    try:
-        return Trainer(settings, resume=resume, dist_info=info).fit()
-    finally:
-        cleanup(info)
+    settings = train_settings(args)
+    with driver_session() as info:
+        return Trainer(settings, resume=getattr(args, "resume", None), dist_info=info).fit()
 
 
 if __name__ == "__main__":
-    from utils.distributed import relaunch_on_all_gpus
+    from engine.cli import cli_main
 
-    code = relaunch_on_all_gpus(__file__, sys.argv[1:])  # several visible GPUs: one DDP process per GPU
-    if code is not None:
-        sys.exit(code)
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
+    cli_main(__file__, parse_args, main)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import numpy as np
 from data.oct import DatasetError, VolumeRecord, grey_to_classes, read_grey
 from utils.io import save_npy_atomic
 
+log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(os.environ.get("OCT_CACHE_DIR", Path.home() / ".cache" / "retina-lesion"))
 
 
@@ -53,7 +57,10 @@ class VolumeCache:
     def _get(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...], reader) -> np.ndarray:
         path = self._entry(rec, kind, paths)
         if not path.exists():
+            t0 = time.monotonic()
             save_npy_atomic(path, stack_slices(paths, reader))
+            took = time.monotonic() - t0
+            log.debug(f"decoded {rec.pid} {kind}: {len(paths)} slices from {paths[0].parent} ({took:.1f}s)")
         return np.load(path, mmap_mode="r")
 
     def load(self, rec: VolumeRecord) -> tuple[np.ndarray, np.ndarray | None]:
@@ -69,8 +76,11 @@ class VolumeCache:
         return image, labels
 
 
-def compute_normalization(records: list[VolumeRecord], cache: VolumeCache) -> dict[str, list[float]]:
-    """Mean and std of the training images in [0, 1], one value per input channel (3 identical ones)."""
+def compute_normalization(
+    records: list[VolumeRecord], cache: VolumeCache, on_volume: Callable[[], None] | None = None
+) -> dict[str, list[float]]:
+    """Mean and std of the training images in [0, 1], one value per input channel (3 identical ones);
+    ``on_volume`` is called after each volume (progress)."""
     total, total_sq, count = 0.0, 0.0, 0
     for rec in records:
         image, _ = cache.load(rec)
@@ -79,6 +89,8 @@ def compute_normalization(records: list[VolumeRecord], cache: VolumeCache) -> di
             total += s.sum()
             total_sq += np.square(s).sum()
             count += s.size
+        if on_volume is not None:
+            on_volume()
     mean = total / count
     std = max(np.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6)
     return {"mean": [float(mean)] * 3, "std": [float(std)] * 3}

@@ -45,6 +45,10 @@ class VolumeRecord:
     def num_slices(self) -> int:
         return len(self.image_paths)
 
+    @property
+    def name(self) -> str:
+        return self.pid
+
 
 def _is_ignored(name: str) -> bool:
     return name.startswith(".") or name.lower() in IGNORED_FILES
@@ -148,12 +152,13 @@ def detection_targets(label_volume: np.ndarray, num_lesions: int = 3) -> np.ndar
     return np.stack([(flat == k + 1).any(axis=1) for k in range(num_lesions)], axis=1).astype(np.float32)
 
 
-def _pid(image_dir: Path) -> str:
+def volume_pid(image_dir: Path) -> str:
+    """``<PID>.img`` -> ``<PID>``."""
     return image_dir.name[: -len(IMAGE_SUFFIX)] if image_dir.name.endswith(IMAGE_SUFFIX) else image_dir.name
 
 
 def _volume_record(image_dir: Path, label_dir: Path | None) -> VolumeRecord:
-    pid = _pid(image_dir)
+    pid = volume_pid(image_dir)
     images = list_slices(image_dir)
     labels = None
     if label_dir is not None:
@@ -200,14 +205,14 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
         dirs = sorted(p for p in img_root.iterdir() if p.is_dir() and not _is_ignored(p.name))
         pairs = []
         for d in dirs:
-            pid = _pid(d)
+            pid = volume_pid(d)
             label_dir = base / "label_images" / f"{pid}{LABEL_SUFFIX}" if labelled else None
             pairs.append((d, label_dir))
     if not pairs:
         raise DatasetError(f"{root}: no volumes found for split {split!r}")
     records = []
     for image_dir, label_dir in pairs:
-        _check_pid(_pid(image_dir), image_dir)
+        _check_pid(volume_pid(image_dir), image_dir)
         records.append(_volume_record(image_dir, label_dir))
     return sorted(records, key=lambda r: r.pid)
 

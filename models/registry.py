@@ -61,3 +61,23 @@ def build_model(
     return _REGISTRY[name](
         in_channels=in_channels, num_classes=num_classes, num_detect=num_detect, channels=tuple(channels), **kwargs
     )
+
+
+def model_from_checkpoint(path, map_location="cpu"):
+    """(model in eval mode, Settings, checkpoint dict) from a checkpoint path alone; loaded with
+    ``weights_only=True`` (see ``utils.checkpoint``), so a checkpoint cannot run code."""
+    from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+    from utils.config import Settings
+
+    state = load_checkpoint(path, map_location)
+    settings = Settings.from_dict(state["settings"], source=str(path))
+    if state["model_name"] != settings.name:
+        raise CheckpointError(f"{path}: model name {state['model_name']!r} disagrees with settings {settings.name!r}")
+    model = build_model(
+        settings.name,
+        num_classes=settings.num_classes,
+        num_detect=settings.num_detect,
+        channels=tuple(settings.channels),
+    )
+    load_model_weights(model, state["state_dict"], path)
+    return model.eval(), settings, state

@@ -6,9 +6,10 @@ import pickle
 import pytest
 import torch
 
-from models import build_model
-from utils.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from utils.config import Settings, resolve_settings
+from engine.cli import train_settings
+from models import build_model, model_from_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.config import Settings
 
 SMALL = [4, 8, 8, 8, 8]
 
@@ -70,22 +71,22 @@ def _ns(**kw):
 
 def test_config_file_then_command_line(tmp_path):
     (tmp_path / "c.yaml").write_text("lr: 0.05\nbatch_size: 2\nloss: mix_3\n")
-    s = resolve_settings(_ns(config=str(tmp_path / "c.yaml"), lr=0.1))
+    s = train_settings(_ns(config=str(tmp_path / "c.yaml"), lr=0.1))
     assert (s.lr, s.batch_size, s.loss, s.epochs) == (0.1, 2, "mix_3", 100)
     (tmp_path / "c.json").write_text(json.dumps({"lr-mode": "poly"}))
-    assert resolve_settings(_ns(config=str(tmp_path / "c.json"))).lr_mode == "poly"
+    assert train_settings(_ns(config=str(tmp_path / "c.json"))).lr_mode == "poly"
 
 
 def test_unknown_and_bad_settings_are_errors(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"learning_rate": 0.1}))
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['learning_rate'\]"):
-        resolve_settings(_ns(config=str(tmp_path / "c.json")))
+        train_settings(_ns(config=str(tmp_path / "c.json")))
     with pytest.raises(ValueError, match="valid names"):
-        resolve_settings(_ns(name="resnet"))
+        train_settings(_ns(name="resnet"))
     with pytest.raises(ValueError, match="Bad loss spec"):
-        resolve_settings(_ns(loss="focal"))
+        train_settings(_ns(loss="focal"))
     with pytest.raises(ValueError, match="lr_mode"):
-        resolve_settings(_ns(lr_mode="cosine"))
+        train_settings(_ns(lr_mode="cosine"))
 
 
 def test_shrunk_bf16_checkpoint_loads_and_predicts_alike(tmp_path):

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from models import build_model
+from tools.export import main as export_main
 from utils.checkpoint import save_checkpoint
 from utils.config import Settings
-from utils.export import main as export_main
 
 SMALL = [4, 8, 8, 16, 16]
 

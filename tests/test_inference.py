@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from data.dataset import stack_neighbours
+from engine.predictor import Member, Predictor, normalize
 from models import build_model
-from utils.inference import Member, Predictor, normalize
+from tasks.oct import neighbour_batch, predict_volume
 
 SMALL = (4, 8, 8, 8, 8)
 MEAN, STD = [0.3] * 3, [0.2] * 3
@@ -21,13 +22,13 @@ def _model(seed):
 
 def test_predict_volume_matches_the_model_slice_by_slice():
     model, vol = _model(0), _volume()
-    pred = Predictor([Member(model, MEAN, STD)], "cpu", batch_size=2).predict_volume(vol)
+    pred = predict_volume(Predictor([Member(model, MEAN, STD)], "cpu", batch_size=2), torch.from_numpy(vol))
     x = normalize(torch.from_numpy(stack_neighbours(vol, np.arange(5))), MEAN, STD)
     with torch.no_grad():
         out = model(x)
     assert pred.labels.dtype == torch.uint8 and pred.labels.shape == (5, 24, 20)
     assert torch.equal(pred.labels, out.seg_logits.argmax(1).to(torch.uint8))
-    assert np.allclose(pred.det_scores, out.cls_logits.sigmoid().numpy(), atol=1e-6)
+    assert np.allclose(pred.det.numpy(), out.cls_logits.sigmoid().numpy(), atol=1e-6)
 
 
 def test_fusion_averages_probabilities_with_weights():
@@ -36,28 +37,29 @@ def test_fusion_averages_probabilities_with_weights():
     with torch.no_grad():
         pa, pb = a(x).seg_logits.softmax(1), b(x).seg_logits.softmax(1)
         da, db = a(x).cls_logits.sigmoid(), b(x).cls_logits.sigmoid()
-    fused = Predictor([Member(a, MEAN, STD, weight=1), Member(b, MEAN, STD, weight=3)], "cpu").predict_volume(vol)
+    members = [Member(a, MEAN, STD, weight=1), Member(b, MEAN, STD, weight=3)]
+    fused = predict_volume(Predictor(members, "cpu"), torch.from_numpy(vol))
     assert torch.equal(fused.labels, (0.25 * pa + 0.75 * pb).argmax(1).to(torch.uint8))
-    assert np.allclose(fused.det_scores, (0.25 * da + 0.75 * db).numpy(), atol=1e-6)
+    assert np.allclose(fused.det.numpy(), (0.25 * da + 0.75 * db).numpy(), atol=1e-6)
 
 
 def test_flip_tta_and_resize_keep_native_shape():
     model, vol = _model(4), _volume(n=3, h=30, w=18)
-    pred = Predictor([Member(model, MEAN, STD, resize=(16, 16))], "cpu", tta_flip=True).predict_volume(vol)
-    assert pred.labels.shape == (3, 30, 18) and pred.det_scores.shape == (3, 3)
+    predictor = Predictor([Member(model, MEAN, STD, resize=(16, 16))], "cpu", tta_flip=True)
+    pred = predict_volume(predictor, torch.from_numpy(vol))
+    assert pred.labels.shape == (3, 30, 18) and pred.det.shape == (3, 3)
 
 
-def test_bad_volume_and_weights():
-    p = Predictor([Member(_model(0), MEAN, STD)], "cpu")
-    with pytest.raises(ValueError, match="uint8 volume"):
-        p.predict_volume(np.zeros((2, 8, 8), np.float32))
+def test_bad_weights_and_batch_size():
     with pytest.raises(ValueError, match="sum to > 0"):
         Predictor([Member(_model(0), MEAN, STD, weight=0)], "cpu")
+    with pytest.raises(ValueError, match=">= 0"):
+        Predictor([Member(_model(0), MEAN, STD, weight=2), Member(_model(1), MEAN, STD, weight=-1)], "cpu")
+    with pytest.raises(ValueError, match="batch size"):
+        Predictor([Member(_model(0), MEAN, STD)], "cpu", batch_size=0)
 
 
 def test_neighbour_batch_on_the_device_matches_the_training_stack():
-    from utils.inference import neighbour_batch
-
     vol = _volume(n=6)
     for start, stop in [(0, 6), (0, 2), (4, 6), (5, 6)]:
         expected = stack_neighbours(vol, np.arange(start, stop))
@@ -65,7 +67,7 @@ def test_neighbour_batch_on_the_device_matches_the_training_stack():
 
 
 def test_a_failing_compile_falls_back_to_the_same_eager_model():
-    from utils.inference import CompiledOrEager, maybe_compile
+    from engine.predictor import CompiledOrEager, maybe_compile
 
     model = _model(5)
     assert maybe_compile(model, torch.device("cpu"), None) is model  # the CPU default is eager

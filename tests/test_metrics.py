@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import ChallengeMetrics, detection_auc, roc_auc, summarize_dice, volume_dice
+from metrics import detection_auc, roc_auc, summarize_dice, volume_dice
 
 
 def test_volume_dice_by_hand():
@@ -54,14 +54,30 @@ def test_detection_auc_per_class():
     assert auc[0] == 1.0 and auc[1] == 1.0 and math.isnan(auc[2])
 
 
-def test_challenge_metrics_accumulates_volumes():
-    m = ChallengeMetrics()
-    gt = np.array([[[1, 2]], [[0, 0]]])
-    m.update("a", gt, gt, np.array([[0.9, 0.9, 0.1], [0.1, 0.1, 0.2]]), np.array([[1, 1, 0], [0, 0, 0]]))
-    m.update("b", np.zeros_like(gt), gt, np.array([[0.2, 0.3, 0.1], [0.6, 0.1, 0.2]]), np.array([[1, 1, 0], [0, 0, 0]]))
-    r = m.compute()
+def test_oct_evaluator_accumulates_volumes_and_merges_processes():
+    from types import SimpleNamespace
+
+    from engine.predictor import Prediction
+    from tasks.oct import OctEvaluator, Volume
+
+    gt = np.array([[[1, 2]], [[0, 0]]], dtype=np.uint8)
+    det_a = torch.tensor([[0.9, 0.9, 0.1], [0.1, 0.1, 0.2]])
+    det_b = torch.tensor([[0.2, 0.3, 0.1], [0.6, 0.1, 0.2]])
+    a = (SimpleNamespace(name="a"), Volume(gt, gt), Prediction(torch.from_numpy(gt), det_a))
+    b = (SimpleNamespace(name="b"), Volume(gt, gt), Prediction(torch.zeros(2, 1, 2, dtype=torch.uint8), det_b))
+    m = OctEvaluator()
+    assert m.update(*a) == {"dice_REA": 1.0, "dice_SRF": 1.0, "dice_PED": pytest.approx(float("nan"), nan_ok=True)}
+    m.update(*b)
+    r = m.aggregate()
     assert r["dice_REA"] == pytest.approx(0.5) and r["dice_SRF"] == pytest.approx(0.5)
     assert math.isnan(r["dice_PED"]) and r["dice_mean"] == pytest.approx(0.5)
     # REA over 4 slices: positives 0.9, 0.2; negatives 0.1, 0.6 -> 3 of 4 pairs ordered
     assert r["auc_REA"] == pytest.approx(0.75)
-    assert [row["pid"] for row in m.per_volume_rows()] == ["a", "b"]
+    assert [row["pid"] for row in m.rows()] == ["a", "b"]
+    # two processes, each with one volume, in either order: the single-process result
+    p1, p2 = OctEvaluator(), OctEvaluator()
+    p1.update(*b), p2.update(*a)
+    p1.merge([p1.parts, p2.parts])
+    assert [row["pid"] for row in p1.rows()] == ["a", "b"]
+    r2 = p1.aggregate()
+    assert r2.keys() == r.keys() and all(r2[k] == pytest.approx(r[k], nan_ok=True) for k in r)

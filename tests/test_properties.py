@@ -8,7 +8,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from data.oct import DatasetError, classes_to_grey, grey_to_classes, list_slices
-from utils.metrics import roc_auc, volume_dice
+from metrics import roc_auc, volume_dice
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -16,9 +16,9 @@ import train as train_script
 from data.cache import VolumeCache
 from data.dataset import SliceDataset
 from data.oct import DatasetError, find_volumes, read_grey
+from engine.trainer import Trainer
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Settings
-from utils.engine import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [

@@ -10,9 +10,9 @@ import torch
 import eval as eval_script
 import test as test_script
 import train as train_script
+from engine.trainer import Trainer
 from utils.checkpoint import load_checkpoint
 from utils.config import Settings
-from utils.engine import Trainer
 
 # narrow channels and small slices keep this under half a minute on 2 cores
 SMALL = [
@@ -87,7 +87,7 @@ def test_eval_writes_metrics_and_pictures(trained, tmp_path):
     result = eval_script.main(
         ["--seg-path", ckpt, "--out", str(tmp_path / "ev"), "--vis", "--cache-dir", str(trained["cache"])]
     )
-    best = load_checkpoint(ckpt)["best_dice"]
+    best = load_checkpoint(ckpt)["best_score"]
     assert result["dice_mean"] == pytest.approx(best, abs=1e-9)  # eval reproduces validation exactly
     assert (tmp_path / "ev" / "metrics.json").exists() and (tmp_path / "ev" / "per_volume.csv").exists()
     gifs = sorted((tmp_path / "ev" / "vis").glob("*.gif"))
@@ -125,6 +125,13 @@ def test_test_writes_a_submission(trained, tmp_path):
     assert sorted(names) == sorted(p.name for p in vols + dets)
     with pytest.raises(FileExistsError, match="--force"):
         test_script.main(["--seg", "--seg-path", ckpt, "--out", str(out)])
+    # predict.py on the volume's folder, outside the dataset layout, writes the same files, and a GIF
+    import predict as predict_script
+
+    folder = next((trained["data"] / "Edema_testset" / "original_images").iterdir())
+    written = predict_script.main([str(folder), "--checkpoint", ckpt, "--out", str(tmp_path / "pred")])
+    assert [p.name for p in written] == [vols[0].name, dets[0].name, f"{folder.name[:-4]}.gif"]
+    assert np.array_equal(np.load(written[0]), v) and np.allclose(np.load(written[1]), d, atol=1e-6)
 
 
 def test_resume_continues_exactly(e2e_data, tmp_path):

@@ -12,7 +12,7 @@ import eval as eval_script
 import predict as predict_script
 import train as train_script
 from data.photos import find_photos, fov_from_photo, load_photo
-from utils.metrics import average_precision, best_f1_threshold, binary_metrics, roc_auc
+from metrics import average_precision, best_f1_threshold, binary_metrics, roc_auc
 
 DRIVE = Path(os.environ.get("DRIVE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"))
 assert DRIVE.is_dir(), f"{DRIVE}: the DRIVE database (shared/data/DRIVE beside the checkout, or $DRIVE_DIR)"
@@ -144,7 +144,7 @@ def test_short_cpu_training_beats_all_background(low_res):
 
 
 def test_predict_writes_a_mask_and_a_blend_of_the_photo_size(low_res, tmp_path):
-    from utils.vessel import Segmenter
+    from tasks.vessel import Segmenter
 
     root, ckpt, _ = low_res
     photo = next((root / "test" / "image").iterdir())
@@ -173,20 +173,45 @@ def test_test_py_writes_the_masks_of_the_requested_split(low_res, tmp_path):
 def test_shipped_model_fast_path_agrees_with_fp32():
     """The shipped DRIVE model on real test photos: bf16 autocast (the GPU default, here on the CPU) gives the same
     mask as fp32 on at least 99.9% of field-of-view pixels, and F1 moves by less than 0.002."""
+    from tasks.vessel import Segmenter
     from utils.checkpoint import load_checkpoint
-    from utils.inference import Predictor
 
     ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "drive_unet.pth.tar"
     threshold = load_checkpoint(ckpt)["threshold"]
-    runs = {amp: Predictor.from_checkpoints([ckpt], device="cpu", amp=amp) for amp in (False, True)}
+    runs = {amp: Segmenter.from_checkpoint(ckpt, device="cpu", amp=amp) for amp in (False, True)}
     masks, labels = {False: [], True: []}, []
     for rec in find_photos(DRIVE, "test")[:2]:
         p = load_photo(rec)
         labels.append(p.label[p.fov])
         for amp, predictor in runs.items():
-            masks[amp].append(predictor.predict_image(p.rgb)[1][p.fov] >= threshold)
+            masks[amp].append(predictor.predict(p.rgb, p.fov)[0][p.fov] >= threshold)
     fp32, bf16, y = (np.concatenate(x) for x in (masks[False], masks[True], labels))
     f1 = {k: 2 * (m & y).sum() / (m.sum() + y.sum()) for k, m in (("fp32", fp32), ("bf16", bf16))}
     print(f"agreement {(fp32 == bf16).mean():.5f}, F1 fp32 {f1['fp32']:.4f} bf16 {f1['bf16']:.4f}")
     assert (fp32 == bf16).mean() >= 0.999 and abs(f1["fp32"] - f1["bf16"]) < 0.002
     assert f1["fp32"] > 0.8  # a trained model, so the comparison means something
+
+
+def test_test_py_fuses_vessel_checkpoints_and_applies_tta(low_res, tmp_path):
+    """test.py on the vessel task goes through the same predictor as OCT: a second checkpoint (--fusion), its weight
+    and --tta each change the masks; weights 1 0 give exactly the first checkpoint's masks (threshold included)."""
+    import test as test_script
+
+    root, ckpt, _ = low_res
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "drive_unet.pth.tar"
+    common = ["--seg", "-d", str(root), "--device", "cpu"]
+
+    def masks(name, *argv):
+        out = test_script.main([*common, *argv, "--out", str(tmp_path / name)])
+        return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("*_mask.png"))])
+
+    single = masks("single", "--seg-path", str(ckpt))
+    fused = masks("fused", "--fusion", str(ckpt), str(shipped))
+    weighted = masks("weighted", "--fusion", str(ckpt), str(shipped), "--fusion-weights", "1", "3")
+    only_first = masks("first", "--fusion", str(ckpt), str(shipped), "--fusion-weights", "1", "0")
+    tta = masks("tta", "--seg-path", str(ckpt), "--tta")
+    assert single.shape[0] == 2 and set(np.unique(single)) <= {0, 255}
+    changed = {k: float((v != single).mean()) for k, v in (("fused", fused), ("weighted", weighted), ("tta", tta))}
+    print("share of mask pixels changed:", changed)
+    assert all(c > 1e-3 for c in changed.values()) and (weighted != fused).any()
+    assert np.array_equal(only_first, single)

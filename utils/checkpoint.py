@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from utils.io import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_name", "settings", "state_dict", "epoch")
@@ -20,17 +20,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` via a temporary file and an atomic rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, fsync=True) as f:
+        torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -73,31 +64,12 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict, path: str | Pat
     model.load_state_dict(state_dict)
 
 
-def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
-    """(model in eval mode, Settings, checkpoint dict) from a checkpoint path alone."""
-    from models import build_model
-    from utils.config import Settings
-
-    state = load_checkpoint(path, map_location)
-    settings = Settings.from_dict(state["settings"], source=str(path))
-    if state["model_name"] != settings.name:
-        raise CheckpointError(f"{path}: model name {state['model_name']!r} disagrees with settings {settings.name!r}")
-    model = build_model(
-        settings.name,
-        num_classes=settings.num_classes,
-        num_detect=settings.num_detect,
-        channels=tuple(settings.channels),
-    )
-    load_model_weights(model, state["state_dict"], path)
-    return model.eval(), settings, state
-
-
 def shrink_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """A deployable copy: floating-point weights in ``dtype``, no optimiser state (loads like any checkpoint)."""
     state = load_checkpoint(src)
     state["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state["state_dict"].items()}
-    keep = ("model_name", "settings", "epoch", "state_dict", "best_dice", "threshold", "normalization")
-    save_checkpoint(dst, {k: state[k] for k in keep if k in state and k != "format_version"})
+    drop = ("format_version", "optimizer", "rng_states", "train_sums", "step")
+    save_checkpoint(dst, {k: v for k, v in state.items() if k not in drop})
     return Path(dst)
 
 

@@ -1,10 +1,16 @@
-"""Settings: one typed dataclass; a JSON/YAML file overrides the defaults and the command line overrides both."""
+"""Settings: one typed dataclass; a JSON/YAML file overrides the defaults and the command line overrides both.
+
+A task changes some defaults (``tasks.Task.defaults``); which names are valid models, losses or tasks is checked by
+those packages, not here.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -24,6 +30,7 @@ class Settings:
     workers: int = 4
     resize: list[int] | None = None
     crop_size: int = 0
+    # augmentation
     random_rotate: float = 0.0
     random_scale: float = 0.0
     flip: bool = True
@@ -43,43 +50,40 @@ class Settings:
     loss: str = "mix_33"
     class_weights: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0, 20.0])
     el_dice_gamma: float = 0.5
-    steps_per_epoch: int = 0  # 0: one pass over the training slices
+    steps_per_epoch: int = 0  # 0: one pass over the training samples
     # run
     seed: int = 1234
     amp: bool | None = None  # None: bf16 autocast on a GPU, off on the CPU
     compile: bool | None = None  # None: torch.compile on a GPU (eager fallback if it fails), eager on the CPU
     deterministic: bool = False
     sync_bn: bool = False
-    # vessel task
-    val_count: int = 4  # training photos held out for validation (early stopping, threshold)
-    patience: int = 0  # epochs without a better validation score before stopping; 0: never
     val_batch_size: int = 16
+    patience: int = 0  # epochs without a better validation score before stopping; 0: never
+    log_every: int = 50  # a progress line every this many steps (and at least once a minute)
     out: str | None = None
     save_every_checkpoint: bool = False
+    # task-specific
+    val_count: int = 4  # vessel: training photos held out for validation (early stopping, threshold)
 
     def validate(self) -> Settings:
-        from losses import parse_loss_spec
-        from models import list_models
-
-        if self.task not in TASK_DEFAULTS:
-            raise ValueError(f"task must be one of {sorted(TASK_DEFAULTS)}, got {self.task!r}")
-        if self.name not in list_models():
-            raise ValueError(f"Unknown model {self.name!r}; valid names: {', '.join(list_models())}")
-        parse_loss_spec(self.loss)
+        """Ranges and shapes of the values; names of models, losses and tasks are checked where they live."""
         if self.optimizer.lower() not in ("adam", "sgd", "adamw"):
             raise ValueError(f"optimizer must be Adam, AdamW or SGD, got {self.optimizer!r}")
         if self.lr_mode not in ("step", "poly"):
             raise ValueError(f"lr_mode must be 'step' or 'poly', got {self.lr_mode!r}")
-        for k in ("batch_size", "epochs", "step", "val_batch_size"):
+        for k in ("batch_size", "epochs", "step", "val_batch_size", "log_every", "num_classes"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma"):
+        for k in ("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma", "lr"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+        for k in ("crop_size", "steps_per_epoch", "workers", "patience", "num_detect", "val_count"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
         if len(self.class_weights) != self.num_classes:
             raise ValueError(f"{len(self.class_weights)} class_weights for {self.num_classes} classes")
-        if self.resize is not None and len(self.resize) not in (1, 2):
-            raise ValueError(f"resize takes N or H W, got {self.resize}")
+        if self.resize is not None and (len(self.resize) not in (1, 2) or min(self.resize) < 1):
+            raise ValueError(f"resize takes N or H W (positive), got {self.resize}")
         return self
 
     @property
@@ -93,16 +97,52 @@ class Settings:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "settings") -> Settings:
-        names = {f.name for f in fields(cls)}
+        """Settings from a mapping (dashes or underscores); unknown keys and values of the wrong type are errors
+        that name ``source``."""
+        hints = typing.get_type_hints(cls)
         clean = {k.replace("-", "_"): v for k, v in d.items()}
-        unknown = sorted(set(clean) - names)
+        unknown = sorted(set(clean) - set(hints))
         if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}; valid keys: {sorted(names)}")
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; valid keys: {sorted(hints)}")
+        for k, v in clean.items():
+            if not _has_type(v, hints[k]):
+                raise ValueError(
+                    f"{source}: setting {k!r} must be {_type_name(hints[k])}, got {v!r} ({type(v).__name__})"
+                )
         return cls(**clean)
 
 
+def _has_type(value, hint) -> bool:
+    """``value`` fits the annotation ``hint`` (int, float, bool, str, list[...], X | None). A bool is not a number
+    and a string is not a bool: ``"false"`` in a config file must not turn a switch on."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and all(_has_type(v, inner) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(args[0], str(args[0]))
+    if args:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
 def load_config_file(path: str | Path) -> dict:
-    """A JSON or YAML mapping of settings."""
+    """A JSON or YAML mapping of settings; syntax errors name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
@@ -110,45 +150,30 @@ def load_config_file(path: str | Path) -> dict:
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from e
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {e.lineno} not valid JSON ({e.msg})") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping of settings, got {type(data).__name__}")
     return data
 
 
-# what a task changes in the defaults (a config file and the command line still override these)
-TASK_DEFAULTS: dict[str, dict] = {
-    "oct": {},
-    "vessel": {
-        "name": "unet",
-        "num_classes": 2,
-        "num_detect": 0,
-        "class_weights": [1.0, 1.0],
-        "loss": "wce+dice",
-        "data_dir": "../shared/data/DRIVE",
-        "crop_size": 96,
-        "steps_per_epoch": 100,
-        "vflip": True,
-        "random_rotate": 180.0,
-        "random_scale": 0.1,
-        "random_brightness": 0.1,
-        "random_contrast": 0.2,
-        "random_gamma": 0.2,
-    },
-}
-
-
-def resolve_settings(args: argparse.Namespace, config_key: str = "config") -> Settings:
-    """Defaults < task defaults < config file < explicitly given command-line options (``default=SUPPRESS``)."""
-    given = {k: v for k, v in vars(args).items() if k != config_key}
+def resolve_settings(given: dict, config: str | Path | None, task_defaults: Callable[[str], dict]) -> Settings:
+    """Defaults < the task's defaults < config file < options given on the command line (``given``)."""
     from_file: dict = {}
-    cfg_path = getattr(args, config_key, None)
-    if cfg_path:
-        from_file = {k.replace("-", "_"): v for k, v in load_config_file(cfg_path).items()}
-    task = given.get("task", from_file.get("task", "oct"))
-    merged: dict = dict(TASK_DEFAULTS.get(task, {}))
+    if config:
+        from_file = {k.replace("-", "_"): v for k, v in load_config_file(config).items()}
+        Settings.from_dict(from_file, source=str(config))  # unknown keys and wrong types name the file
+    task = given.get("task", from_file.get("task", Settings.task))
+    merged: dict = dict(task_defaults(task))
     merged.update(from_file)
     merged.update(given)
-    return Settings.from_dict(merged, source=str(cfg_path or "command line")).validate()
+    return Settings.from_dict(merged, source=str(config or "command line")).validate()

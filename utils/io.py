@@ -1,53 +1,72 @@
-"""Output folders that are never silently overwritten, and atomic file writes."""
+"""Writes that never leave half a file, output folders that are never silently overwritten, read-ahead."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp / mkdtemp create 0600 / 0700 whatever the umask; the final file follows the umask like any other file,
+# so a shared cache or results folder stays readable by the group
+UMASK = _umask()
+
+
 @contextmanager
-def staged_output_dir(path: str | Path, force: bool):
-    """Yield a staging folder that becomes ``path`` only when the block succeeds.
-
-    An existing non-empty ``path`` is an error unless ``force``; even then it is replaced only after success, so a
-    failed run never loses an earlier result.
-    """
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces ``path`` when the block succeeds and is removed when it fails:
+    a crash or an error never leaves half a file, and readers see the old file or the new one."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not force:
-        raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
     try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if path.exists():
-        old = path.with_name(path.name + ".old-" + stage.name.rsplit("-", 1)[-1])
-        path.rename(old)
-        stage.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(path)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = False, **open_kwargs):
+    """``open(path, mode)`` through :func:`atomic_path`; ``fsync`` also forces the bytes to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, array)
+
+
+def save_image_atomic(path: str | Path, image, **save_kwargs) -> Path:
+    """A PIL image (or an array PIL can take) written through :func:`atomic_write`, in the format of its suffix."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    fmt = Image.registered_extensions()[Path(path).suffix.lower()]
+    with atomic_write(path) as f:
+        image.save(f, format=fmt, **save_kwargs)
+    return Path(path)
 
 
 def _jsonable(obj):
@@ -62,22 +81,53 @@ def _jsonable(obj):
 
 
 def save_json_atomic(path: str | Path, obj) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(_jsonable(obj), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+
+
+def save_csv_atomic(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Rows as CSV with a header (``columns``, default the first row's keys)."""
+    columns = columns if columns is not None else list(rows[0]) if rows else []
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def zip_folder(folder: Path, zip_path: Path) -> Path:
     """Zip the files of ``folder`` (flat names only, so no entry can point outside the archive's root)."""
-    tmp = zip_path.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(folder.iterdir()):
-            if f.is_file():
-                zf.write(f, arcname=f.name)
-    os.replace(tmp, zip_path)
+    with atomic_write(zip_path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.iterdir()):
+            if p.is_file():
+                zf.write(p, arcname=p.name)
     return zip_path
+
+
+@contextmanager
+def staged_output_dir(path: str | Path, force: bool):
+    """Yield a staging folder that becomes ``path`` only when the block succeeds.
+
+    An existing non-empty ``path`` is an error unless ``force``; even then it is replaced only after success, so a
+    failed run never loses an earlier result.
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not force:
+        raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))
+    os.chmod(stage, 0o777 & ~UMASK)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if path.exists():
+        old = path.with_name(path.name + ".old-" + stage.name.rsplit("-", 1)[-1])
+        path.rename(old)
+        stage.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(path)
 
 
 def prefetched(items, load, pool):

@@ -1,12 +1,15 @@
-"""The one inference object: a volume of B-scans -> class labels and detection scores, batched over slices.
+"""The one inference object: a stack of inputs (B-scans with their neighbours, a photo) -> class labels,
+probabilities and detection scores, batched, with fusion of several models, flip TTA, resizing and windows.
 
-Used by validation during training, eval.py, test.py and fusion alike.
+Validation during training, eval.py, test.py, predict.py and the Python APIs all use it. What an input is (which
+slices are stacked, how a photo becomes a tensor) is the task's business: the task hands ``predict`` a function
+that returns a batch of inputs on the device.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from data.dataset import neighbour_indices
 
 
 def default_device() -> torch.device:
@@ -57,13 +58,6 @@ def maybe_compile(module: nn.Module, device: torch.device, enabled: bool | None)
     return CompiledOrEager(module) if use else module
 
 
-def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """volume (N, H, W) on any device -> slices start..stop-1 with their neighbours, (B, 3, H, W), same device
-    (the indices of training's ``neighbour_indices``: edge slices repeat themselves)."""
-    idx = torch.from_numpy(neighbour_indices(np.arange(start, stop), volume.shape[0]))
-    return volume[idx.to(volume.device)]
-
-
 def normalize(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(B, C, H, W) uint8 on the device -> float, (x / 255 - mean) / std per channel."""
     m = torch.as_tensor(mean, device=x_u8.device, dtype=torch.float32).view(1, -1, 1, 1)
@@ -83,13 +77,16 @@ class Member:
 
 
 @dataclass
-class VolumePrediction:
-    labels: torch.Tensor  # (N, H, W) uint8 class indices, on the CPU
-    det_scores: np.ndarray | None  # (N, K) float32 probabilities, or None without detection heads
+class Prediction:
+    """What ``Predictor.predict`` returns, on the predictor's device."""
+
+    labels: torch.Tensor  # (N, H, W) uint8 class indices
+    det: torch.Tensor | None  # (N, K) float32 detection probabilities, or None without detection heads
+    probs: torch.Tensor | None = None  # (N, C, H, W) float32 class probabilities, when asked for
 
 
 class Predictor:
-    """Predicts whole volumes slice-batch by slice-batch; several members are fused by weighted probabilities."""
+    """Predicts a stack of N inputs batch by batch; several members are fused by weighted probabilities."""
 
     def __init__(
         self,
@@ -104,6 +101,10 @@ class Predictor:
     ) -> None:
         if not members:
             raise ValueError("Predictor needs at least one model")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if any(m.weight < 0 for m in members) or sum(m.weight for m in members) <= 0:
+            raise ValueError(f"fusion weights must be >= 0 and sum to > 0, got {[m.weight for m in members]}")
         self.members = list(members)
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_size = batch_size
@@ -112,8 +113,6 @@ class Predictor:
         self.window = window
         self.overlap = overlap
         total = sum(m.weight for m in self.members)
-        if total <= 0:
-            raise ValueError(f"fusion weights must sum to > 0, got {[m.weight for m in self.members]}")
         self._weights = [m.weight / total for m in self.members]
         # compile=None: compiled on a GPU (with an eager fallback); the eager modules stay in self.members
         self._run = {id(m): maybe_compile(m.model, self.device, compile) for m in self.members}
@@ -122,24 +121,99 @@ class Predictor:
     def from_checkpoints(
         cls, paths: Sequence[str | Path], weights: Sequence[float] | None = None, device=None, **kwargs
     ) -> Predictor:
-        from utils.checkpoint import model_from_checkpoint
+        """Members from checkpoints; each checkpoint's task says how its model sees inputs (resizing, windows)."""
+        from models import model_from_checkpoint
+        from tasks import get_task
+        from utils.checkpoint import CheckpointError
 
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} fusion weights for {len(paths)} checkpoints")
         device = torch.device(device) if device is not None else default_device()
-        members = []
+        members, first = [], None
         for i, p in enumerate(paths):
             model, settings, state = model_from_checkpoint(p)
-            norm = state.get("normalization") or {"mean": [0.5] * 3, "std": [0.25] * 3}
+            kind = (settings.task, settings.num_classes, settings.num_detect)
+            first = first or (p, kind)
+            if kind != first[1]:
+                raise CheckpointError(
+                    f"cannot fuse {first[0]} (task {first[1][0]}, {first[1][1]} classes, {first[1][2]} detection "
+                    f"outputs) with {p} (task {kind[0]}, {kind[1]} classes, {kind[2]} detection outputs)"
+                )
+            if "normalization" not in state:
+                raise CheckpointError(f"{p}: the checkpoint holds no input normalisation (mean / std); re-save it")
+            options = get_task(settings.task).predictor_options(settings)
+            if i == 0 and "window" not in kwargs:
+                kwargs["window"] = options.get("window")
             model = model.to(device, memory_format=torch.channels_last)  # faster on GPUs and CPUs alike
-            resize = settings.resize_hw if settings.task == "oct" else None  # photos: native size, sliding window
-            members.append(Member(model, norm["mean"], norm["std"], resize, 1.0 if weights is None else weights[i]))
-            if settings.task == "vessel" and "window" not in kwargs:
-                kwargs["window"] = settings.crop_size or None  # the window validation used to pick the threshold
+            norm = state["normalization"]
+            w = 1.0 if weights is None else weights[i]
+            members.append(Member(model, norm["mean"], norm["std"], options.get("resize"), w))
         return cls(members, device, **kwargs)
 
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array (a read-only memmap too) on the device, as it is (uint8 stays uint8), through pinned memory."""
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(self.device)  # read-only: copied
+        pinned = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, pin_memory=True)
+        pinned.numpy()[...] = array  # the one host copy
+        return pinned.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def predict(self, batch: Callable[[int, int], torch.Tensor], n: int, keep_probs: bool = False) -> Prediction:
+        """``batch(start, stop)`` gives inputs start..stop-1 as (B, C, H, W) uint8 on the device; -> labels (N, H, W)
+        uint8, detection probabilities (N, K) and, with ``keep_probs``, class probabilities (N, C, H, W)."""
+        for m in self.members:
+            m.model.eval()
+        labels = probs = None
+        det_parts: list[torch.Tensor] = []
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            x_u8 = batch(start, stop)
+            if labels is None:
+                labels = torch.empty((n, *x_u8.shape[-2:]), dtype=torch.uint8, device=x_u8.device)
+            if self._direct(x_u8.shape[-2:]) and not keep_probs:
+                # one model, no flips, no resizing, no windows: the class is the argmax of the logits (softmax is
+                # monotonic), and no probability map is ever made
+                member = self.members[0]
+                out = self._model_out(member, normalize(x_u8, member.mean, member.std))
+                labels[start:stop] = out.seg_logits.argmax(1).to(torch.uint8)
+                det = None if out.cls_logits is None else out.cls_logits.float().sigmoid()
+            else:
+                p, det = self._fused(x_u8)
+                labels[start:stop] = p.argmax(1).to(torch.uint8)
+                if keep_probs:
+                    if probs is None:
+                        probs = torch.empty((n, *p.shape[1:]), dtype=torch.float32, device=p.device)
+                    probs[start:stop] = p
+            if det is not None:
+                det_parts.append(det)
+        return Prediction(labels, torch.cat(det_parts) if det_parts else None, probs)
+
+    def _direct(self, hw: tuple[int, int]) -> bool:
+        return (
+            len(self.members) == 1
+            and not self.tta_flip
+            and self.members[0].resize in (None, tuple(hw))
+            and not (self.window and max(hw) > self.window)
+        )
+
+    def _fused(self, x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The one fusion loop: members' (and flips') probabilities averaged with the fusion weights."""
+        probs_sum, det_sum = None, None
+        for member, w in zip(self.members, self._weights):
+            x = normalize(x_u8, member.mean, member.std)
+            probs, det = self._forward(member, x)
+            if self.tta_flip:
+                p_f, d_f = self._forward(member, x.flip(-1))
+                probs = (probs + p_f.flip(-1)) / 2
+                det = None if det is None else (det + d_f) / 2
+            probs_sum = w * probs if probs_sum is None else probs_sum + w * probs
+            if det is not None:
+                det_sum = w * det if det_sum is None else det_sum + w * det
+        return probs_sum, det_sum
+
     def _forward(self, member: Member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, 3, H, W) normalised -> (probabilities (B, C, H, W) float32, detection probs (B, K) or None)."""
+        """x (B, C, H, W) normalised -> (probabilities (B, C, H, W) float32, detection probs (B, K) or None)."""
         if self.window and max(x.shape[-2:]) > self.window:
             return self._sliding(member, x), None
         return self._whole(member, x)
@@ -174,22 +248,6 @@ class Predictor:
                 norm[y : y + win, xx : xx + win] += weight
         return (acc / norm)[..., :h, :w]
 
-    @torch.inference_mode()
-    def predict_image(self, rgb: np.ndarray) -> np.ndarray:
-        """A photograph (H, W, 3) uint8 -> class probabilities (C, H, W) float32 (members and flips averaged)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")
-        x_u8 = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.device)
-        total = None
-        for member, w in zip(self.members, self._weights):
-            member.model.eval()
-            x = normalize(x_u8, member.mean, member.std)
-            probs, _ = self._forward(member, x)
-            if self.tta_flip:
-                probs = (probs + self._forward(member, x.flip(-1))[0].flip(-1)) / 2
-            total = w * probs if total is None else total + w * probs
-        return total[0].float().cpu().numpy()
-
     def _model_out(self, member: Member, x: torch.Tensor):
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast_for(self.device, self.amp):
@@ -205,62 +263,3 @@ class Predictor:
             probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
         det = out.cls_logits.float().sigmoid() if out.cls_logits is not None else None
         return probs, det
-
-    @torch.inference_mode()
-    def predict_volume(self, volume: np.ndarray) -> VolumePrediction:
-        """volume (N, H, W) uint8 -> labels (N, H, W) uint8 and detection scores (N, K), on the CPU."""
-        if volume.ndim != 3 or volume.dtype != np.uint8:
-            raise ValueError(f"expected an (N, H, W) uint8 volume, got {volume.shape} {volume.dtype}")
-        labels, det = self.predict_tensor(self.upload(volume))
-        return VolumePrediction(labels.cpu(), None if det is None else det.cpu().numpy())
-
-    def upload(self, array: np.ndarray) -> torch.Tensor:
-        """A host array (a read-only memmap too) on the device, as it is (uint8 stays uint8), through pinned memory."""
-        if self.device.type != "cuda":
-            return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(self.device)  # read-only: copied
-        pinned = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, pin_memory=True)
-        pinned.numpy()[...] = array  # the one host copy
-        return pinned.to(self.device, non_blocking=True)
-
-    @torch.inference_mode()
-    def predict_tensor(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """volume (N, H, W) uint8 already on the device (it crosses the bus once, as uint8; neighbours are stacked
-        and normalised there) -> labels (N, H, W) uint8 and detection probabilities (N, K) float32, on the device.
-        """
-        for m in self.members:
-            m.model.eval()
-        n, h, w = volume.shape
-        # one model, no flips, no resizing, no windows: the class is the argmax of the logits (softmax is monotonic)
-        direct = (
-            len(self.members) == 1
-            and not self.tta_flip
-            and self.members[0].resize in (None, (h, w))
-            and not (self.window and max(h, w) > self.window)
-        )
-        labels = torch.empty(volume.shape, dtype=torch.uint8, device=volume.device)
-        det_parts: list[torch.Tensor] = []
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            x_u8 = neighbour_batch(volume, start, stop)
-            if direct:
-                member = self.members[0]
-                out = self._model_out(member, normalize(x_u8, member.mean, member.std))
-                labels[start:stop] = out.seg_logits.argmax(1).to(torch.uint8)
-                if out.cls_logits is not None:
-                    det_parts.append(out.cls_logits.float().sigmoid())
-                continue
-            probs_sum, det_sum = None, None
-            for member, w in zip(self.members, self._weights):
-                x = normalize(x_u8, member.mean, member.std)
-                probs, det = self._forward(member, x)
-                if self.tta_flip:
-                    p_f, d_f = self._forward(member, x.flip(-1))
-                    probs = (probs + p_f.flip(-1)) / 2
-                    det = None if det is None else (det + d_f) / 2
-                probs_sum = w * probs if probs_sum is None else probs_sum + w * probs
-                if det is not None:
-                    det_sum = w * det if det_sum is None else det_sum + w * det
-            labels[start:stop] = probs_sum.argmax(1).to(torch.uint8)
-            if det_sum is not None:
-                det_parts.append(det_sum)
-        return labels, (torch.cat(det_parts) if det_parts else None)

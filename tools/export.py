@@ -1,6 +1,6 @@
 """Export a checkpoint for deployment: ONNX (with a dynamic batch) or TorchScript.
 
-    python -m utils.export runs/demo/checkpoint/model_best.pth.tar --format onnx --out model.onnx
+    python -m tools.export runs/demo/checkpoint/model_best.pth.tar --format onnx --out model.onnx
 
 The exported graph takes the normalised 3-channel input (B, 3, H, W) float32 and returns ``seg_logits``
 (B, 4, H, W) and ``cls_logits`` (B, 3); the mean and std to normalise with are printed and stored in the ONNX
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.checkpoint import model_from_checkpoint
+from models import model_from_checkpoint
+from utils.io import atomic_path
 
 
 class ExportWrapper(nn.Module):
@@ -40,8 +41,15 @@ def export(ckpt: str | Path, fmt: str, out: str | Path, height: int, width: int,
     example = torch.randn(2, 3, height, width)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     norm = state.get("normalization") or {}
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
+    with atomic_path(out) as tmp:
+        _write(wrapper, example, fmt, tmp, opset, norm, settings.name)
+    return out
+
+
+def _write(wrapper: nn.Module, example: torch.Tensor, fmt: str, tmp: Path, opset: int, norm: dict, name: str) -> None:
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice; the graph is for one H x W
@@ -66,15 +74,11 @@ def export(ckpt: str | Path, fmt: str, out: str | Path, height: int, width: int,
         for k, v in {
             "mean": json.dumps(norm.get("mean")),
             "std": json.dumps(norm.get("std")),
-            "model": settings.name,
+            "model": name,
         }.items():
             entry = m.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(m, str(tmp))
-    else:
-        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
-    tmp.replace(out)
-    return out
 
 
 def main(argv: list[str] | None = None) -> Path:

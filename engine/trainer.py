@@ -1,12 +1,13 @@
-"""Training: ``train_step(batch) -> dict``, ``validate() -> metrics``, ``fit()``."""
+"""Training: ``train_step(batch) -> dict``, ``validate() -> metrics``, ``fit()``. Task-agnostic: the data, the
+validation figures and the score that picks the best checkpoint come from the run's task."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -15,31 +16,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from data.cache import VolumeCache, compute_normalization
-from data.dataset import SliceDataset
-from data.oct import detection_targets, find_volumes
-from data.photos import PhotoPatchDataset, load_photo, photo_normalization, split_photos
 from data.transforms import Augment
-from losses import build_loss
-from models import build_model
+from engine.evaluate import evaluate
+from engine.predictor import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
+from losses import build_loss, parse_loss_spec
+from models import build_model, list_models
+from tasks import build_task, get_task
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.config import Settings
-from utils.distributed import (
-    DistInfo,
-    all_reduce_max,
-    all_reduce_mean,
-    barrier,
-    device_for,
-    gather_objects,
-    shard,
-)
-from utils.inference import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
+from utils.distributed import DistInfo, all_reduce_max, all_reduce_mean, barrier, device_for, gather_objects
 from utils.io import save_json_atomic
-from utils.metrics import ChallengeMetrics, best_f1_threshold, binary_metrics
+from utils.log import Progress, RunLogger, log_to_file
 
+log = logging.getLogger(__name__)
 LATEST, BEST = "checkpoint_latest.pth.tar", "model_best.pth.tar"
+
+
+def check_names(s: Settings) -> None:
+    """The task, model and loss named in the settings exist (before any data is read)."""
+    get_task(s.task)
+    if s.name not in list_models():
+        raise ValueError(f"Unknown model {s.name!r}; valid names: {', '.join(list_models())}")
+    parse_loss_spec(s.loss)
 
 
 def seed_everything(seed: int) -> None:
@@ -94,16 +93,17 @@ class Trainer:
         device: torch.device | None = None,
         dist_info: DistInfo | None = None,
     ) -> None:
-        self.s = settings
+        check_names(settings)
+        self.s = s = settings
         self.dist = dist_info or DistInfo()
         self.device = device or (device_for(self.dist) if self.dist.enabled else default_device())
-        if settings.batch_size % self.dist.world_size:
+        if s.batch_size % self.dist.world_size:
             raise ValueError(
-                f"--batch-size {settings.batch_size} is the global batch and must divide among "
+                f"--batch-size {s.batch_size} is the global batch and must divide among "
                 f"{self.dist.world_size} processes"
             )
-        self.local_batch = settings.batch_size // self.dist.world_size
-        self.run_dir = default_run_dir(settings)
+        self.local_batch = s.batch_size // self.dist.world_size
+        self.run_dir = default_run_dir(s)
         self.ckpt_dir = self.run_dir / "checkpoint"
         resume_path = self._resume_path(resume)
         if resume_path is None and (self.ckpt_dir / LATEST).exists():
@@ -113,24 +113,20 @@ class Trainer:
         barrier(self.dist)  # every process has looked before the main one writes
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if s.lr_mode == "step" and s.step >= s.epochs:
+            log.warning(f"--lr-mode step with --step {s.step} never decays the learning rate in {s.epochs} epochs")
 
-        s = settings
         seed_everything(s.seed + self.dist.rank)
         if s.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        self.cache = VolumeCache(s.cache_dir)
-        self.score_key = "dice_mean" if s.task == "oct" else "f1"
-        if s.task == "oct":
-            self.train_records = find_volumes(s.data_dir, "train", s.list_dir)
-            self.val_records = find_volumes(s.data_dir, "val", s.list_dir)
-        else:  # vessel: the last --val-count training photos validate (early stopping, threshold), never test
-            self.train_records, self.val_records = (
-                [load_photo(r) for r in split_photos(s.data_dir, split, s.val_count)] for split in ("train", "val")
-            )
-        if self.dist.is_main:  # decodes the training volumes into the cache once, for every process
-            self._normalization()
-        barrier(self.dist)
+        self.task = build_task(s)
+        self.train_records = self.task.records("train", s.data_dir, s.list_dir)
+        self.val_records = self.task.records("val", s.data_dir, s.list_dir)
+        with self._log_file():
+            if self.dist.is_main:  # decodes the training data once (into the cache), for every process
+                self._normalization()
+            barrier(self.dist)
         self.normalization = json.loads((self.run_dir / "normalization.json").read_text())
 
         self.model = build_model(s.name, num_classes=s.num_classes, num_detect=s.num_detect, channels=tuple(s.channels))
@@ -164,30 +160,30 @@ class Trainer:
             contrast=s.random_contrast,
             gamma=s.random_gamma,
         )
-        if s.task == "oct":
-            self.train_set = SliceDataset(self.train_records, self.cache, augment, seed=s.seed)
-        else:
-            samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
-            self.train_set = PhotoPatchDataset(self.train_records, augment, samples, seed=s.seed)
-        self.start_epoch, self.best_dice, self.threshold, self.stale = 0, -math.inf, 0.5, 0
+        self.train_set = self.task.train_dataset(self.train_records, augment)
+        self.start_epoch, self.best_score, self.stale = 0, -math.inf, 0
+        self.task_state: dict = {}  # validation figures the checkpoints carry (``Task.state_keys``)
         self.resume_step, self.resume_sums, self.resume_rng = 0, {}, None
         self.stop_signal: int | None = None
         if resume_path is not None:
             self._load(resume_path)
+        options = self.task.predictor_options(s)
         self.predictor = Predictor(
-            [Member(self.model, self.normalization["mean"], self.normalization["std"], s.resize_hw)],
+            [Member(self.model, self.normalization["mean"], self.normalization["std"], options.get("resize"))],
             self.device,
             batch_size=s.val_batch_size,
             amp=s.amp,
-            # photos are validated window by window at the training patch size; OCT slices whole, as eval.py
-            # predicts them (the detection head needs the whole slice), whatever the training crop
-            window=(s.crop_size or None) if s.task == "vessel" else None,
+            window=options.get("window"),
             compile=s.compile,
         )
         if self.dist.is_main:
             save_json_atomic(self.run_dir / "settings.json", s.to_dict())
 
     # ----------------------------------------------------------------------------------------------- setup
+    def _log_file(self):
+        """Log lines of the main process are also kept in ``<run>/train.log``."""
+        return log_to_file(self.run_dir / "train.log" if self.dist.is_main else None)
+
     def _resume_path(self, resume: str | None) -> Path | None:
         if not resume:
             return None
@@ -199,8 +195,8 @@ class Trainer:
                     load_checkpoint(path)
                     return path
                 except CheckpointError as e:
-                    print(f"--resume auto: skipping {e}", file=sys.stderr)
-            print(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
+                    log.warning(f"--resume auto: skipping {e}")
+            log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
             return None
         return Path(resume)
 
@@ -208,17 +204,13 @@ class Trainer:
         path = self.run_dir / "normalization.json"
         if not path.exists():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if self.s.task == "oct":
-                norm = compute_normalization(self.train_records, self.cache)
-            else:
-                norm = photo_normalization(self.train_records)
-            save_json_atomic(path, norm)
+            save_json_atomic(path, self.task.normalization(self.train_records))
 
     def _load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
         if state["model_name"] != self.s.name:
             raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, not {self.s.name!r}")
-        if state["settings"].get("task", "oct") != self.s.task:
+        if state["settings"].get("task", Settings.task) != self.s.task:
             raise CheckpointError(
                 f"{path}: a checkpoint of task {state['settings'].get('task')!r}, not {self.s.task!r}"
             )
@@ -231,13 +223,12 @@ class Trainer:
             rngs = state["rng_states"]  # one per process; another process count re-seeds instead
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
-        self.best_dice = float(state.get("best_dice", -math.inf))
-        self.threshold = float(state.get("threshold", 0.5))
+        self.best_score = float(state.get("best_score", state.get("best_dice", -math.inf)))
+        self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
         if "normalization" in state:
             self.normalization = state["normalization"]
         where = f" step {self.resume_step}" if self.resume_step else ""
-        if self.dist.is_main:
-            print(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
+        log.info(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
 
     def _loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
         """This process's share of the epoch's batches, minus the first ``skip_steps`` already done."""
@@ -295,10 +286,16 @@ class Trainer:
         else:  # dropout draws depend on (seed, epoch, rank), not on where a run was resumed
             torch.manual_seed(self.s.seed + epoch + 100_003 * self.dist.rank)
         total_steps = start + len(loader)
-        desc = f"epoch {epoch + 1}/{self.s.epochs}"
-        bar = tqdm(batches, total=len(loader), desc=desc, leave=False, dynamic_ncols=True, disable=None)
+        progress = Progress(
+            total_steps,
+            f"epoch {epoch + 1}/{self.s.epochs} step",
+            log,
+            every=self.s.log_every,
+            items_per_step=self.s.batch_size,
+            start=start,
+        )
         bad = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, 0 = none
-        for i, batch in enumerate(bar, start=start):
+        for i, batch in enumerate(batches, start=start):
             parts = self.train_step(batch)
             finite = torch.isfinite(parts["total"])
             bad = torch.where(finite | (bad > 0), bad, torch.full_like(bad, i + 1))
@@ -310,11 +307,11 @@ class Trainer:
                 flags = torch.stack([bad, torch.tensor(self.stop_signal or 0, device=self.device)])
                 bad_step, stop = all_reduce_max(flags, self.dist).tolist()
                 self._check_finite(epoch, bad_step, parts)
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{parts['total'].item():.3f}")
                 if stop:
                     self.stop_signal = stop
                     self._save_interrupted(epoch, i + 1, sums)
+            progress.update(lambda parts=parts: {"loss": parts["total"].item()})
+        progress.close()
         return {f"train_{k}": all_reduce_mean(v / total_steps, self.dist).item() for k, v in sums.items()}
 
     def _check_finite(self, epoch: int, bad_step: int, parts: dict[str, torch.Tensor]) -> None:
@@ -336,42 +333,19 @@ class Trainer:
             state.update(step=step, rng_states=rngs, train_sums=sums)
             save_checkpoint(self.ckpt_dir / LATEST, state)
             name = signal.Signals(self.stop_signal).name
-            print(
-                f"{name}: saved {self.ckpt_dir / LATEST} at epoch {epoch + 1} step {step}; continue with --resume auto",
-                file=sys.stderr,
-                flush=True,
+            log.warning(
+                f"{name}: saved {self.ckpt_dir / LATEST} at epoch {epoch + 1} step {step}; continue with --resume auto"
             )
         barrier(self.dist)
         raise SystemExit(128 + self.stop_signal)
 
     def validate(self) -> dict[str, float]:
-        """Challenge metrics over the validation volumes, each predicted by exactly one process."""
+        """The task's figures over the validation records, each predicted by exactly one process."""
         if self.dist.enabled:  # every process predicts with the same BatchNorm statistics
             for buf in self.model.buffers():
                 torch.distributed.broadcast(buf, 0)
-        if self.s.task == "vessel":
-            return self._validate_photos()
-        metrics = ChallengeMetrics()
-        for rec in shard(self.val_records, self.dist):
-            image, labels = self.cache.load(rec)
-            # the volume crosses the bus once as uint8; Dice counts are taken on the device, 16 numbers come back
-            pred, det = self.predictor.predict_tensor(self.predictor.upload(image))
-            det_labels = detection_targets(np.asarray(labels)) if det is not None else None
-            det_scores = None if det is None else det.cpu().numpy()
-            metrics.update(rec.pid, pred, self.predictor.upload(labels), det_scores, det_labels)
-        return ChallengeMetrics.merge(gather_objects(metrics.volumes, self.dist)).compute()
-
-    def _validate_photos(self) -> dict[str, float]:
-        """Vessel metrics over the validation photos' fields of view, pooled; the F1-best threshold is kept."""
-        parts = []
-        for p in shard(self.val_records, self.dist):
-            probs = self.predictor.predict_image(p.rgb)[1]
-            parts.append((probs[p.fov].astype(np.float32), p.label[p.fov]))
-        parts = [x for chunk in gather_objects(parts, self.dist) for x in chunk]
-        scores = np.concatenate([x[0] for x in parts])
-        labels = np.concatenate([x[1] for x in parts])
-        metrics = binary_metrics(labels, scores, best_f1_threshold(labels, scores))
-        self.threshold = metrics["threshold"]
+        metrics = evaluate(self.task, self.predictor, self.val_records, self.dist).aggregate()
+        self.task_state = {k: metrics[k] for k in self.task.state_keys}
         return metrics
 
     def checkpoint_state(self, epoch: int) -> dict:
@@ -381,25 +355,23 @@ class Trainer:
             "epoch": epoch,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "best_dice": self.best_dice,
-            "threshold": self.threshold,
+            "best_score": self.best_score,
+            "score_key": self.task.score_key,
             "normalization": self.normalization,
+            **self.task_state,
         }
 
     def fit(self) -> dict[str, float]:
-        from utils.logger import RunLogger
-
         logger = RunLogger(self.run_dir, self.start_epoch) if self.dist.is_main else None
-        metrics: dict[str, float] = {}
         previous = self._catch_signals()
         try:
-            metrics = self._fit(logger)
+            with self._log_file():
+                return self._fit(logger)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if logger is not None:
                 logger.close()
-        return metrics
 
     def _catch_signals(self) -> dict:
         """SIGINT / SIGTERM only raise a flag; the loop saves a checkpoint at the next step and exits."""
@@ -411,16 +383,15 @@ class Trainer:
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def _fit(self, logger) -> dict[str, float]:
+    def _fit(self, logger: RunLogger | None) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        say = print if self.dist.is_main else (lambda *a, **k: None)
         processes = f" in {self.dist.world_size} processes" if self.dist.enabled else ""
-        say(
-            f"training {self.s.name} on {len(self.train_set)} samples of {len(self.train_records)} "
-            f"{'volumes' if self.s.task == 'oct' else 'photos'}, validating on {len(self.val_records)}, "
-            f"device {self.device}{processes}, "
-            f"run folder {self.run_dir}"
+        log.info(
+            f"training {self.s.name} ({self.task.name} task) on {len(self.train_set)} samples of "
+            f"{len(self.train_records)} {self.task.noun}, validating on {len(self.val_records)}, "
+            f"device {self.device}{processes}, run folder {self.run_dir}"
         )
+        key = self.task.score_key
         for epoch in range(self.start_epoch, self.s.epochs):
             t0 = time.time()
             lr = learning_rate(self.s, epoch)
@@ -428,9 +399,9 @@ class Trainer:
                 g["lr"] = lr
             train = self.train_epoch(epoch)
             metrics = self.validate()
-            score = metrics[self.score_key] if math.isfinite(metrics[self.score_key]) else 0.0
-            is_best = score > self.best_dice
-            self.best_dice = max(score, self.best_dice)
+            score = metrics[key] if math.isfinite(metrics[key]) else 0.0
+            is_best = score > self.best_score
+            self.best_score = max(score, self.best_score)
             self.stale = 0 if is_best else self.stale + 1
             if self.dist.is_main:
                 state = self.checkpoint_state(epoch + 1)
@@ -441,17 +412,16 @@ class Trainer:
                     save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
                 logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            say(
+            log.info(
                 f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
-                f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}",
-                flush=True,
+                f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}"
             )
             if self.s.patience and self.stale >= self.s.patience:
-                say(f"early stopping: no better {self.score_key} for {self.stale} epochs (best {self.best_dice:.4f})")
+                log.info(f"early stopping: no better {key} for {self.stale} epochs (best {self.best_score:.4f})")
                 break
             stop = int(all_reduce_max(torch.tensor(self.stop_signal or 0, device=self.device), self.dist))
             if stop:  # arrived during validation: the epoch's checkpoint is saved
-                say(f"{signal.Signals(stop).name}: stopped after epoch {epoch + 1}", file=sys.stderr)
+                log.warning(f"{signal.Signals(stop).name}: stopped after epoch {epoch + 1}")
                 barrier(self.dist)
                 raise SystemExit(128 + stop)
         return metrics

@@ -1,0 +1,202 @@
+"""What the drivers share: options in groups with their effective defaults, checkpoints to a predictor and a task,
+and the entry point that parses before anything heavy runs or the multi-GPU relaunch happens."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from utils.config import Settings
+
+log = logging.getLogger(__name__)
+
+TOOLS = """tools:
+  python -m data.synthetic --out DIR ...    write a synthetic OCT set in the AI Challenger layout
+  python -m tools.export CKPT --format onnx export a checkpoint to ONNX or TorchScript
+  python -m utils.checkpoint SRC DST        an optimiser-free (fp16 / bf16) copy of a checkpoint for shipping
+  python bench.py                           speed of the fast paths against the original's way
+"""
+
+
+def show(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return " ".join(show(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and shows each option's default (unless the help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "default" not in text:
+            text += f" [default: {show(action.default)}]"
+        return text
+
+
+def settings_default(dest: str) -> str:
+    """``[default: X; vessel: Y]``: the ``Settings`` default of ``dest`` and every task's own."""
+    from tasks import get_task, list_tasks
+
+    base = Settings.__dataclass_fields__[dest]
+    value = base.default_factory() if callable(base.default_factory) else base.default
+    parts = [f"default: {show(value)}"]
+    for name in list_tasks():
+        own = get_task(name).defaults
+        if dest in own and own[dest] != value:
+            parts.append(f"{name}: {show(own[dest])}")
+    return f" [{'; '.join(parts)}]"
+
+
+def add_setting(group, *flags: str, help: str, default_text: str | None = None, **kwargs) -> None:
+    """An option that overrides a ``Settings`` field (only when given: a config file may set it too); its help
+    ends with the field's effective default, per task, or with ``default_text``."""
+    action = group.add_argument(*flags, help=help, **kwargs)
+    if default_text is None and isinstance(action, argparse._StoreFalseAction):
+        default_text = f"{action.dest.replace('_', ' ')} on"  # "--no-flip ... [default: flip on]"
+    suffix = f" [default: {default_text}]" if default_text else settings_default(action.dest)
+    action.help = help + suffix
+
+
+def train_settings(args: argparse.Namespace) -> Settings:
+    """Defaults < task defaults < ``--config`` file < options given on the command line; names checked."""
+    from engine.trainer import check_names
+    from tasks import task_defaults
+    from utils.config import resolve_settings
+
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "resume")}
+    settings = resolve_settings(given, getattr(args, "config", None), task_defaults)
+    check_names(settings)
+    return settings
+
+
+# ------------------------------------------------------------------------------------------- inference drivers
+def add_checkpoint_args(p: argparse.ArgumentParser, default: Path | None = None) -> None:
+    g = p.add_argument_group("checkpoints")
+    one = g.add_mutually_exclusive_group(required=default is None)
+    one.add_argument(
+        "--seg-path",
+        "--checkpoint",
+        default=default,
+        help="checkpoint of one model (e.g. runs/x/checkpoint/model_best.pth.tar)",
+    )
+    one.add_argument("--fusion", nargs="+", metavar="CKPT", help="several checkpoints whose probabilities are averaged")
+    g.add_argument("--fusion-weights", type=float, nargs="+", help="one weight (>= 0) per --fusion checkpoint")
+
+
+def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: str | None) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("-d", "--data-dir", help="dataset root (default: the one the first checkpoint was trained on)")
+    g.add_argument("--split", default=split_default, choices=["train", "val", "test"], help=split_help)
+    g.add_argument("-l", "--list-dir", help="oct: optional folder with <split>_images.txt-style lists")
+    g.add_argument("--cache-dir", help="oct: where decoded volumes are kept (default: the checkpoint's setting)")
+    g.add_argument("-j", "--workers", type=int, default=0, help="accepted for compatibility; data loads in a thread")
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference")
+    g.add_argument("--tta", action="store_true", help="average with horizontally flipped inputs")
+    g.add_argument("--batch-size", type=int, default=16, help="inputs (slices, windows) per forward pass")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [default: GPU]")
+    g.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile [default: on a GPU]"
+    )
+    g.add_argument("--device", help="cpu, cuda or cuda:N [default: cuda when available; one GPU per process]")
+
+
+def add_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help=out_help)
+    g.add_argument("--force", action="store_true", help="replace an existing output folder")
+    g.add_argument("--vis", action="store_true", help="also write pictures (overlays, GIFs, blends) to <out>/vis")
+
+
+def checkpoints(args: argparse.Namespace) -> list[str]:
+    paths = [str(p) for p in (args.fusion or [args.seg_path])]
+    if args.fusion_weights is not None:
+        if len(args.fusion_weights) != len(paths):
+            raise ValueError(f"{len(args.fusion_weights)} --fusion-weights for {len(paths)} checkpoints")
+        if any(w < 0 for w in args.fusion_weights) or sum(args.fusion_weights) <= 0:
+            raise ValueError(f"--fusion-weights must be >= 0 and sum to > 0, got {args.fusion_weights}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return paths
+
+
+def task_for(paths: list[str], cache_dir: str | None = None, weights: list[float] | None = None):
+    """The first checkpoint's settings and the task they name, holding every checkpoint's carried values."""
+    from tasks import build_task
+    from utils.checkpoint import load_checkpoint
+
+    states = [load_checkpoint(p) for p in paths]
+    settings = Settings.from_dict(states[0]["settings"], source=paths[0])
+    return settings, build_task(settings, cache_dir, states, weights)
+
+
+def default_out(paths: list[str], leaf: str) -> Path:
+    if len(paths) == 1:
+        ckpt = Path(paths[0]).resolve()
+        run = ckpt.parent.parent if ckpt.parent.name == "checkpoint" else ckpt.parent
+        return run / leaf
+    return Path("runs") / "fusion" / leaf
+
+
+def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
+    from engine.predictor import Predictor
+    from utils.distributed import device_for
+
+    device = args.device
+    if device is None and info is not None and info.enabled:
+        device = device_for(info)  # one GPU per process
+    return Predictor.from_checkpoints(
+        paths,
+        args.fusion_weights,
+        device=device,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        tta_flip=args.tta,
+        compile=args.compile,
+    )
+
+
+@contextmanager
+def driver_session(distributed: bool = True):
+    """A driver's process: joins the process group when torchrun started it, logs from rank 0, and leaves the
+    group at the end whatever happens; yields the ``DistInfo``."""
+    from utils.distributed import DistInfo, cleanup, init_distributed
+    from utils.log import setup_logging
+
+    info = init_distributed() if distributed else DistInfo()
+    setup_logging(info.is_main)
+    try:
+        yield info
+    finally:
+        cleanup(info)
+
+
+ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError, OSError)
+
+
+def cli_main(script: str, parse: Callable, main: Callable, relaunch: bool = True) -> None:
+    """``__main__`` of a driver: parse first (``--help`` and typos end here, in this one process), then on a host
+    with several visible GPUs run again under torchrun (one process per GPU), then ``main(argv)``; errors end in
+    one ``error:`` line."""
+    argv = sys.argv[1:]
+    parse(argv)
+    if relaunch:
+        from utils.distributed import relaunch_on_all_gpus
+
+        code = relaunch_on_all_gpus(script, argv)
+        if code is not None:
+            sys.exit(code)
+    try:
+        main(argv)
+    except ERRORS as e:  # DatasetError and CheckpointError are among these
+        sys.exit(f"error: {e}")

@@ -1,0 +1,36 @@
+"""Tasks, one module each, in one registry: ``oct`` (OCT edema, the default) and ``vessel`` (fundus vessels)."""
+
+from __future__ import annotations
+
+from tasks.base import Evaluator, Task
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: makes ``cls`` reachable as ``--task <cls.name>`` and from its checkpoints."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_tasks() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> type[Task]:
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown task {name!r}; valid tasks: {', '.join(list_tasks())}")
+    return _REGISTRY[name]
+
+
+def build_task(settings, cache_dir: str | None = None, states=(), weights=None) -> Task:
+    return get_task(settings.task)(settings, cache_dir, states, weights)
+
+
+def task_defaults(name: str) -> dict:
+    return dict(get_task(name).defaults)
+
+
+from tasks import oct, vessel  # noqa: E402, F401  (registers the built-in tasks)
+
+__all__ = ["Evaluator", "Task", "build_task", "get_task", "list_tasks", "register_task", "task_defaults"]

@@ -1,0 +1,134 @@
+"""The task interface: everything that differs between OCT edema and fundus vessels, and nothing else.
+
+The trainer, the predictor and the drivers (train.py, eval.py, test.py, predict.py) ask a task; they never ask
+which task it is. A task finds the records of a split and decodes them into samples, builds the training dataset
+and the input normalisation, turns a sample into the predictor's inputs and its output into a prediction, scores
+predictions (an ``Evaluator``: ``update`` per record, ``merge`` across processes, ``aggregate``), and writes
+predictions and pictures. A new task is one module with a ``Task`` subclass and ``@register_task``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch.utils.data import Dataset
+
+from utils.config import Settings
+
+
+class Evaluator(ABC):
+    """Accumulates predictions one record at a time (MONAI-style ``update`` / ``aggregate``).
+
+    ``parts`` holds one picklable entry per record; several processes each fill their own and ``merge`` joins the
+    gathered lists, in name order, so the result does not depend on how records were shared out.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def reset(self) -> None:
+        self.parts = []
+
+    @abstractmethod
+    def update(self, record, sample, prediction) -> dict[str, float]:
+        """Score one record; returns its own figures (for the log)."""
+
+    def merge(self, gathered: Sequence[list]) -> None:
+        self.parts = sorted((p for part in gathered for p in part), key=lambda p: p[0])
+
+    @abstractmethod
+    def aggregate(self) -> dict[str, float]:
+        """The task's figures over every record seen (including the score that picks the best checkpoint)."""
+
+    def write(self, out: Path, result: dict) -> list[Path]:
+        """Files beyond metrics.json (per-record tables, curves); returns their paths."""
+        return []
+
+
+class Task(ABC):
+    """One kind of data and what is done with it. Class attributes describe it; an instance serves one run."""
+
+    name: ClassVar[str]
+    #: what this task changes in ``Settings``' defaults (a config file and the command line still override them)
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: the validation figure that picks the best checkpoint (higher is better)
+    score_key: ClassVar[str]
+    #: what a record is, for messages ("volumes", "photos")
+    noun: ClassVar[str] = "records"
+    #: the split eval.py scores by default
+    eval_split: ClassVar[str] = "val"
+    #: validation figures a checkpoint carries for later inference (e.g. the vessel threshold)
+    state_keys: ClassVar[tuple[str, ...]] = ()
+    #: figures eval.py prints
+    summary_keys: ClassVar[tuple[str, ...]] = ()
+    #: the settings this task reads that others ignore (shown in the command line's task-specific group)
+    own_settings: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        settings: Settings,
+        cache_dir: str | None = None,
+        states: Sequence[dict] = (),
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        """``states``: the checkpoints predictions come from (their ``state_keys`` values), if any, with their
+        fusion ``weights``."""
+        self.settings = settings
+        self.cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
+        self.states = list(states)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.states)
+
+    @staticmethod
+    def predictor_options(settings: Settings) -> dict:
+        """How a model trained with ``settings`` sees its input: ``resize`` (H, W) and/or a sliding ``window``."""
+        return {}
+
+    # ------------------------------------------------------------------------------------------------ data
+    @abstractmethod
+    def records(self, split: str, data_dir: str | Path | None = None, list_dir: str | Path | None = None) -> list:
+        """The records of ``split`` (train, val, test), each with a ``name``, sorted by name."""
+
+    @abstractmethod
+    def load(self, record):
+        """A record decoded into a sample (image, label when known, and what else the task needs)."""
+
+    @abstractmethod
+    def read_input(self, path: Path):
+        """A sample from a file or folder a user points at (predict.py)."""
+
+    def input_name(self, path: Path) -> str:
+        """The name ``read_input(path)``'s outputs are written under."""
+        return path.stem
+
+    @abstractmethod
+    def normalization(self, records: list) -> dict[str, list[float]]:
+        """Per-channel ``mean`` and ``std`` of the training inputs in [0, 1]."""
+
+    @abstractmethod
+    def train_dataset(self, records: list, augment) -> Dataset:
+        """Items {"image": (C, H, W) uint8, "label": (H, W) uint8, "det": (K,) float32}, with ``set_epoch``."""
+
+    # ------------------------------------------------------------------------------------------ prediction
+    @abstractmethod
+    def predict(self, predictor, sample):
+        """Run ``predictor`` on a sample; returns the task's prediction."""
+
+    @abstractmethod
+    def evaluator(self) -> Evaluator:
+        """A fresh evaluator; it scores at the checkpoints' ``state_keys`` values when there are ``states``."""
+
+    # --------------------------------------------------------------------------------------------- outputs
+    @abstractmethod
+    def save_pictures(self, folder: Path, name: str, sample, prediction) -> list[Path]:
+        """Pictures of one prediction (with the ground truth when the sample has it)."""
+
+    @abstractmethod
+    def write_prediction(self, folder: Path, name: str, prediction, seg: bool, det: bool) -> list[Path]:
+        """The prediction's files (segmentation and/or detection) as test.py and predict.py write them."""
+
+    def finish_submission(self, folder: Path) -> list[Path]:
+        """test.py's last step once every record is written (e.g. the challenge's zip)."""
+        return []

@@ -1,0 +1,206 @@
+"""OCT edema (AI Challenger 2018): B-scan volumes, 4-class segmentation (background, REA, SRF, PED) and per-slice
+detection of the 3 lesions. A slice's input is the slice and its two neighbours stacked as 3 channels.
+
+Scored as the challenge did: per lesion class, Dice per volume over all its slices (undefined where the class is
+absent from that volume's ground truth), averaged over volumes; detection AUC per class over all slices.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from data.cache import VolumeCache, compute_normalization, stack_slices
+from data.dataset import SliceDataset, neighbour_indices
+from data.oct import LESION_NAMES, VolumeRecord, detection_targets, find_volumes, list_slices, read_grey, volume_pid
+from engine.predictor import Prediction, Predictor
+from metrics import detection_auc, summarize_dice, volume_dice
+from tasks import register_task
+from tasks.base import Evaluator, Task
+from utils.io import save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
+from utils.log import Progress
+
+log = logging.getLogger(__name__)
+
+# background, REA, SRF, PED
+CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 255]], dtype=np.float32)
+SUBMISSION_FOLDER = "segment"
+
+
+@dataclass
+class Volume:
+    """A decoded volume: image (N, H, W) uint8, labels (N, H, W) class indices or None (both may be memory maps)."""
+
+    image: np.ndarray
+    labels: np.ndarray | None
+
+
+def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """volume (N, H, W) on any device -> slices start..stop-1 with their neighbours, (B, 3, H, W), same device
+    (the indices of training's ``neighbour_indices``: edge slices repeat themselves)."""
+    idx = torch.from_numpy(neighbour_indices(np.arange(start, stop), volume.shape[0]))
+    return volume[idx.to(volume.device)]
+
+
+def predict_volume(predictor: Predictor, volume: torch.Tensor) -> Prediction:
+    """volume (N, H, W) uint8 on the predictor's device -> labels (N, H, W) and detection scores (N, 3), there."""
+    return predictor.predict(lambda a, b: neighbour_batch(volume, a, b), volume.shape[0])
+
+
+class OctEvaluator(Evaluator):
+    """parts: (pid, Dice per lesion (3,), detection labels (N, 3) or None, detection scores (N, 3) or None)."""
+
+    def __init__(self, class_names: tuple[str, ...] = LESION_NAMES) -> None:
+        super().__init__()
+        self.class_names = class_names
+
+    def update(self, record, sample: Volume, prediction: Prediction) -> dict[str, float]:
+        # the truth goes to the prediction's device: 16 confusion counts come back, not a volume
+        d = volume_dice(prediction.labels, sample.labels, len(self.class_names) + 1)
+        if prediction.det is None:
+            labels = scores = None
+        else:
+            labels = detection_targets(np.asarray(sample.labels), len(self.class_names))
+            scores = prediction.det.float().cpu().numpy()
+        self.parts.append((record.name, d, labels, scores))
+        return {f"dice_{n}": float(v) for n, v in zip(self.class_names, d)}
+
+    def aggregate(self) -> dict[str, float]:
+        if not self.parts:
+            raise ValueError("no volumes were evaluated")
+        per_class, mean = summarize_dice(np.stack([p[1] for p in self.parts]))
+        out = {"dice_mean": mean}
+        out.update({f"dice_{n}": float(v) for n, v in zip(self.class_names, per_class)})
+        with_det = [p for p in self.parts if p[2] is not None]
+        if with_det:
+            auc = detection_auc(np.concatenate([p[2] for p in with_det]), np.concatenate([p[3] for p in with_det]))
+            out["auc_mean"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+            out.update({f"auc_{n}": float(v) for n, v in zip(self.class_names, auc)})
+        return out
+
+    def rows(self) -> list[dict]:
+        return [{"pid": p[0], **{f"dice_{n}": float(v) for n, v in zip(self.class_names, p[1])}} for p in self.parts]
+
+    def write(self, out: Path, result: dict) -> list[Path]:
+        save_csv_atomic(out / "per_volume.csv", self.rows())
+        return [out / "per_volume.csv"]
+
+
+@register_task
+class OctTask(Task):
+    name = "oct"
+    defaults: dict = {}  # ``Settings``' own defaults are this task's
+    score_key = "dice_mean"
+    noun = "volumes"
+    eval_split = "val"
+    summary_keys = tuple(f"{k}_{n}" for k in ("dice", "auc") for n in ("mean", *LESION_NAMES))
+    own_settings = ("list_dir", "num_detect")
+
+    def __init__(self, settings, cache_dir=None, states=(), weights=None) -> None:
+        super().__init__(settings, cache_dir, states, weights)
+        self._cache: VolumeCache | None = None
+
+    @property
+    def cache(self) -> VolumeCache:
+        if self._cache is None:
+            self._cache = VolumeCache(self.cache_dir)
+        return self._cache
+
+    @staticmethod
+    def predictor_options(settings) -> dict:
+        # whole slices (the detection head sees the whole slice), resized as in training
+        return {"resize": settings.resize_hw}
+
+    def records(self, split, data_dir=None, list_dir=None) -> list[VolumeRecord]:
+        return find_volumes(data_dir or self.settings.data_dir, split, list_dir)
+
+    def load(self, record: VolumeRecord) -> Volume:
+        return Volume(*self.cache.load(record))
+
+    def read_input(self, path: Path) -> Volume:
+        """A folder of slices ``1.bmp ... N.bmp`` (e.g. ``<PID>.img/``)."""
+        return Volume(stack_slices(list_slices(path), read_grey), None)
+
+    def input_name(self, path: Path) -> str:
+        return volume_pid(path)
+
+    def normalization(self, records: list[VolumeRecord]) -> dict[str, list[float]]:
+        every = max(1, len(records) // 10)
+        progress = Progress(len(records), "decoding and normalisation", log, every=every, seconds=30, unit="volume")
+        return compute_normalization(records, self.cache, on_volume=progress.update)
+
+    def train_dataset(self, records, augment) -> SliceDataset:
+        return SliceDataset(records, self.cache, augment, seed=self.settings.seed)
+
+    def predict(self, predictor: Predictor, sample: Volume) -> Prediction:
+        # the volume crosses the bus once, as uint8; neighbours are stacked and normalised on the device
+        return predict_volume(predictor, predictor.upload(np.asarray(sample.image)))
+
+    def evaluator(self) -> OctEvaluator:
+        return OctEvaluator()
+
+    def save_pictures(self, folder: Path, name: str, sample: Volume, prediction: Prediction) -> list[Path]:
+        truth = None if sample.labels is None else np.asarray(sample.labels)
+        return [save_volume_pictures(folder, name, np.asarray(sample.image), prediction.labels.cpu().numpy(), truth)]
+
+    def write_prediction(self, folder: Path, name: str, prediction: Prediction, seg: bool, det: bool) -> list[Path]:
+        """``segment/<PID>_labelMark_volumes.npy`` (uint8 N x H x W classes) and ``..._detections.npy`` (float32
+        N x 3 probabilities of REA, SRF, PED), the challenge's submission files."""
+        sub = folder / SUBMISSION_FOLDER
+        sub.mkdir(exist_ok=True)
+        written = []
+        if seg:
+            written.append(sub / f"{name}_labelMark_volumes.npy")
+            save_npy_atomic(written[-1], prediction.labels.cpu().numpy().astype(np.uint8))
+        if det:
+            written.append(sub / f"{name}_labelMark_detections.npy")
+            save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))
+        return written
+
+    def finish_submission(self, folder: Path) -> list[Path]:
+        return [zip_folder(folder / SUBMISSION_FOLDER, folder / "submission.zip")]
+
+
+# ---------------------------------------------------------------------------------------------------- pictures
+def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W) uint8 grey + (H, W) class indices -> (H, W, 3) uint8 with lesions tinted by class."""
+    rgb = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
+    mask = classes > 0
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * CLASS_COLOURS[classes[mask]]
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def panel(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
+    """image | prediction | ground truth side by side (ground truth left out when unknown)."""
+    parts = [np.repeat(image[..., None], 3, axis=2), overlay(image, pred)]
+    if truth is not None:
+        parts.append(overlay(image, truth))
+    sep = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    out = [parts[0]]
+    for p in parts[1:]:
+        out += [sep, p]
+    return np.concatenate(out, axis=1)
+
+
+def save_volume_pictures(
+    out_dir: Path, pid: str, volume: np.ndarray, pred: np.ndarray, truth: np.ndarray | None, gif_scale: float = 0.5
+) -> Path:
+    """Writes ``out_dir/<pid>/<z>.png`` for every slice and ``out_dir/<pid>.gif``; returns the GIF path."""
+    folder = out_dir / pid
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for z in range(volume.shape[0]):
+        pic = panel(np.asarray(volume[z]), np.asarray(pred[z]), None if truth is None else np.asarray(truth[z]))
+        save_image_atomic(folder / f"{z + 1}.png", pic)
+        im = Image.fromarray(pic)
+        if gif_scale != 1:
+            im = im.resize((max(1, int(im.width * gif_scale)), max(1, int(im.height * gif_scale))), Image.BILINEAR)
+        frames.append(im.convert("P", palette=Image.ADAPTIVE, colors=64))
+    return save_image_atomic(
+        out_dir / f"{pid}.gif", frames[0], save_all=True, append_images=frames[1:], duration=120, loop=0
+    )

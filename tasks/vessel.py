@@ -1,0 +1,226 @@
+"""Fundus vessels: 2-class segmentation of retinal blood vessels in colour fundus photographs (DRIVE and a generic
+paired layout), scored on the field-of-view pixels of all photos pooled, as published.
+
+The last ``--val-count`` training photos validate: they pick the best checkpoint (F1) and the probability threshold
+(the F1-best one), which the checkpoint carries; test photos are never used for either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.photos import (
+    Photo,
+    PhotoPatchDataset,
+    PhotoRecord,
+    fov_from_photo,
+    load_photo,
+    photo_normalization,
+    read_rgb,
+    split_photos,
+)
+from engine.predictor import Predictor
+from metrics import best_f1_threshold, binary_metrics, curves
+from tasks import register_task
+from tasks.base import Evaluator, Task
+from utils.io import save_csv_atomic, save_image_atomic
+
+VESSEL_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+SUMMARY = ("auc_roc", "auc_pr", "f1", "iou", "accuracy", "sensitivity", "specificity", "threshold")
+
+
+@dataclass
+class VesselPrediction:
+    prob: np.ndarray  # (H, W) float32 vessel probability
+    mask: np.ndarray | None  # (H, W) bool at the checkpoint's threshold, inside the field of view; None without one
+
+
+class VesselEvaluator(Evaluator):
+    """parts: (name, probabilities of the FOV pixels, their labels). Scores at ``threshold``, or at the F1-best
+    threshold of the pooled pixels when it is None (validation during training)."""
+
+    def __init__(self, threshold: float | None = None) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def update(self, record, sample: Photo, prediction: VesselPrediction) -> dict[str, float]:
+        if sample.label is None:
+            raise ValueError(f"{record.image}: no label to evaluate against")
+        self.parts.append((record.name, prediction.prob[sample.fov].astype(np.float32), sample.label[sample.fov]))
+        return {}
+
+    def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.parts:
+            raise ValueError("no photos were evaluated")
+        return np.concatenate([p[2] for p in self.parts]), np.concatenate([p[1] for p in self.parts])
+
+    def aggregate(self) -> dict[str, float]:
+        labels, scores = self._pooled()
+        threshold = best_f1_threshold(labels, scores) if self.threshold is None else self.threshold
+        return binary_metrics(labels, scores, threshold)
+
+    def write(self, out: Path, result: dict) -> list[Path]:
+        """``per_image.csv`` and ROC / PR curves (``roc.png``, ``pr.png``)."""
+        rows = [{"name": n, **binary_metrics(y, p, result["threshold"])} for n, p, y in self.parts]
+        save_csv_atomic(out / "per_image.csv", rows)
+        labels, scores = self._pooled()
+        return [out / "per_image.csv", *plot_curves(curves(labels, scores), result["auc_roc"], result["auc_pr"], out)]
+
+
+@register_task
+class VesselTask(Task):
+    name = "vessel"
+    defaults = {
+        "name": "unet",
+        "num_classes": 2,
+        "num_detect": 0,
+        "class_weights": [1.0, 1.0],
+        "loss": "wce+dice",
+        "data_dir": "../shared/data/DRIVE",
+        "crop_size": 96,
+        "steps_per_epoch": 100,
+        "vflip": True,
+        "random_rotate": 180.0,
+        "random_scale": 0.1,
+        "random_brightness": 0.1,
+        "random_contrast": 0.2,
+        "random_gamma": 0.2,
+    }
+    score_key = "f1"
+    noun = "photos"
+    eval_split = "test"
+    state_keys = ("threshold",)
+    summary_keys = SUMMARY
+    own_settings = ("val_count",)
+
+    def __init__(self, settings, cache_dir=None, states=(), weights=None) -> None:
+        super().__init__(settings, cache_dir, states, weights)
+        # fused checkpoints: their thresholds averaged with the fusion weights; none (training): chosen on validation
+        thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
+        self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
+        self._photos: dict[Path, Photo] = {}
+
+    @staticmethod
+    def predictor_options(settings) -> dict:
+        # photos at native size, in windows of the training patch size (the threshold was picked that way)
+        return {"window": settings.crop_size or None}
+
+    def records(self, split, data_dir=None, list_dir=None) -> list[PhotoRecord]:
+        return split_photos(data_dir or self.settings.data_dir, split, self.settings.val_count)
+
+    def load(self, record: PhotoRecord) -> Photo:
+        if record.image not in self._photos:  # a few megabytes each, validated every epoch: decoded once
+            self._photos[record.image] = load_photo(record)
+        return self._photos[record.image]
+
+    def read_input(self, path: Path) -> Photo:
+        rgb = read_rgb(path)
+        return Photo(path.stem, rgb, None, fov_from_photo(rgb))
+
+    def normalization(self, records) -> dict[str, list[float]]:
+        return photo_normalization([self.load(r) for r in records])
+
+    def train_dataset(self, records, augment) -> PhotoPatchDataset:
+        s = self.settings
+        samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
+        return PhotoPatchDataset([self.load(r) for r in records], augment, samples, seed=s.seed)
+
+    def predict(self, predictor: Predictor, sample: Photo) -> VesselPrediction:
+        rgb = sample.rgb
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"{sample.name}: expected an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")
+        x = predictor.upload(np.ascontiguousarray(rgb.transpose(2, 0, 1))[None])  # (1, 3, H, W) uint8
+        prob = predictor.predict(lambda a, b: x[a:b], 1, keep_probs=True).probs[0, 1].cpu().numpy()
+        mask = None if self.threshold is None else (prob >= self.threshold) & sample.fov
+        return VesselPrediction(prob, mask)
+
+    def evaluator(self) -> VesselEvaluator:
+        return VesselEvaluator(self.threshold)
+
+    def save_pictures(self, folder: Path, name: str, sample: Photo, prediction: VesselPrediction) -> list[Path]:
+        """``<name>_blend.png``: vessels drawn over the photo."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return [save_image_atomic(folder / f"{name}_blend.png", blend(sample.rgb, prediction.mask))]
+
+    def write_prediction(self, folder: Path, name: str, prediction: VesselPrediction, seg: bool, det: bool):
+        """``<name>_mask.png`` (0/255)."""
+        if not seg:
+            return []
+        return [save_image_atomic(folder / f"{name}_mask.png", prediction.mask.astype(np.uint8) * 255)]
+
+
+def blend(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Vessels drawn over the photo: (H, W, 3) uint8."""
+    out = rgb.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * VESSEL_COLOUR
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def plot_curves(curves: dict[str, np.ndarray], auc_roc: float, auc_pr: float, out_dir: Path) -> list[Path]:
+    """roc.png and pr.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, x, y, xl, yl, label in (
+        ("roc", curves["fpr"], curves["tpr"], "false positive rate", "true positive rate", f"AUC-ROC {auc_roc:.4f}"),
+        ("pr", curves["recall"], curves["precision"], "recall", "precision", f"AUC-PR {auc_pr:.4f}"),
+    ):
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+        ax.plot(x, y, lw=1.5, label=label)
+        ax.set(xlabel=xl, ylabel=yl, xlim=(0, 1), ylim=(0, 1.01), title=f"{name.upper()} on the FOV pixels")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if name == "roc" else "lower left")
+        fig.tight_layout()
+        paths.append(out_dir / f"{name}.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
+    return paths
+
+
+class Segmenter:
+    """Vessel segmentation of fundus photographs with a trained checkpoint (or a fusion of several).
+
+    >>> seg = Segmenter.from_checkpoint("checkpoints/drive_unet.pth.tar")
+    >>> prob, mask = seg.predict(rgb)  # rgb (H, W, 3) uint8 -> vessel probability (H, W), mask (H, W) bool
+    """
+
+    def __init__(self, predictor: Predictor, task: VesselTask) -> None:
+        self.predictor = predictor
+        self.task = task
+
+    @classmethod
+    def from_checkpoint(cls, *paths: str | Path, weights=None, device=None, **predictor_kwargs) -> Segmenter:
+        """One checkpoint, or several fused (``weights``: one per checkpoint)."""
+        from utils.checkpoint import load_checkpoint
+        from utils.config import Settings
+
+        states = [load_checkpoint(p) for p in paths]
+        settings = Settings.from_dict(states[0]["settings"], source=str(paths[0]))
+        if settings.task != VesselTask.name:
+            raise ValueError(f"{paths[0]}: a checkpoint of task {settings.task!r}, not 'vessel'")
+        predictor = Predictor.from_checkpoints(paths, weights, device=device, **predictor_kwargs)
+        return cls(predictor, VesselTask(settings, states=states, weights=weights))
+
+    @property
+    def threshold(self) -> float:
+        return self.task.threshold
+
+    def predict(self, rgb: np.ndarray, fov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """rgb (H, W, 3) uint8, or float in [0, 1] -> (vessel probability (H, W) float32, mask (H, W) bool);
+        outside ``fov`` (computed from the photo when not given) no vessels are reported."""
+        rgb = np.asarray(rgb)
+        if rgb.dtype.kind == "f":
+            if rgb.size and (np.nanmin(rgb) < 0 or np.nanmax(rgb) > 1 or np.isnan(rgb).any()):
+                raise ValueError(f"a float photo must hold values in [0, 1], got {np.nanmin(rgb)}..{np.nanmax(rgb)}")
+            rgb = np.round(rgb * 255).astype(np.uint8)
+        elif rgb.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 photo or floats in [0, 1], got {rgb.dtype}")
+        photo = Photo("photo", np.ascontiguousarray(rgb), None, fov_from_photo(rgb) if fov is None else fov)
+        p = self.task.predict(self.predictor, photo)
+        return p.prob, p.mask

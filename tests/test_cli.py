@@ -1,0 +1,138 @@
+"""The command line: help in groups with effective defaults, parsing before the multi-GPU relaunch, progress that
+reaches a log file, settings files checked against the settings' types."""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import eval as eval_script
+import predict as predict_script
+import test as test_script
+import train as train_script
+from engine.cli import cli_main, train_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVERS = {"train.py": train_script, "eval.py": eval_script, "test.py": test_script, "predict.py": predict_script}
+
+
+def _help(module) -> str:
+    return module.build_parser().format_help()
+
+
+@pytest.mark.parametrize("script", sorted(DRIVERS))
+def test_every_option_has_help(script):
+    parser = DRIVERS[script].build_parser()
+    missing = [a.option_strings or a.dest for a in parser._actions if not (a.help and a.help.strip())]
+    assert not missing, f"{script}: options without help: {missing}"
+
+
+def test_train_help_shows_groups_and_effective_defaults_per_task():
+    text = _help(train_script)
+    for group in ("task:", "model:", "data:", "augmentation:", "optimisation:", "run:", "task-specific:", "tools:"):
+        assert f"\n{group}" in text, group
+    flat = " ".join(text.split())
+    assert "[default: unet_nested; vessel: unet]" in flat
+    assert "[default: step]" in flat and "[default: 200]" in flat  # the schedule nobody could see
+    assert "[default: 0; vessel: 96]" in flat and "[default: 16 32 64 128 256]" in flat
+    assert "python -m data.synthetic" in flat and "python -m tools.export" in flat
+    parser = train_script.build_parser()
+    settings_options = [a for a in parser._actions if a.option_strings and a.dest not in ("help", "config", "resume")]
+    assert len(settings_options) == 40 and all("[default:" in a.help for a in settings_options)
+
+
+def test_docs_cli_holds_the_current_help(monkeypatch):
+    """docs/CLI.md is the output of ``COLUMNS=120 python <driver> --help``; regenerate it when an option changes."""
+    monkeypatch.setenv("COLUMNS", "120")
+    docs = (ROOT / "docs" / "CLI.md").read_text()
+    for script, module in DRIVERS.items():
+        assert f"```text\n{_help(module)}```" in docs, f"docs/CLI.md: the help of {script} is out of date"
+
+
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["--nmae", "unet"], 2), (["--epochs", "x"], 2)])
+def test_help_and_typos_never_start_a_process_per_gpu(monkeypatch, capsys, argv, code):
+    import utils.distributed as d
+
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(d.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(d.torch.cuda, "device_count", lambda: 2)  # CUDA_VISIBLE_DEVICES=0,1
+    monkeypatch.setattr(d.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(sys, "argv", ["train.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        cli_main("train.py", train_script.parse_args, train_script.main)
+    assert stop.value.code == code and calls == []
+    # a valid command line does relaunch (the mock above is what would have caught one)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--name", "unet"])
+    with pytest.raises(SystemExit) as stop:
+        cli_main("train.py", train_script.parse_args, train_script.main)
+    assert stop.value.code == 0 and len(calls) == 1 and "--nproc_per_node=2" in calls[0]
+
+
+def test_progress_reaches_a_log_file_and_train_log(tiny_dataset, tmp_path):
+    """Output redirected to a file (as under SLURM or nohup): each epoch leaves progress lines with images/s and an
+    ETA, timestamped, and <run>/train.log holds the same lines."""
+    run, log = tmp_path / "run", tmp_path / "out.txt"
+    argv = ["--name", "unet", "--channels", "4", "8", "8", "16", "16", "--batch-size", "4", "-j", "0"]
+    argv += ["-d", str(tiny_dataset), "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--epochs", "2"]
+    with log.open("w") as f:
+        subprocess.run(
+            [sys.executable, "train.py", *argv, "--log-every", "3"], cwd=ROOT, stdout=f, stderr=f, check=True
+        )
+    text = log.read_text()
+    pattern = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d epoch (\d)/2 step (\d+)/(\d+) loss=[\d.]+ [\d.]+ img/s, .* ETA .*$"
+    lines = [m for m in re.finditer(pattern, text, re.M)]
+    assert {m.group(1) for m in lines} == {"1", "2"}, text
+    assert any(m.group(2) == "3" for m in lines) and any(m.group(2) == m.group(3) for m in lines)  # every 3, last
+    assert "decoding and normalisation 4/4" in text
+    kept = (run / "train.log").read_text()
+    assert all(m.group(0) in kept for m in lines) and "epoch 2/2 loss=" in kept
+
+
+def _resolve(**given):
+    return train_settings(argparse.Namespace(**given))
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("c.json", json.dumps({"amp": "false"}), r"c.json: setting 'amp' must be true or false or null, got 'false'"),
+        ("d.json", json.dumps({"deterministic": "false"}), r"d.json: setting 'deterministic' must be true or false"),
+        ("e.yaml", "epochs: '2'\n", r"e.yaml: setting 'epochs' must be an integer, got '2'"),
+        ("c.yaml", "channels: [8, 16.5]\n", r"c.yaml: setting 'channels' must be a list of integers"),
+        ("bad.yaml", "lr: 0.1\nloss: [mix_3\n", r"bad.yaml: line \d+ not valid YAML"),
+        ("bad.json", '{"lr": 0.1,\n "loss": }', r"bad.json: line 2 not valid JSON"),
+    ],
+)
+def test_settings_files_are_checked_against_the_settings_types(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        _resolve(config=str(tmp_path / name))
+
+
+def test_well_typed_settings_and_bad_values(tmp_path):
+    (tmp_path / "ok.yaml").write_text("amp: false\ndeterministic: true\nlr: 1\n")
+    s = _resolve(config=str(tmp_path / "ok.yaml"))
+    assert s.amp is False and s.deterministic is True and s.lr == 1
+    with pytest.raises(ValueError, match="crop_size must be >= 0"):
+        _resolve(crop_size=-5)
+    with pytest.raises(ValueError, match="Unknown task 'retina'; valid tasks: oct, vessel"):
+        _resolve(task="retina")
+
+
+def test_drivers_end_in_one_error_line(tmp_path):
+    """A bad input through the real command line: one ``error:`` line, exit status 1, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "eval.py", "--seg-path", str(tmp_path / "missing.pth.tar")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.pth.tar'}: checkpoint not found"]

@@ -1,0 +1,1 @@
+"""Tools run with ``python -m tools.<name>``: export for deployment."""
