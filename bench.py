@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_model, list_models
@@ -294,6 +296,36 @@ def check_agreement(
     return out
 
 
+def bench_cache_key(folder: Path, reps: int = 20) -> dict:
+    """Milliseconds per volume of the decode cache's key (stat fields of every slice) against the alternatives: the
+    old key (path, size, mtime), a content hash of the files (blake2b), and decoding the volume itself."""
+    import hashlib
+
+    from data.cache import _key, stack_slices
+    from data.oct import list_slices, read_grey
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, SLICES + 1):
+        Image.fromarray(rng.integers(0, 256, (H, W), dtype=np.uint8)).save(folder / f"{i}.bmp")
+    paths = list_slices(folder)
+
+    def old_key(ps):
+        return [(p.resolve(), p.stat().st_size, p.stat().st_mtime_ns) for p in ps]
+
+    def content_hash(ps):
+        h = hashlib.blake2b()
+        for p in ps:
+            h.update(p.read_bytes())
+        return h.hexdigest()
+
+    def decode(ps):
+        return stack_slices(ps, read_grey)
+
+    fns = {"key_ms": _key, "old_key_ms": old_key, "content_hash_ms": content_hash, "decode_ms": decode}
+    return {k: statistics.median(timed(lambda f=f: f(paths), torch.device("cpu"), 1, reps)) for k, f in fns.items()}
+
+
 def main(argv=None) -> dict:
     global SLICES, H, W
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -311,6 +343,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--agreement", type=Path, metavar="CKPT", help="a trained OCT checkpoint: fast path vs fp32")
     p.add_argument("-d", "--data-dir", type=Path, help="dataset of --agreement (default: the checkpoint's)")
+    p.add_argument("--cache-key", action="store_true", help="only the decode cache's key cost per volume (CPU)")
     a = p.parse_args(argv)
     SLICES, (H, W) = a.slices, a.size
     device = torch.device(a.device)
@@ -324,6 +357,10 @@ def main(argv=None) -> dict:
         results["hardware"] = hardware_rates(device)
     tmp = Path(tempfile.mkdtemp(prefix="oct-bench-"))
     try:
+        if a.cache_key:
+            results["cache_key"] = bench_cache_key(tmp / "volume.img", a.reps)
+            print(json.dumps(results["cache_key"]))
+            return results
         return _run(a, device, results, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

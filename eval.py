@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from engine.cli import build_predictor, checkpoints, default_out, driver_session, task_for
+    from engine.cli import build_predictor, checkpoints, default_out, driver_session, protected_paths, task_for
     from engine.evaluate import evaluate
     from utils.distributed import shared_staged_output_dir
     from utils.io import save_json_atomic
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
         predictor = build_predictor(args, paths, info)
         final = Path(args.out or default_out(paths, f"eval_{split}"))
         t0 = time.time()
-        with shared_staged_output_dir(final, args.force, info) as out:
+        protected = protected_paths(data_dir, paths, task)
+        with shared_staged_output_dir(final, args.force, info, protected) as out:
 
             def on_record(rec, sample, prediction, figures):
                 if figures:

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=Path("predictions"), help="output folder")
     g.add_argument(
-        "--no-pictures", "--no-blend", dest="pictures", action="store_false", help="write the predictions only"
+        "--no-pictures", "--no-blend", dest="pictures", action="store_false", help="write no pictures (blends, GIFs)"
     )
     return p
 

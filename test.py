@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from engine.cli import build_predictor, checkpoints, default_out, driver_session, task_for
+    from engine.cli import build_predictor, checkpoints, default_out, driver_session, protected_paths, task_for
     from utils.distributed import barrier, shard, shared_staged_output_dir
     from utils.io import prefetched
 
@@ -52,11 +52,13 @@ def main(argv: list[str] | None = None) -> Path:
         settings, task = task_for(paths, args.cache_dir, args.fusion_weights)
         if args.det and settings.num_detect == 0:
             raise ValueError(f"{paths[0]}: the model has no detection head; drop --det")
-        records = task.records(args.split, args.data_dir or settings.data_dir, args.list_dir)
+        data_dir = args.data_dir or settings.data_dir
+        records = task.records(args.split, data_dir, args.list_dir)
         predictor = build_predictor(args, paths, info)
         final = Path(args.out or default_out(paths, args.split))
         t0 = time.time()
-        with shared_staged_output_dir(final, args.force, info) as out:
+        protected = protected_paths(data_dir, paths, task)
+        with shared_staged_output_dir(final, args.force, info, protected) as out:
             # one thread decodes the next record and another writes the last one while the model works on this one
             with ThreadPoolExecutor(1) as loader, ThreadPoolExecutor(1) as writer:
                 written = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.oct import DatasetError, VolumeRecord, grey_to_classes, read_grey
+from data.oct import DatasetError, VolumeRecord, file_error, grey_to_classes, read_grey
 from utils.io import save_npy_atomic
 
 log = logging.getLogger(__name__)
@@ -19,10 +19,17 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("OCT_CACHE_DIR", Path.home() / ".cache" 
 
 
 def _key(paths: tuple[Path, ...]) -> str:
+    """What identifies the slice files' contents without reading them: path, size, modification time, and the
+    inode and status-change time. A rewrite changes the ctime even when the mtime is put back (``cp -p`` onto the
+    file, ``touch -r``, ``tar x``, which also makes a new inode), and nothing but the kernel can set the ctime."""
     h = hashlib.sha1()
     for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            where = p.resolve()
+        except OSError as e:
+            raise file_error(p, e) from e
+        h.update(f"{where}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -41,26 +48,48 @@ def stack_slices(paths: tuple[Path, ...], reader) -> np.ndarray:
     return out
 
 
+class CacheError(RuntimeError):
+    """The cache folder cannot be created or written; the message names it and what to do."""
+
+
 class VolumeCache:
     """``load(record)`` -> (image (N, H, W) uint8, labels (N, H, W) uint8 class indices or None), memory-mapped.
 
-    Entries are keyed by every slice file's path, size and mtime, so an edited file is decoded again.
+    Entries are keyed by every slice file's path and file-system identity (``_key``), so a file changed in any way
+    is decoded again; a damaged entry is decoded again too.
     """
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
         self.dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._error(e) from e
+
+    def _error(self, e: OSError) -> CacheError:
+        return CacheError(
+            f"{self.dir}: cannot write the decode cache ({e.strerror or e}); point --cache-dir (or $OCT_CACHE_DIR) "
+            "at a writable folder with room for the decoded volumes (about 1 byte per voxel, twice with labels)"
+        )
 
     def _entry(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...]) -> Path:
         return self.dir / f"{rec.pid}-{kind}-{_key(paths)}.npy"
 
     def _get(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...], reader) -> np.ndarray:
         path = self._entry(rec, kind, paths)
-        if not path.exists():
-            t0 = time.monotonic()
-            save_npy_atomic(path, stack_slices(paths, reader))
-            took = time.monotonic() - t0
-            log.debug(f"decoded {rec.pid} {kind}: {len(paths)} slices from {paths[0].parent} ({took:.1f}s)")
+        if path.exists():
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:  # damaged since it was written (writes are atomic): decode again
+                log.warning(f"{path}: unreadable cache entry ({e}); decoding {rec.pid} again")
+        t0 = time.monotonic()
+        array = stack_slices(paths, reader)
+        try:
+            save_npy_atomic(path, array)
+        except OSError as e:
+            raise self._error(e) from e
+        took = time.monotonic() - t0
+        log.debug(f"decoded {rec.pid} {kind}: {len(paths)} slices from {paths[0].parent} ({took:.1f}s)")
         return np.load(path, mmap_mode="r")
 
     def load(self, rec: VolumeRecord) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,11 +10,12 @@ Label grey values 0 / 255 / 191 / 128 are background / REA / SRF / PED -> classe
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 SPLIT_FOLDERS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
 IMAGE_SUFFIX, LABEL_SUFFIX = ".img", "_labelMark"
@@ -94,25 +95,51 @@ def read_grey(path: Path) -> np.ndarray:
     and unreadable files are errors that name the file.
     """
     _check_bmp_depth(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode == "L":
-                return np.asarray(im, dtype=np.uint8).copy()
-            if mode == "P":
-                rgb = np.asarray(im.convert("RGB"))
-            elif mode in ("RGB", "RGBA"):
-                rgb = np.asarray(im)[..., :3]
-            else:
-                raise DatasetError(
-                    f"{path}: image mode {mode!r} (e.g. 16-bit or 1-bit) is not supported; convert it to 8-bit grey"
-                )
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{path}: cannot read the image ({e}); the file is corrupt or truncated, replace it") from e
+    with open_image(path) as im:
+        mode = im.mode
+        if mode == "L":
+            return np.asarray(im, dtype=np.uint8).copy()
+        if mode == "P":
+            rgb = np.asarray(im.convert("RGB"))
+        elif mode in ("RGB", "RGBA"):
+            rgb = np.asarray(im)[..., :3]
+        else:
+            raise DatasetError(
+                f"{path}: image mode {mode!r} (e.g. 16-bit or 1-bit) is not supported; convert it to 8-bit grey"
+            )
     if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
         raise DatasetError(f"{path}: colour image ({mode}); B-scans and label maps must be 8-bit grey")
     return rgb[..., 0].copy()
+
+
+def file_error(path: Path, e: OSError) -> DatasetError:
+    """An operating-system error on ``path`` as a message that says what happened (not found, permission, a link
+    loop) instead of calling the file corrupt."""
+    if isinstance(e, FileNotFoundError):
+        return DatasetError(f"{path}: file not found (moved or deleted since the folder was listed?)")
+    return DatasetError(f"{path}: cannot read the file ({e.strerror or e}); check it and its permissions")
+
+
+@contextmanager
+def open_image(path: Path):
+    """``PIL.Image.open`` + ``load`` whose failures are ``DatasetError``s naming the file and the cause."""
+    try:
+        im = Image.open(path)
+    except OSError as e:
+        if e.errno is not None:  # the operating system's (not found, permission, link loop), not the image's
+            raise file_error(path, e) from e
+        raise DatasetError(f"{path}: not a readable image ({e}); the file is corrupt or truncated, replace it") from e
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{path}: the header claims an image too large to be real ({e}); the file is damaged") from e
+    try:
+        with im:
+            im.load()
+            yield im
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise file_error(path, e) from e
+        msg = f"{path}: cannot decode the image ({e}); the file is corrupt or truncated, replace it"
+        raise DatasetError(msg) from e
 
 
 def _check_bmp_depth(path: Path) -> None:
@@ -123,7 +150,7 @@ def _check_bmp_depth(path: Path) -> None:
         with open(path, "rb") as f:
             head = f.read(30)
     except OSError as e:
-        raise DatasetError(f"{path}: cannot read the image ({e}); check the file and its permissions") from e
+        raise file_error(path, e) from e
     if len(head) == 30 and head[:2] == b"BM":
         bits = int.from_bytes(head[28:30], "little")
         if bits == 16:
@@ -192,7 +219,7 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
         raise ValueError(f"split must be one of {sorted(SPLIT_FOLDERS)}, got {split!r}")
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found; pass the folder that holds {SPLIT_FOLDERS[split]}/")
-    labelled = split != "test"
+    labelled = split != "test"  # the test split's labels are read where they exist (label_images/<PID>_labelMark)
     if list_dir is not None:
         pairs = _pairs_from_lists(root, Path(list_dir), split, labelled)
     else:
@@ -205,14 +232,19 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
         dirs = sorted(p for p in img_root.iterdir() if p.is_dir() and not _is_ignored(p.name))
         pairs = []
         for d in dirs:
-            pid = volume_pid(d)
-            label_dir = base / "label_images" / f"{pid}{LABEL_SUFFIX}" if labelled else None
-            pairs.append((d, label_dir))
+            label_dir = base / "label_images" / f"{volume_pid(d)}{LABEL_SUFFIX}"
+            pairs.append((d, label_dir if labelled or label_dir.is_dir() else None))
     if not pairs:
         raise DatasetError(f"{root}: no volumes found for split {split!r}")
-    records = []
+    records, seen = [], {}
     for image_dir, label_dir in pairs:
-        _check_pid(volume_pid(image_dir), image_dir)
+        pid = volume_pid(image_dir)
+        _check_pid(pid, image_dir)
+        if pid in seen:  # outputs are named by patient: one would overwrite the other
+            raise DatasetError(
+                f"{seen[pid]} and {image_dir} are both patient {pid!r} in split {split!r}; rename or remove one"
+            )
+        seen[pid] = image_dir
         records.append(_volume_record(image_dir, label_dir))
     return sorted(records, key=lambda r: r.pid)
 
@@ -227,8 +259,11 @@ def _read_list(path: Path, root: Path) -> list[Path]:
             continue
         p = root / line
         folder = p.parent if p.suffix.lower() in (".bmp", ".png") else p
-        if folder not in folders:
-            folders.append(folder)
+        if folders and folder == folders[-1]:
+            continue  # the slice files of one volume, one per line
+        if folder in folders:
+            raise DatasetError(f"{path}: {folder} is listed twice (lines of one volume must be consecutive)")
+        folders.append(folder)
     return folders
 
 

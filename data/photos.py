@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from data.oct import DatasetError
+from data.oct import DatasetError, open_image
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
 DRIVE_SPLITS = {"train": "training", "test": "test"}
@@ -41,25 +40,17 @@ class Photo:
     fov: np.ndarray
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        im = Image.open(path)
-        im.load()
-        return im
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{path}: cannot read the image ({e}); the file is corrupt or truncated, replace it") from e
-
-
 def read_rgb(path: Path) -> np.ndarray:
-    return np.asarray(_open(path).convert("RGB"), dtype=np.uint8).copy()
+    with open_image(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
 def read_binary(path: Path) -> np.ndarray:
     """A label or mask as bool: any non-zero value is foreground (DRIVE's 2nd_manual GIFs hold 0/1, others 0/255)."""
-    im = _open(path)
-    if im.mode == "P":  # palette index 0/1 in DRIVE's 2nd_manual; the index, not the palette colour, is the label
-        return np.asarray(im) > 0
-    return np.asarray(im.convert("L")) > 0
+    with open_image(path) as im:
+        if im.mode == "P":  # palette index 0/1 in DRIVE's 2nd_manual; the index, not the palette colour, is the label
+            return np.asarray(im) > 0
+        return np.asarray(im.convert("L")) > 0
 
 
 def fov_from_photo(rgb: np.ndarray, threshold: int = 20) -> np.ndarray:
@@ -73,9 +64,14 @@ def fov_from_photo(rgb: np.ndarray, threshold: int = 20) -> np.ndarray:
 
 
 def _stem_map(folder: Path) -> dict[str, Path]:
-    return {
-        p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    }
+    """Photos of a folder by name without extension; two files of one name (x.png, x.tif) are an error."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
+            if p.stem in found:
+                raise DatasetError(f"{found[p.stem]} and {p} have the same name; their outputs would collide")
+            found[p.stem] = p
+    return found
 
 
 def find_photos(root: str | Path, split: str, manual: str = "1st_manual") -> list[PhotoRecord]:

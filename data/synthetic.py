@@ -14,6 +14,7 @@ some patients have no lesion. Output is a pure function of the seed.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +26,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 from data.oct import IMAGE_SUFFIX, LABEL_SUFFIX, SPLIT_FOLDERS, classes_to_grey
+from utils.io import UMASK
 
 # retinal layers from the ILM down: (name, fraction of nominal thickness, mean intensity)
 LAYERS = (
@@ -211,6 +213,7 @@ def write_dataset(
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700: the dataset folder follows the umask like its files
     rng = np.random.default_rng(seed)
     jobs_list = []
     for split, count in (("train", train), ("val", val), ("test", test)):

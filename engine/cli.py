@@ -35,10 +35,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
-        if shown and "default" not in text:
-            text += f" [default: {show(action.default)}]"
-        return text
+        if "default" in text or not action.option_strings or action.default in (None, argparse.SUPPRESS):
+            return text
+        if isinstance(action, argparse._StoreFalseAction):  # "--no-flip ... [default: flip on]"
+            return text + f" [default: {action.dest.replace('_', ' ')} on]"
+        return text + f" [default: {show(action.default)}]"
 
 
 def settings_default(dest: str) -> str:
@@ -85,10 +86,13 @@ def add_checkpoint_args(p: argparse.ArgumentParser, default: Path | None = None)
         "--seg-path",
         "--checkpoint",
         default=default,
-        help="checkpoint of one model (e.g. runs/x/checkpoint/model_best.pth.tar)",
+        help="checkpoint of one model (e.g. runs/x/checkpoint/model_best.pth.tar)"
+        + (f" [default: {default.parent.name}/{default.name}, the shipped model]" if default else ""),
     )
     one.add_argument("--fusion", nargs="+", metavar="CKPT", help="several checkpoints whose probabilities are averaged")
-    g.add_argument("--fusion-weights", type=float, nargs="+", help="one weight (>= 0) per --fusion checkpoint")
+    g.add_argument(
+        "--fusion-weights", type=float, nargs="+", help="one weight (>= 0) per --fusion checkpoint [default: equal]"
+    )
 
 
 def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: str | None) -> None:
@@ -104,7 +108,9 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference")
     g.add_argument("--tta", action="store_true", help="average with horizontally flipped inputs")
     g.add_argument("--batch-size", type=int, default=16, help="inputs (slices, windows) per forward pass")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [default: GPU]")
+    g.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast [default: on a GPU]"
+    )
     g.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile [default: on a GPU]"
     )
@@ -138,6 +144,15 @@ def task_for(paths: list[str], cache_dir: str | None = None, weights: list[float
     states = [load_checkpoint(p) for p in paths]
     settings = Settings.from_dict(states[0]["settings"], source=paths[0])
     return settings, build_task(settings, cache_dir, states, weights)
+
+
+def protected_paths(data_dir, paths: list[str], task) -> list[tuple[str, Path]]:
+    """What an output folder must never replace: the dataset, the checkpoints being read, the decode cache."""
+    from data.cache import DEFAULT_CACHE_DIR
+
+    cache = Path(task.cache_dir) if task.cache_dir is not None else DEFAULT_CACHE_DIR
+    checkpoints = [("a checkpoint being read", Path(p)) for p in paths]
+    return [("the dataset", Path(data_dir)), *checkpoints, ("the decode cache", cache)]
 
 
 def default_out(paths: list[str], leaf: str) -> Path:
@@ -198,5 +213,5 @@ def cli_main(script: str, parse: Callable, main: Callable, relaunch: bool = True
             sys.exit(code)
     try:
         main(argv)
-    except ERRORS as e:  # DatasetError and CheckpointError are among these
-        sys.exit(f"error: {e}")
+    except ERRORS as e:  # DatasetError, CheckpointError, FolderInUse, CacheError are among these
+        sys.exit("error: " + " ".join(str(e).split()))

@@ -129,18 +129,23 @@ class Predictor:
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} fusion weights for {len(paths)} checkpoints")
         device = torch.device(device) if device is not None else default_device()
-        members, first = [], None
+        members, seen = [], []
         for i, p in enumerate(paths):
             model, settings, state = model_from_checkpoint(p)
             kind = (settings.task, settings.num_classes, settings.num_detect)
-            first = first or (p, kind)
-            if kind != first[1]:
+            seen.append((p, kind))
+            # fusable: one task, one class count, and one detection count among the models that detect
+            if len({k[:2] for _, k in seen}) > 1 or len({k[2] for _, k in seen} - {0}) > 1:
+                (a, ka), (b, kb) = seen[0], seen[-1]
                 raise CheckpointError(
-                    f"cannot fuse {first[0]} (task {first[1][0]}, {first[1][1]} classes, {first[1][2]} detection "
-                    f"outputs) with {p} (task {kind[0]}, {kind[1]} classes, {kind[2]} detection outputs)"
+                    f"cannot fuse {a} (task {ka[0]}, {ka[1]} classes, {ka[2]} detection outputs) with {b} "
+                    f"(task {kb[0]}, {kb[1]} classes, {kb[2]} detection outputs)"
                 )
             if "normalization" not in state:
-                raise CheckpointError(f"{p}: the checkpoint holds no input normalisation (mean / std); re-save it")
+                raise CheckpointError(
+                    f"{p}: the checkpoint holds no input normalisation (the training images' mean and std, which "
+                    "every checkpoint train.py writes carries); it cannot be used as it is"
+                )
             options = get_task(settings.task).predictor_options(settings)
             if i == 0 and "window" not in kwargs:
                 kwargs["window"] = options.get("window")
@@ -198,8 +203,9 @@ class Predictor:
         )
 
     def _fused(self, x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The one fusion loop: members' (and flips') probabilities averaged with the fusion weights."""
-        probs_sum, det_sum = None, None
+        """The one fusion loop: members' (and flips') probabilities averaged with the fusion weights (detection over
+        the members that have a detection head, their weights renormalised)."""
+        probs_sum, det_sum, det_weight = None, None, 0.0
         for member, w in zip(self.members, self._weights):
             x = normalize(x_u8, member.mean, member.std)
             probs, det = self._forward(member, x)
@@ -210,6 +216,9 @@ class Predictor:
             probs_sum = w * probs if probs_sum is None else probs_sum + w * probs
             if det is not None:
                 det_sum = w * det if det_sum is None else det_sum + w * det
+                det_weight += w
+        if det_sum is not None and det_weight != 1.0:
+            det_sum = det_sum / det_weight
         return probs_sum, det_sum
 
     def _forward(self, member: Member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -25,8 +25,16 @@ from models import build_model, list_models
 from tasks import build_task, get_task
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
 from utils.config import Settings
-from utils.distributed import DistInfo, all_reduce_max, all_reduce_mean, barrier, device_for, gather_objects
-from utils.io import save_json_atomic
+from utils.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    device_for,
+    gather_objects,
+)
+from utils.io import FolderInUse, FolderLock, NotWritable, save_json_atomic
 from utils.log import Progress, RunLogger, log_to_file
 
 log = logging.getLogger(__name__)
@@ -105,6 +113,16 @@ class Trainer:
         self.local_batch = s.batch_size // self.dist.world_size
         self.run_dir = default_run_dir(s)
         self.ckpt_dir = self.run_dir / "checkpoint"
+        self._lock = self._lock_run_folder()  # before anything in the run folder is read or written
+        try:
+            with self._log_file():
+                self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: str | None) -> None:
+        s = self.s
         resume_path = self._resume_path(resume)
         if resume_path is None and (self.ckpt_dir / LATEST).exists():
             raise FileExistsError(
@@ -123,10 +141,9 @@ class Trainer:
         self.task = build_task(s)
         self.train_records = self.task.records("train", s.data_dir, s.list_dir)
         self.val_records = self.task.records("val", s.data_dir, s.list_dir)
-        with self._log_file():
-            if self.dist.is_main:  # decodes the training data once (into the cache), for every process
-                self._normalization()
-            barrier(self.dist)
+        if self.dist.is_main:  # decodes the training data once (into the cache), for every process
+            self._normalization()
+        barrier(self.dist)
         self.normalization = json.loads((self.run_dir / "normalization.json").read_text())
 
         self.model = build_model(s.name, num_classes=s.num_classes, num_detect=s.num_detect, channels=tuple(s.channels))
@@ -180,6 +197,25 @@ class Trainer:
             save_json_atomic(self.run_dir / "settings.json", s.to_dict())
 
     # ----------------------------------------------------------------------------------------------- setup
+    def _lock_run_folder(self) -> FolderLock | None:
+        """One process (one torchrun job) per run folder: a second run, e.g. a resubmitted job while the first still
+        runs, stops at once naming the process that holds the folder."""
+        lock, error = None, None
+        if self.dist.is_main:
+            try:
+                lock = FolderLock(self.run_dir / ".lock", self.run_dir)
+            except (FolderInUse, NotWritable) as e:
+                error = str(e)
+        error = broadcast_object(error, self.dist)
+        if error:
+            raise FolderInUse(error)
+        return lock
+
+    def close(self) -> None:
+        """Release the run folder (``fit`` does at its end)."""
+        if self._lock is not None:
+            self._lock.release()
+
     def _log_file(self):
         """Log lines of the main process are also kept in ``<run>/train.log``."""
         return log_to_file(self.run_dir / "train.log" if self.dist.is_main else None)
@@ -196,6 +232,11 @@ class Trainer:
                     return path
                 except CheckpointError as e:
                     log.warning(f"--resume auto: skipping {e}")
+            if candidates:  # starting anew would overwrite them, and refusing to start would be a dead end
+                raise CheckpointError(
+                    f"--resume auto: no checkpoint in {self.ckpt_dir} loads ({', '.join(p.name for p in candidates)} "
+                    "are damaged); resume one explicitly with --resume PATH, or move them away to start anew"
+                )
             log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
             return None
         return Path(resume)
@@ -372,6 +413,7 @@ class Trainer:
                 signal.signal(sig, handler)
             if logger is not None:
                 logger.close()
+            self.close()
 
     def _catch_signals(self) -> dict:
         """SIGINT / SIGTERM only raise a flag; the loop saves a checkpoint at the next step and exits."""

@@ -17,7 +17,16 @@ from PIL import Image
 
 from data.cache import VolumeCache, compute_normalization, stack_slices
 from data.dataset import SliceDataset, neighbour_indices
-from data.oct import LESION_NAMES, VolumeRecord, detection_targets, find_volumes, list_slices, read_grey, volume_pid
+from data.oct import (
+    LESION_NAMES,
+    DatasetError,
+    VolumeRecord,
+    detection_targets,
+    find_volumes,
+    list_slices,
+    read_grey,
+    volume_pid,
+)
 from engine.predictor import Prediction, Predictor
 from metrics import detection_auc, summarize_dice, volume_dice
 from tasks import register_task
@@ -60,6 +69,11 @@ class OctEvaluator(Evaluator):
         self.class_names = class_names
 
     def update(self, record, sample: Volume, prediction: Prediction) -> dict[str, float]:
+        if sample.labels is None:
+            raise ValueError(
+                f"{record.name}: no labels to evaluate against (no label_images/{record.name}_labelMark folder for "
+                "this split); evaluate a labelled split, or predict with test.py"
+            )
         # the truth goes to the prediction's device: 16 confusion counts come back, not a volume
         d = volume_dice(prediction.labels, sample.labels, len(self.class_names) + 1)
         if prediction.det is None:
@@ -124,6 +138,8 @@ class OctTask(Task):
 
     def read_input(self, path: Path) -> Volume:
         """A folder of slices ``1.bmp ... N.bmp`` (e.g. ``<PID>.img/``)."""
+        if path.is_file():
+            raise DatasetError(f"{path}: a file; an OCT checkpoint predicts volumes (folders of 1.bmp ... N.bmp)")
         return Volume(stack_slices(list_slices(path), read_grey), None)
 
     def input_name(self, path: Path) -> str:
@@ -132,7 +148,10 @@ class OctTask(Task):
     def normalization(self, records: list[VolumeRecord]) -> dict[str, list[float]]:
         every = max(1, len(records) // 10)
         progress = Progress(len(records), "decoding and normalisation", log, every=every, seconds=30, unit="volume")
-        return compute_normalization(records, self.cache, on_volume=progress.update)
+        try:
+            return compute_normalization(records, self.cache, on_volume=progress.update)
+        finally:
+            progress.close()
 
     def train_dataset(self, records, augment) -> SliceDataset:
         return SliceDataset(records, self.cache, augment, seed=self.settings.seed)

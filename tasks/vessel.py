@@ -7,11 +7,13 @@ The last ``--val-count`` training photos validate: they pick the best checkpoint
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data.oct import DatasetError
 from data.photos import (
     Photo,
     PhotoPatchDataset,
@@ -95,28 +97,37 @@ class VesselTask(Task):
     state_keys = ("threshold",)
     summary_keys = SUMMARY
     own_settings = ("val_count",)
+    KEEP = 32
 
     def __init__(self, settings, cache_dir=None, states=(), weights=None) -> None:
         super().__init__(settings, cache_dir, states, weights)
         # fused checkpoints: their thresholds averaged with the fusion weights; none (training): chosen on validation
         thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
         self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
-        self._photos: dict[Path, Photo] = {}
+        self._photos: OrderedDict[Path, Photo] = OrderedDict()  # the last few decoded photos
 
     @staticmethod
     def predictor_options(settings) -> dict:
-        # photos at native size, in windows of the training patch size (the threshold was picked that way)
-        return {"window": settings.crop_size or None}
+        # as validation picked the threshold: photos resized as in training (--resize), in windows of the training
+        # patch size (probabilities go back to the native size)
+        return {"resize": settings.resize_hw, "window": settings.crop_size or None}
 
     def records(self, split, data_dir=None, list_dir=None) -> list[PhotoRecord]:
         return split_photos(data_dir or self.settings.data_dir, split, self.settings.val_count)
 
     def load(self, record: PhotoRecord) -> Photo:
-        if record.image not in self._photos:  # a few megabytes each, validated every epoch: decoded once
+        """Decoded photos are kept (up to ``KEEP``: validation decodes its photos once, eval of a large set streams)."""
+        if record.image in self._photos:
+            self._photos.move_to_end(record.image)
+        else:
             self._photos[record.image] = load_photo(record)
+            if len(self._photos) > self.KEEP:
+                self._photos.popitem(last=False)
         return self._photos[record.image]
 
     def read_input(self, path: Path) -> Photo:
+        if path.is_dir():
+            raise DatasetError(f"{path}: a folder; a vessel checkpoint predicts photographs (image files)")
         rgb = read_rgb(path)
         return Photo(path.stem, rgb, None, fov_from_photo(rgb))
 
@@ -195,11 +206,13 @@ class Segmenter:
         self.task = task
 
     @classmethod
-    def from_checkpoint(cls, *paths: str | Path, weights=None, device=None, **predictor_kwargs) -> Segmenter:
-        """One checkpoint, or several fused (``weights``: one per checkpoint)."""
+    def from_checkpoint(cls, paths, device=None, weights=None, **predictor_kwargs) -> Segmenter:
+        """One checkpoint, or a list of several fused (``weights``: one per checkpoint); ``predictor_kwargs`` go to
+        ``Predictor`` (``tta_flip``, ``amp``, ``batch_size``, ...)."""
         from utils.checkpoint import load_checkpoint
         from utils.config import Settings
 
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         states = [load_checkpoint(p) for p in paths]
         settings = Settings.from_dict(states[0]["settings"], source=str(paths[0]))
         if settings.task != VesselTask.name:

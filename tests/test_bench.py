@@ -16,3 +16,9 @@ def test_bench_runs_every_measurement_on_small_inputs(capsys):
     assert fast["test_py_eager_s_per_volume"] > 0 and "test_py_eager_s_per_volume" not in base
     assert results["data_pipeline"]["images_per_s"] > 0
     assert "| model | mode | ms_per_volume" in capsys.readouterr().out
+
+
+def test_cache_key_cost_is_measured():
+    costs = bench.main(["--cache-key", "--device", "cpu", "--slices", "4", "--size", "32", "16", "--reps", "2"])
+    assert set(costs["cache_key"]) == {"key_ms", "old_key_ms", "content_hash_ms", "decode_ms"}
+    assert all(v > 0 for v in costs["cache_key"].values())

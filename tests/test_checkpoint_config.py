@@ -24,7 +24,7 @@ def test_round_trip_rebuilds_the_model(tmp_path):
     state, model = _state("unet_nested")
     save_checkpoint(tmp_path / "c.pth.tar", state)
     loaded, settings, ckpt = model_from_checkpoint(tmp_path / "c.pth.tar")
-    assert settings.name == "unet_nested" and ckpt["format_version"] == 1 and ckpt["epoch"] == 3
+    assert settings.name == "unet_nested" and ckpt["format_version"] == 2 and ckpt["epoch"] == 3
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(loaded(x).seg_logits, model.eval()(x).seg_logits)
     assert not list(tmp_path.glob("*.tmp"))  # the temporary file was renamed away

@@ -119,7 +119,7 @@ def test_well_typed_settings_and_bad_values(tmp_path):
     (tmp_path / "ok.yaml").write_text("amp: false\ndeterministic: true\nlr: 1\n")
     s = _resolve(config=str(tmp_path / "ok.yaml"))
     assert s.amp is False and s.deterministic is True and s.lr == 1
-    with pytest.raises(ValueError, match="crop_size must be >= 0"):
+    with pytest.raises(ValueError, match=r"crop_size \(--crop-size\) must be >= 0"):
         _resolve(crop_size=-5)
     with pytest.raises(ValueError, match="Unknown task 'retina'; valid tasks: oct, vessel"):
         _resolve(task="retina")

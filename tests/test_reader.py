@@ -81,7 +81,7 @@ def test_corrupt_bmp_is_a_clear_error(dataset_copy):
     data = (image_dir / "5.bmp").read_bytes()
     (image_dir / "5.bmp").write_bytes(data[: len(data) // 3])
     rec = find_volumes(dataset_copy, "train")[0]
-    with pytest.raises(DatasetError, match=r"5\.bmp: cannot read the image"):
+    with pytest.raises(DatasetError, match=r"5\.bmp: cannot decode the image .* corrupt or truncated"):
         VolumeCache(dataset_copy / "cache").load(rec)
 
 

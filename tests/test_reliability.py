@@ -148,6 +148,48 @@ def test_resume_refuses_another_model(data, tmp_path):
         train_script.main([*_argv(data, run, "--epochs", "2"), "--name", "unet_nested", "--resume", "auto"])
 
 
+def test_a_signal_during_validation_saves_the_epoch_then_exits(data, tmp_path):
+    run = tmp_path / "run"
+    settings = Settings.from_dict(vars(train_script.parse_args(_argv(data, run, "--epochs", "3")))).validate()
+
+    class SignalledInValidation(Trainer):
+        def validate(self):
+            self.stop_signal = signal.SIGTERM  # what the handler does when SIGTERM arrives here
+            return super().validate()
+
+    with pytest.raises(SystemExit) as stop:
+        SignalledInValidation(settings).fit()
+    assert stop.value.code == 128 + signal.SIGTERM
+    saved = load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")
+    assert saved["epoch"] == 1 and "step" not in saved  # the whole epoch, validated
+    assert len((run / "log.csv").read_text().splitlines()) == 2
+
+
+def test_resume_auto_skips_a_damaged_checkpoint_and_refuses_another_task_or_a_newer_format(data, tmp_path):
+    from utils.checkpoint import FORMAT_VERSION, save_checkpoint
+
+    run = tmp_path / "run"
+    train_script.main(_argv(data, run, "--epochs", "2", "--steps-per-epoch", "1", "--save-every-checkpoint"))
+    ckpts = run / "checkpoint"
+    latest = ckpts / "checkpoint_latest.pth.tar"
+    good = load_checkpoint(latest)
+    for name in ("model_best.pth.tar", "checkpoint_002.pth.tar"):
+        (ckpts / name).unlink()
+    latest.write_bytes(latest.read_bytes()[:500])  # the newest, damaged after it was written
+    argv = [*_argv(data, run, "--epochs", "3", "--steps-per-epoch", "1"), "--resume", "auto"]
+    final = train_script.main(argv)  # resumed from checkpoint_001, the newest one that loads
+    assert "dice_mean" in final and load_checkpoint(latest)["epoch"] == 3
+    assert [r.split(",")[0] for r in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2", "3"]
+    other = {**good, "settings": {**good["settings"], "task": "vessel"}}
+    save_checkpoint(latest, {k: v for k, v in other.items() if k != "format_version"})
+    with pytest.raises(CheckpointError, match="a checkpoint of task 'vessel', not 'oct'"):
+        train_script.main(argv)
+    newer = {**good, "format_version": FORMAT_VERSION + 1}
+    torch.save(newer, latest)
+    with pytest.raises(CheckpointError, match=rf"format {FORMAT_VERSION + 1} is newer than this code's"):
+        load_checkpoint(latest)
+
+
 def test_resident_memory_does_not_grow_across_epochs(data, tmp_path):
     rss = []
 
@@ -189,6 +231,14 @@ def test_volumes_of_different_slice_counts_train_together(data, tmp_path):
     assert len(SliceDataset(recs, VolumeCache(tmp_path / "c"), None)) == 22
 
 
+def test_a_slice_of_another_size_inside_a_volume_is_named(data, tmp_path):
+    root = _copy(data, tmp_path)
+    bad = find_volumes(root, "train")[0].image_paths[3]
+    Image.open(bad).resize((40, 64)).save(bad)
+    with pytest.raises(DatasetError, match=r"4\.bmp: slice is 64x40 but 1\.bmp is 64x48"):
+        VolumeCache(tmp_path / "c").load(find_volumes(root, "train")[0])
+
+
 def test_volumes_of_different_sizes_need_resize_or_crop(data, tmp_path):
     root = _copy(data, tmp_path)
     rec = find_volumes(root, "train")[0]
@@ -218,7 +268,7 @@ def test_unreadable_slice_is_a_clear_error(data, tmp_path):
     rec = find_volumes(root, "train")[0]
     rec.image_paths[2].unlink()
     rec.image_paths[2].mkdir()  # a folder where 3.bmp should be
-    with pytest.raises(DatasetError, match=r"3\.bmp: cannot read the image"):
+    with pytest.raises(DatasetError, match=r"3\.bmp: cannot read the file \(Is a directory\)"):
         VolumeCache(tmp_path / "c").load(find_volumes(root, "train")[0])
 
 
@@ -234,7 +284,7 @@ def test_failed_run_keeps_the_earlier_output(data, tmp_path):
     root = _copy(data, tmp_path)
     slice_ = find_volumes(root, "test")[0].image_paths[4]
     slice_.write_bytes(slice_.read_bytes()[:100])
-    with pytest.raises(DatasetError, match="cannot read"):
+    with pytest.raises(DatasetError, match="cannot decode"):
         test_script.main(
             [
                 "--seg",

@@ -1,5 +1,6 @@
 """End to end on the CPU: generate, train, validate, resume, evaluate, write a submission."""
 
+import dataclasses
 import json
 import math
 
@@ -204,7 +205,8 @@ def test_a_compiled_step_failing_in_backward_is_redone_eagerly(e2e_data, tmp_pat
     one warning, and its result is the eager step's."""
     argv = _args(e2e_data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--deterministic")
     settings = Settings.from_dict(vars(train_script.parse_args(argv))).validate()
-    eager, failing = Trainer(settings), Trainer(settings)
+    eager = Trainer(settings)
+    failing = Trainer(dataclasses.replace(settings, out=str(tmp_path / "run2")))  # one run per folder
     failing.model.load_state_dict(eager.model.state_dict())
     for t in (eager, failing):  # no dropout draws: the failed attempt would otherwise shift the retry's masks
         t.model.eval()

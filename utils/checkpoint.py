@@ -8,7 +8,7 @@ import torch
 
 from utils.io import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: settings gained log_every, best_dice became best_score (1 still loads)
 REQUIRED_KEYS = ("format_version", "model_name", "settings", "state_dict", "epoch")
 
 

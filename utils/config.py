@@ -73,13 +73,13 @@ class Settings:
             raise ValueError(f"lr_mode must be 'step' or 'poly', got {self.lr_mode!r}")
         for k in ("batch_size", "epochs", "step", "val_batch_size", "log_every", "num_classes"):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma", "lr"):
+                raise ValueError(f"{k} (--{k.replace('_', '-')}) must be >= 1, got {getattr(self, k)}")
+        for k in (
+            *("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma", "lr"),
+            *("crop_size", "steps_per_epoch", "workers", "patience", "num_detect", "val_count"),
+        ):
             if getattr(self, k) < 0:
-                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
-        for k in ("crop_size", "steps_per_epoch", "workers", "patience", "num_detect", "val_count"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+                raise ValueError(f"{k} (--{k.replace('_', '-')}) must be >= 0, got {getattr(self, k)}")
         if len(self.class_weights) != self.num_classes:
             raise ValueError(f"{len(self.class_weights)} class_weights for {self.num_classes} classes")
         if self.resize is not None and (len(self.resize) not in (1, 2) or min(self.resize) < 1):

@@ -109,25 +109,25 @@ def relaunch_on_all_gpus(script: str, argv: list[str]) -> int | None:
 
 
 @contextmanager
-def shared_staged_output_dir(final, force: bool, info: DistInfo):
-    """``utils.io.staged_output_dir`` for several processes: the main one creates the staging folder, every process
-    writes its share into it, and the main one puts it in place once all have finished."""
+def shared_staged_output_dir(final, force: bool, info: DistInfo, protected=()):
+    """``utils.io.staged_output_dir`` for several processes: the main one locks and creates the staging folder, every
+    process writes its share into it, and the main one puts it in place once all have finished."""
     from utils.io import staged_output_dir
 
     if not info.enabled:
-        with staged_output_dir(final, force) as out:
+        with staged_output_dir(final, force, protected) as out:
             yield out
         return
     cm, stage, error = None, None, None
     if info.is_main:
-        cm = staged_output_dir(final, force)
+        cm = staged_output_dir(final, force, protected)
         try:
             stage = str(cm.__enter__())
-        except Exception as e:  # e.g. the folder exists without --force: every process must stop
+        except Exception as e:  # e.g. the folder exists without --force, or is in use: every process must stop
             error = str(e)
     error, stage = broadcast_object((error, stage), info)
     if error:
-        raise FileExistsError(error)
+        raise RuntimeError(error)
     try:
         yield Path(stage)
         barrier(info)  # every process has written its share

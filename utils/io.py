@@ -6,13 +6,21 @@ import csv
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, see FolderLock
+    fcntl = None
 
 
 def _umask() -> int:
@@ -103,31 +111,115 @@ def zip_folder(folder: Path, zip_path: Path) -> Path:
     return zip_path
 
 
-@contextmanager
-def staged_output_dir(path: str | Path, force: bool):
-    """Yield a staging folder that becomes ``path`` only when the block succeeds.
+OUTPUT_MARKER = ".retina-lesion-output"  # in every output folder this toolkit writes: what --force may replace
 
-    An existing non-empty ``path`` is an error unless ``force``; even then it is replaced only after success, so a
-    failed run never loses an earlier result.
+
+class FolderInUse(RuntimeError):
+    """Another process holds the folder's lock; the message names the folder and the process."""
+
+
+class NotWritable(RuntimeError):
+    """A folder the run must write to cannot be written (read-only mount, permissions, disk full)."""
+
+
+class FolderLock:
+    """An advisory lock (``flock``) on ``lock_path``, held until ``release()`` or the end of the process. The kernel
+    drops it when the process dies, however it dies, so a killed run never blocks the next one."""
+
+    def __init__(self, lock_path: str | Path, folder: str | Path) -> None:
+        self.fd: int | None = None
+        if fcntl is None:
+            return
+        lock_path = Path(lock_path)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
+        except OSError as e:
+            raise NotWritable(f"{folder}: cannot write there ({e.strerror or e}); choose a writable folder") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FolderInUse(
+                f"{folder} is in use by {holder}; wait for it to finish or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))[:300]
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} since {since} ({command})\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def output_lock(path: str | Path) -> FolderLock:
+    """The lock of an output folder, in a file beside it (the folder itself is replaced when the run ends)."""
+    path = Path(path)
+    return FolderLock(path.parent / f".{path.name}.lock", path)
+
+
+def check_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[str, str | Path]] = ()) -> None:
+    """Refuse an output folder that would lose data: a file; a folder that is or holds a protected path (``(what,
+    path)``: the dataset, a checkpoint being read, the cache); an existing non-empty folder without ``force``, or
+    with it but not written by this toolkit (no ``OUTPUT_MARKER``: the dataset, a run folder, a folder inside
+    either, or anything else a user made)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a folder; choose a folder for the outputs")
+    out = path.resolve()
+    for what, q in protected:
+        q_abs = Path(q).resolve()
+        if out == q_abs or q_abs.is_relative_to(out):
+            raise FileExistsError(f"{path} holds {what} ({q}); choose a folder of its own for the outputs")
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
+        if not (path / OUTPUT_MARKER).is_file():
+            raise FileExistsError(
+                f"{path} was not written by this toolkit (it has no {OUTPUT_MARKER}); --force replaces only the "
+                "toolkit's own output folders: move it away or choose another --out"
+            )
+
+
+@contextmanager
+def staged_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[str, str | Path]] = ()):
+    """Yield a staging folder that becomes ``path`` only when the block succeeds, holding ``path``'s lock
+    throughout (a second run on the same folder stops at once).
+
+    ``check_output_dir`` decides what may be replaced; even then the old folder is replaced only after success, so
+    a failed run never loses an earlier result.
     """
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not force:
-        raise FileExistsError(f"{path} already exists and is not empty; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))
-    os.chmod(stage, 0o777 & ~UMASK)
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if path.exists():
-        old = path.with_name(path.name + ".old-" + stage.name.rsplit("-", 1)[-1])
-        path.rename(old)
-        stage.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(path)
+    with output_lock(path):
+        check_output_dir(path, force, protected)
+        stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))
+        os.chmod(stage, 0o777 & ~UMASK)
+        try:
+            save_json_atomic(stage / OUTPUT_MARKER, {"written_by": "retina-lesion", "command": sys.argv})
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        if path.exists():
+            old = path.with_name(path.name + ".old-" + stage.name.rsplit("-", 1)[-1])
+            path.rename(old)
+            stage.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            stage.rename(path)
 
 
 def prefetched(items, load, pool):
