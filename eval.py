@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     with driver_session() as info:
         paths = checkpoints(args)
-        settings, task = task_for(paths, args.cache_dir, args.fusion_weights)
+        settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale)
         split = args.split or task.eval_split
         data_dir = args.data_dir or settings.data_dir
         records = task.records(split, data_dir, args.list_dir)
         predictor = build_predictor(args, paths, info)
         final = Path(args.out or default_out(paths, f"eval_{split}"))
         t0 = time.time()
-        protected = protected_paths(data_dir, paths, task)
+        protected = protected_paths(data_dir, paths, task, records, args.list_dir)
         with shared_staged_output_dir(final, args.force, info, protected) as out:
 
             def on_record(rec, sample, prediction, figures):

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_args(p, default=DEFAULT_CHECKPOINT)
     add_inference_args(p)
     g = p.add_argument_group("output")
-    g.add_argument("--out", type=Path, default=Path("predictions"), help="output folder")
+    g.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (new, or empty)")
+    g.add_argument("--force", action="store_true", help="replace an output folder an earlier predict.py wrote")
     g.add_argument(
         "--no-pictures", "--no-blend", dest="pictures", action="store_false", help="write no pictures (blends, GIFs)"
     )
@@ -42,12 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     from engine.cli import build_predictor, checkpoints, task_for
+    from utils.io import staged_output_dir
     from utils.log import setup_logging
 
     args = parse_args(argv)
     setup_logging()
     paths = checkpoints(args)
-    settings, task = task_for(paths, weights=args.fusion_weights)
+    settings, task = task_for(paths, weights=args.fusion_weights, scale=args.scale)
     names: dict[str, Path] = {}
     for path in args.inputs:
         name = task.input_name(path)
@@ -55,16 +57,20 @@ def main(argv: list[str] | None = None) -> list[Path]:
             raise ValueError(f"{names[name]} and {path} would both be written as {name!r}; predict them separately")
         names[name] = path
     predictor = build_predictor(args, paths)
-    args.out.mkdir(parents=True, exist_ok=True)
+    protected = [("a checkpoint being read", Path(p)) for p in paths]
+    protected += [("an input being read", Path(i)) for i in args.inputs]
+    final = args.out.resolve()
     written: list[Path] = []
-    for path in args.inputs:
-        name, sample = task.input_name(path), task.read_input(path)
-        prediction = task.predict(predictor, sample)
-        files = task.write_prediction(args.out, name, prediction, seg=True, det=settings.num_detect > 0)
-        if args.pictures:
-            files += task.save_pictures(args.out, name, sample, prediction)
-        log.info(f"{path} -> {', '.join(str(f) for f in files)}")
-        written += files
+    with staged_output_dir(final, args.force, protected) as out:  # complete or absent, never half-written
+        for path in args.inputs:
+            name, sample = task.input_name(path), task.read_input(path)
+            prediction = task.predict(predictor, sample)
+            files = task.write_prediction(out, name, prediction, seg=True, det=settings.num_detect > 0)
+            if args.pictures:
+                files += task.save_pictures(out, name, sample, prediction)
+            written += [final / f.relative_to(out) for f in files]
+            log.info(f"{path} -> {', '.join(str(f.relative_to(out)) for f in files)}")
+    log.info(f"wrote {len(written)} files to {final}")
     return written
 
 

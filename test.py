@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     with driver_session() as info:
         paths = checkpoints(args)
-        settings, task = task_for(paths, args.cache_dir, args.fusion_weights)
+        settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale)
         if args.det and settings.num_detect == 0:
             raise ValueError(f"{paths[0]}: the model has no detection head; drop --det")
         data_dir = args.data_dir or settings.data_dir
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
         predictor = build_predictor(args, paths, info)
         final = Path(args.out or default_out(paths, args.split))
         t0 = time.time()
-        protected = protected_paths(data_dir, paths, task)
+        protected = protected_paths(data_dir, paths, task, records, args.list_dir)
         with shared_staged_output_dir(final, args.force, info, protected) as out:
             # one thread decodes the next record and another writes the last one while the model works on this one
             with ThreadPoolExecutor(1) as loader, ThreadPoolExecutor(1) as writer:

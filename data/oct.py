@@ -236,7 +236,7 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
             pairs.append((d, label_dir if labelled or label_dir.is_dir() else None))
     if not pairs:
         raise DatasetError(f"{root}: no volumes found for split {split!r}")
-    records, seen = [], {}
+    records, seen, real = [], {}, {}
     for image_dir, label_dir in pairs:
         pid = volume_pid(image_dir)
         _check_pid(pid, image_dir)
@@ -245,6 +245,10 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
                 f"{seen[pid]} and {image_dir} are both patient {pid!r} in split {split!r}; rename or remove one"
             )
         seen[pid] = image_dir
+        target = image_dir.resolve()
+        if target in real:  # a link to another volume's folder: one scan counted twice
+            raise DatasetError(f"{real[target]} and {image_dir} are the same folder ({target}); remove the link")
+        real[target] = image_dir
         records.append(_volume_record(image_dir, label_dir))
     return sorted(records, key=lambda r: r.pid)
 
@@ -253,16 +257,17 @@ def _read_list(path: Path, root: Path) -> list[Path]:
     if not path.is_file():
         raise DatasetError(f"{path}: list file not found")
     folders: list[Path] = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         p = root / line
-        folder = p.parent if p.suffix.lower() in (".bmp", ".png") else p
-        if folders and folder == folders[-1]:
+        is_slice = p.suffix.lower() in (".bmp", ".png")
+        folder = p.parent if is_slice else p
+        if folders and folder == folders[-1] and is_slice:
             continue  # the slice files of one volume, one per line
         if folder in folders:
-            raise DatasetError(f"{path}: {folder} is listed twice (lines of one volume must be consecutive)")
+            raise DatasetError(f"{path}: line {n}: {folder} is listed twice (a volume's slice lines must be together)")
         folders.append(folder)
     return folders
 
@@ -276,4 +281,11 @@ def _pairs_from_lists(root: Path, list_dir: Path, split: str, labelled: bool) ->
         raise DatasetError(
             f"{list_dir}: {split}_images.txt names {len(images)} volumes but {split}_labels.txt names {len(labels)}"
         )
+    for i, (image_dir, label_dir) in enumerate(zip(images, labels), 1):  # paired by position: the names must agree
+        pid = volume_pid(image_dir)
+        if label_dir.name not in (f"{pid}{LABEL_SUFFIX}", pid):
+            raise DatasetError(
+                f"{list_dir}: volume {i} of {split}_images.txt is {image_dir} but of {split}_labels.txt {label_dir}: "
+                f"labels of patient {pid} must be named {pid}{LABEL_SUFFIX}; the two lists must be in the same order"
+            )
     return list(zip(images, labels))

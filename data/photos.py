@@ -9,14 +9,19 @@ Paired:  ROOT/[train|test/]image/<stem>.png|jpg|tif and ROOT/[train|test/]mask/<
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 from scipy import ndimage
+from skimage import measure
 
-from data.oct import DatasetError, open_image
+from data.oct import DatasetError, file_error, open_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
 DRIVE_SPLITS = {"train": "training", "test": "test"}
@@ -40,27 +45,112 @@ class Photo:
     fov: np.ndarray
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_array(path: Path) -> np.ndarray:
+    """An image file as an array of its own type (uint8, uint16, float): TIFFs through tifffile (16-bit and
+    multi-channel TIFFs that PIL cannot hold), everything else through PIL."""
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
+        try:
+            return np.asarray(tifffile.imread(path))
+        except FileNotFoundError as e:
+            raise file_error(path, e) from e
+        except Exception:  # not a TIFF tifffile reads (e.g. a JPEG named .tif): PIL below names the problem
+            pass
     with open_image(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        if im.mode == "P":  # a palette: its colours (DRIVE's 2nd_manual labels use the index; see read_binary)
+            return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
+        if im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            return np.asarray(im.convert("RGB"))
+        return np.asarray(im)
+
+
+def to_uint8(a: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+    """Any image array -> uint8: 8-bit as it is; floats in [0, 1] times 255; other types scaled by their range
+    (0..max, or min..max when negative), never saturated (a 16-bit photo is not clipped to 255)."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    x = a.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise DatasetError(f"{path}: the image holds NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if a.dtype.kind == "f" and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    elif lo >= 0:
+        lo = 0.0
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return np.round((x - lo) * scale).astype(np.uint8)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """A photograph as (H, W, 3) uint8, whatever it was stored as: grey (repeated), RGBA (alpha dropped),
+    channel-first TIFF, 16-bit or float (scaled by its range, see ``to_uint8``)."""
+    a = read_array(path)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (3, 4):  # channel-first TIFF
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[2] in (1, 2):  # grey (with alpha)
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise DatasetError(f"{path}: an image of shape {a.shape} is not a photograph (H x W x 3)")
+    return np.ascontiguousarray(to_uint8(a[..., :3], path))
 
 
 def read_binary(path: Path) -> np.ndarray:
-    """A label or mask as bool: any non-zero value is foreground (DRIVE's 2nd_manual GIFs hold 0/1, others 0/255)."""
+    """A label or mask as bool. 0/1 (DRIVE's 2nd_manual GIFs: palette indices 0/1) and 0/M (0/255) are exact; any
+    other values (a label saved with lossy compression) are binarised at the midpoint of the type's range, with one
+    warning naming the file and the share of pixels that were neither 0 nor the maximum."""
     with open_image(path) as im:
-        if im.mode == "P":  # palette index 0/1 in DRIVE's 2nd_manual; the index, not the palette colour, is the label
-            return np.asarray(im) > 0
-        return np.asarray(im.convert("L")) > 0
+        if im.mode == "P":  # palette indices 0/1 in DRIVE's 2nd_manual: the index, not the colour, is the label
+            idx = np.asarray(im)
+            if set(np.unique(idx).tolist()) <= {0, 1}:
+                return idx > 0
+    a = read_array(path)
+    if a.ndim == 3:
+        a = a[..., :3].max(axis=2) if a.shape[2] >= 3 else a[..., 0]
+    values = np.unique(a)
+    if len(values) == 1 or (len(values) == 2 and values[0] == 0):  # 0/1, 0/255, 0/65535, or one value
+        return a > 0
+    top = 1.0 if a.dtype.kind == "f" else float(np.iinfo(a.dtype).max) if a.dtype.kind in "ui" else 1.0
+    off = float(np.mean((a != 0) & (a != top)))
+    middle = float(np.mean((a > 0.25 * top) & (a < 0.75 * top)))
+    log.warning(
+        f"{path}: the label holds {len(values)} values, not 2 ({off:.1%} of its pixels are neither 0 nor "
+        f"{top:g}, {middle:.1%} lie in the middle half: lossy compression?); binarised at {top / 2:g}"
+    )
+    return a > top / 2
 
 
-def fov_from_photo(rgb: np.ndarray, threshold: int = 20) -> np.ndarray:
-    """Field of view of a fundus photo: pixels brighter than its dark border, holes filled, edge eroded by 2 px."""
-    bright = rgb.max(axis=2) > threshold
-    labels, n = ndimage.label(bright)
-    if n == 0:
-        return np.ones(rgb.shape[:2], bool)
-    largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    return ndimage.binary_erosion(ndimage.binary_fill_holes(largest), iterations=2)
+def fov_from_photo(rgb: np.ndarray) -> np.ndarray:
+    """Field of view of a fundus photo (H, W) bool: the largest region brighter than the photo's border, holes filled.
+
+    The border level is the median of the frame's four corners (black, grey, or noisy after JPEG), the fundus level
+    the median of the central quarter; the threshold lies 15% of the way up (at least 6 grey levels above the
+    border). Otsu's threshold, tried first, put the cut inside the dark rim of the fundus when the border is grey
+    (IoU 0.895 against DRIVE's masks); this reaches IoU >= 0.988 on all 40 DRIVE photos with black, grey (25-35) and
+    JPEG-compressed borders (``tests/test_vessel.py``). When the corners are about as bright as the centre there is
+    no border (a crop inside the fundus): the whole frame is the field of view. A circle cut by the frame's edges is
+    found the same way.
+    """
+    lum = ndimage.median_filter(rgb.max(axis=2), size=5).astype(np.float32)
+    h, w = lum.shape
+    k = max(2, min(h, w) // 20)
+    corners = np.concatenate([lum[:k, :k].ravel(), lum[:k, -k:].ravel(), lum[-k:, :k].ravel(), lum[-k:, -k:].ravel()])
+    border, inside = float(np.median(corners)), float(np.median(lum[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]))
+    if inside - border < max(12.0, 0.25 * inside):  # no dark border to separate from
+        return np.ones((h, w), bool)
+    regions = measure.label(lum > border + max(6.0, 0.15 * (inside - border)))
+    largest = regions == np.argmax(np.bincount(regions.ravel())[1:]) + 1
+    return ndimage.binary_fill_holes(largest)
+
+
+def fov_diameter(fov: np.ndarray) -> float:
+    """The field of view's diameter in pixels: its larger extent (a circle cut by the frame keeps the other one)."""
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    if rows.size == 0:
+        return float(max(fov.shape))
+    return float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
 
 
 def _stem_map(folder: Path) -> dict[str, Path]:
@@ -162,7 +252,12 @@ class PhotoPatchDataset(torch.utils.data.Dataset):
         return {"image": image.contiguous(), "label": label.contiguous(), "det": torch.zeros(0)}
 
 
-def photo_normalization(photos: list[Photo]) -> dict[str, list[float]]:
-    """Per-channel mean and std in [0, 1] over the field of view of the training photos."""
+def photo_normalization(photos: list[Photo]) -> dict:
+    """Per-channel mean and std in [0, 1] over the field of view of the training photos, and their pixel scale: the
+    median field-of-view diameter in pixels (inference rescales other cameras' photos to it)."""
     pix = np.concatenate([p.rgb[p.fov].astype(np.float64) / 255 for p in photos])
-    return {"mean": pix.mean(0).tolist(), "std": np.maximum(pix.std(0), 1e-6).tolist()}
+    return {
+        "mean": pix.mean(0).tolist(),
+        "std": np.maximum(pix.std(0), 1e-6).tolist(),
+        "fov_diameter": float(np.median([fov_diameter(p.fov) for p in photos])),
+    }

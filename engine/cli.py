@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -104,6 +105,19 @@ def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: st
     g.add_argument("-j", "--workers", type=int, default=0, help="accepted for compatibility; data loads in a thread")
 
 
+def scale_arg(text: str) -> str | float:
+    """``--scale``: auto, none, or a positive factor."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"auto, none or a positive number, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a scale factor must be > 0, got {text}")
+    return value
+
+
 def add_inference_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference")
     g.add_argument("--tta", action="store_true", help="average with horizontally flipped inputs")
@@ -115,6 +129,13 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile [default: on a GPU]"
     )
     g.add_argument("--device", help="cpu, cuda or cuda:N [default: cuda when available; one GPU per process]")
+    g.add_argument(
+        "--scale",
+        type=scale_arg,
+        default="auto",
+        help="vessel: resize photos by this factor before the model; auto: bring the field of view to the training "
+        "photos' diameter (other cameras); none: native size",
+    )
 
 
 def add_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -129,30 +150,36 @@ def checkpoints(args: argparse.Namespace) -> list[str]:
     if args.fusion_weights is not None:
         if len(args.fusion_weights) != len(paths):
             raise ValueError(f"{len(args.fusion_weights)} --fusion-weights for {len(paths)} checkpoints")
-        if any(w < 0 for w in args.fusion_weights) or sum(args.fusion_weights) <= 0:
+        weights = args.fusion_weights
+        if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"--fusion-weights must be >= 0 and sum to > 0, got {args.fusion_weights}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     return paths
 
 
-def task_for(paths: list[str], cache_dir: str | None = None, weights: list[float] | None = None):
+def task_for(paths: list[str], cache_dir: str | None = None, weights: list[float] | None = None, scale="auto"):
     """The first checkpoint's settings and the task they name, holding every checkpoint's carried values."""
     from tasks import build_task
     from utils.checkpoint import load_checkpoint
 
     states = [load_checkpoint(p) for p in paths]
     settings = Settings.from_dict(states[0]["settings"], source=paths[0])
-    return settings, build_task(settings, cache_dir, states, weights)
+    return settings, build_task(settings, cache_dir, states, weights, scale)
 
 
-def protected_paths(data_dir, paths: list[str], task) -> list[tuple[str, Path]]:
-    """What an output folder must never replace: the dataset, the checkpoints being read, the decode cache."""
+def protected_paths(data_dir, paths: list[str], task, records=(), list_dir=None) -> list[tuple[str, Path]]:
+    """What an output folder must never replace or hold: the dataset, every file and folder read (wherever list
+    files point), the list files, the checkpoints being read, the decode cache."""
     from data.cache import DEFAULT_CACHE_DIR
 
     cache = Path(task.cache_dir) if task.cache_dir is not None else DEFAULT_CACHE_DIR
-    checkpoints = [("a checkpoint being read", Path(p)) for p in paths]
-    return [("the dataset", Path(data_dir)), *checkpoints, ("the decode cache", cache)]
+    protected = [("the dataset", Path(data_dir)), ("the decode cache", cache)]
+    protected += [("a checkpoint being read", Path(p)) for p in paths]
+    protected += [("an input being read", p) for p in task.input_paths(list(records))]
+    if list_dir is not None:
+        protected.append(("the list files", Path(list_dir)))
+    return protected
 
 
 def default_out(paths: list[str], leaf: str) -> Path:

@@ -124,7 +124,7 @@ class Trainer:
     def _setup(self, resume: str | None) -> None:
         s = self.s
         resume_path = self._resume_path(resume)
-        if resume_path is None and (self.ckpt_dir / LATEST).exists():
+        if resume_path is None and (any(self.ckpt_dir.glob("*.pth.tar")) or (self.run_dir / "log.csv").exists()):
             raise FileExistsError(
                 f"{self.run_dir} already holds a run; continue it with --resume auto, or choose another --out"
             )
@@ -224,14 +224,18 @@ class Trainer:
         if not resume:
             return None
         if resume == "auto":
-            # the newest checkpoint that loads; writes are atomic, but a file may have been damaged since
-            candidates = sorted(self.ckpt_dir.glob("*.pth.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+            # the furthest checkpoint (epoch, then step) that loads; writes are atomic, but a file may have been
+            # damaged since; file times say nothing (a copy or a restore changes them)
+            candidates = sorted(self.ckpt_dir.glob("*.pth.tar"))
+            progress = {}
             for path in candidates:
                 try:
-                    load_checkpoint(path)
-                    return path
+                    state = load_checkpoint(path, mmap=True)
+                    progress[path] = (int(state["epoch"]), int(state.get("step", 0)), path.name == LATEST)
                 except CheckpointError as e:
                     log.warning(f"--resume auto: skipping {e}")
+            if progress:
+                return max(progress, key=progress.get)
             if candidates:  # starting anew would overwrite them, and refusing to start would be a dead end
                 raise CheckpointError(
                     f"--resume auto: no checkpoint in {self.ckpt_dir} loads ({', '.join(p.name for p in candidates)} "
@@ -242,10 +246,16 @@ class Trainer:
         return Path(resume)
 
     def _normalization(self) -> None:
+        """``normalization.json``: the training data's statistics, computed once per run; recomputed when the run
+        folder holds statistics of other training data (e.g. a start that failed before its first checkpoint)."""
         path = self.run_dir / "normalization.json"
-        if not path.exists():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_json_atomic(path, self.task.normalization(self.train_records))
+        source = {"data_dir": str(Path(self.s.data_dir).resolve()), "records": [r.name for r in self.train_records]}
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("source") == source or any(self.ckpt_dir.glob("*.pth.tar")):
+                return  # this data's statistics, or a run under way (whose checkpoints carry their own)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_json_atomic(path, {**self.task.normalization(self.train_records), "source": source})
 
     def _load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
@@ -288,7 +298,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = normalize(batch["image"].to(self.device, non_blocking=True), **self.normalization)
+        x = normalize(
+            batch["image"].to(self.device, non_blocking=True), self.normalization["mean"], self.normalization["std"]
+        )
         x = x.contiguous(memory_format=torch.channels_last)
         seg_t = batch["label"].to(self.device, non_blocking=True).long()
         det_t = batch["det"].to(self.device, non_blocking=True)
@@ -428,6 +440,9 @@ class Trainer:
     def _fit(self, logger: RunLogger | None) -> dict[str, float]:
         metrics: dict[str, float] = {}
         processes = f" in {self.dist.world_size} processes" if self.dist.enabled else ""
+        if self.start_epoch >= self.s.epochs:
+            log.info(f"nothing to do: the run has finished epoch {self.start_epoch}; --epochs is {self.s.epochs}")
+            return metrics
         log.info(
             f"training {self.s.name} ({self.task.name} task) on {len(self.train_set)} samples of "
             f"{len(self.train_records)} {self.task.noun}, validating on {len(self.val_records)}, "

@@ -23,8 +23,8 @@ def get_task(name: str) -> type[Task]:
     return _REGISTRY[name]
 
 
-def build_task(settings, cache_dir: str | None = None, states=(), weights=None) -> Task:
-    return get_task(settings.task)(settings, cache_dir, states, weights)
+def build_task(settings, cache_dir: str | None = None, states=(), weights=None, scale="auto") -> Task:
+    return get_task(settings.task)(settings, cache_dir, states, weights, scale)
 
 
 def task_defaults(name: str) -> dict:

@@ -73,10 +73,13 @@ class Task(ABC):
         cache_dir: str | None = None,
         states: Sequence[dict] = (),
         weights: Sequence[float] | None = None,
+        scale: str | float = "auto",
     ) -> None:
-        """``states``: the checkpoints predictions come from (their ``state_keys`` values), if any, with their
-        fusion ``weights``."""
+        """``states``: the checkpoints predictions come from (their ``state_keys`` values and normalisation), if any,
+        with their fusion ``weights``; ``scale``: how inputs are brought to the training pixel scale (``auto``,
+        ``none`` or a factor), for tasks whose inputs come at different scales."""
         self.settings = settings
+        self.scale = scale
         self.cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
         self.states = list(states)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.states)
@@ -90,6 +93,10 @@ class Task(ABC):
     @abstractmethod
     def records(self, split: str, data_dir: str | Path | None = None, list_dir: str | Path | None = None) -> list:
         """The records of ``split`` (train, val, test), each with a ``name``, sorted by name."""
+
+    @abstractmethod
+    def input_paths(self, records: list) -> list[Path]:
+        """The files and folders ``records`` are read from (an output folder must never replace one of them)."""
 
     @abstractmethod
     def load(self, record):

@@ -115,9 +115,11 @@ class OctTask(Task):
     summary_keys = tuple(f"{k}_{n}" for k in ("dice", "auc") for n in ("mean", *LESION_NAMES))
     own_settings = ("list_dir", "num_detect")
 
-    def __init__(self, settings, cache_dir=None, states=(), weights=None) -> None:
-        super().__init__(settings, cache_dir, states, weights)
+    def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
+        super().__init__(settings, cache_dir, states, weights, scale)
         self._cache: VolumeCache | None = None
+        if scale not in ("auto", "none"):
+            log.warning(f"--scale {scale} is ignored: B-scans are predicted at the size the model was trained at")
 
     @property
     def cache(self) -> VolumeCache:
@@ -132,6 +134,9 @@ class OctTask(Task):
 
     def records(self, split, data_dir=None, list_dir=None) -> list[VolumeRecord]:
         return find_volumes(data_dir or self.settings.data_dir, split, list_dir)
+
+    def input_paths(self, records: list[VolumeRecord]) -> list[Path]:
+        return [paths[0].parent for r in records for paths in (r.image_paths, r.label_paths) if paths]
 
     def load(self, record: VolumeRecord) -> Volume:
         return Volume(*self.cache.load(record))

@@ -7,17 +7,21 @@ The last ``--val-count`` training photos validate: they pick the best checkpoint
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch.nn.functional as F
+from PIL import Image
 
 from data.oct import DatasetError
 from data.photos import (
     Photo,
     PhotoPatchDataset,
     PhotoRecord,
+    fov_diameter,
     fov_from_photo,
     load_photo,
     photo_normalization,
@@ -30,6 +34,7 @@ from tasks import register_task
 from tasks.base import Evaluator, Task
 from utils.io import save_csv_atomic, save_image_atomic
 
+log = logging.getLogger(__name__)
 VESSEL_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 SUMMARY = ("auc_roc", "auc_pr", "f1", "iou", "accuracy", "sensitivity", "specificity", "threshold")
 
@@ -86,7 +91,7 @@ class VesselTask(Task):
         "steps_per_epoch": 100,
         "vflip": True,
         "random_rotate": 180.0,
-        "random_scale": 0.1,
+        "random_scale": 0.25,
         "random_brightness": 0.1,
         "random_contrast": 0.2,
         "random_gamma": 0.2,
@@ -99,12 +104,21 @@ class VesselTask(Task):
     own_settings = ("val_count",)
     KEEP = 32
 
-    def __init__(self, settings, cache_dir=None, states=(), weights=None) -> None:
-        super().__init__(settings, cache_dir, states, weights)
+    def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
+        super().__init__(settings, cache_dir, states, weights, scale)
         # fused checkpoints: their thresholds averaged with the fusion weights; none (training): chosen on validation
         thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
         self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
         self._photos: OrderedDict[Path, Photo] = OrderedDict()  # the last few decoded photos
+        # the training photos' field-of-view diameter (pixels), which ``--scale auto`` brings every photo to
+        diameters = [(s.get("normalization") or {}).get("fov_diameter") for s in self.states]
+        known = [(d, w) for d, w in zip(diameters, self.weights) if d]
+        self.train_diameter = float(np.average([d for d, _ in known], weights=[w for _, w in known])) if known else None
+        if self.states and self.train_diameter is None and scale == "auto":
+            log.warning(
+                "the checkpoint records no training pixel scale (it predates it): photos are predicted at their "
+                "native size, as with --scale none; give --scale FACTOR for photos of another camera"
+            )
 
     @staticmethod
     def predictor_options(settings) -> dict:
@@ -114,6 +128,9 @@ class VesselTask(Task):
 
     def records(self, split, data_dir=None, list_dir=None) -> list[PhotoRecord]:
         return split_photos(data_dir or self.settings.data_dir, split, self.settings.val_count)
+
+    def input_paths(self, records: list[PhotoRecord]) -> list[Path]:
+        return [p for r in records for p in (r.image, r.label, r.fov) if p is not None]
 
     def load(self, record: PhotoRecord) -> Photo:
         """Decoded photos are kept (up to ``KEEP``: validation decodes its photos once, eval of a large set streams)."""
@@ -139,12 +156,32 @@ class VesselTask(Task):
         samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
         return PhotoPatchDataset([self.load(r) for r in records], augment, samples, seed=s.seed)
 
+    def scale_factor(self, sample: Photo) -> float:
+        """How much ``sample`` is resized before the model sees it: ``--scale auto`` brings its field of view to the
+        training photos' diameter (within 5% of it, a photo is left as it is), ``none`` is 1, a number is itself."""
+        if self.scale == "none":
+            return 1.0
+        if self.scale != "auto":
+            return float(self.scale)
+        if self.train_diameter is None:
+            return 1.0
+        factor = self.train_diameter / fov_diameter(sample.fov)
+        return 1.0 if abs(factor - 1) < 0.05 else factor
+
     def predict(self, predictor: Predictor, sample: Photo) -> VesselPrediction:
         rgb = sample.rgb
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"{sample.name}: expected an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")
-        x = predictor.upload(np.ascontiguousarray(rgb.transpose(2, 0, 1))[None])  # (1, 3, H, W) uint8
-        prob = predictor.predict(lambda a, b: x[a:b], 1, keep_probs=True).probs[0, 1].cpu().numpy()
+        h, w = rgb.shape[:2]
+        factor = self.scale_factor(sample)
+        if factor != 1.0:  # PIL's bilinear resize filters when it shrinks (no aliasing of thin vessels)
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        x = predictor.upload(np.ascontiguousarray(rgb.transpose(2, 0, 1))[None])  # (1, 3, h, w) uint8
+        probs = predictor.predict(lambda a, b: x[a:b], 1, keep_probs=True).probs[:, 1:2]
+        if factor != 1.0:  # probabilities back at the photo's native size
+            probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False, antialias=factor > 1)
+        prob = probs[0, 0].cpu().numpy()
         mask = None if self.threshold is None else (prob >= self.threshold) & sample.fov
         return VesselPrediction(prob, mask)
 
@@ -206,9 +243,10 @@ class Segmenter:
         self.task = task
 
     @classmethod
-    def from_checkpoint(cls, paths, device=None, weights=None, **predictor_kwargs) -> Segmenter:
-        """One checkpoint, or a list of several fused (``weights``: one per checkpoint); ``predictor_kwargs`` go to
-        ``Predictor`` (``tta_flip``, ``amp``, ``batch_size``, ...)."""
+    def from_checkpoint(cls, paths, device=None, weights=None, scale="auto", **predictor_kwargs) -> Segmenter:
+        """One checkpoint, or a list of several fused (``weights``: one per checkpoint); ``scale``: ``auto`` (photos
+        brought to the training pixel scale), ``none`` or a factor; ``predictor_kwargs`` go to ``Predictor``
+        (``tta_flip``, ``amp``, ``batch_size``, ...)."""
         from utils.checkpoint import load_checkpoint
         from utils.config import Settings
 
@@ -218,7 +256,7 @@ class Segmenter:
         if settings.task != VesselTask.name:
             raise ValueError(f"{paths[0]}: a checkpoint of task {settings.task!r}, not 'vessel'")
         predictor = Predictor.from_checkpoints(paths, weights, device=device, **predictor_kwargs)
-        return cls(predictor, VesselTask(settings, states=states, weights=weights))
+        return cls(predictor, VesselTask(settings, states=states, weights=weights, scale=scale))
 
     @property
     def threshold(self) -> float:

@@ -287,3 +287,107 @@ def test_outputs_follow_the_umask(run, tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
     assert all(m == (0o755 if p.is_dir() else 0o644) for p, m in zip(paths, modes.values())), modes
     assert torch.load(run["ckpt"], weights_only=True)["format_version"] == 2
+
+
+# ------------------------------------------------------------------------------ found by a red-team pass
+def test_force_never_replaces_folders_that_list_files_point_into(run, tmp_path, monkeypatch):
+    """The dataset protected is what is read, not only -d: list files may point anywhere, even into a marked
+    output folder; the list files themselves are protected too."""
+    out = tmp_path / "out"
+    argv = ["--seg", "--seg-path", str(run["ckpt"]), "-d", str(run["data"]), "--cache-dir", str(run["cache"])]
+    test_script.main([*argv, "--out", str(out)])  # a marked output folder
+    shutil.copytree(run["data"] / "Edema_testset", out / "data")  # data put there later
+    lists = out / "lists"
+    lists.mkdir()
+    folders = sorted((out / "data" / "original_images").iterdir())
+    (lists / "test_images.txt").write_text("".join(f"{f.relative_to(tmp_path)}\n" for f in folders))
+    before = _tree(out)
+    argv = ["--seg", "--seg-path", str(run["ckpt"]), "-d", str(tmp_path), "-l", str(lists), "--out", str(out)]
+    _one_error_line(_cli(test_script, [*argv, "--force"], monkeypatch), "holds an input being read")
+    assert _tree(out) == before
+
+
+def test_list_files_pair_images_and_labels_by_name_and_links_are_not_second_patients(run, tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    recs = find_volumes(run["data"], "val")
+    images = [str(r.image_paths[0].parent.relative_to(run["data"])) for r in recs]
+    labels = [str(r.label_paths[0].parent.relative_to(run["data"])) for r in recs]
+    (lists / "val_images.txt").write_text("\n".join(images))
+    (lists / "val_labels.txt").write_text("\n".join(labels[::-1]))  # another order
+    with pytest.raises(DatasetError, match="the two lists must be in the same order"):
+        find_volumes(run["data"], "val", lists)
+    (lists / "val_images.txt").write_text("\n".join([images[0], images[0], images[1]]))  # a folder line twice
+    with pytest.raises(DatasetError, match="line 2: .* is listed twice"):
+        find_volumes(run["data"], "val", lists)
+    data = _copy(run["data"], tmp_path)
+    first = sorted((data / "Edema_testset" / "original_images").iterdir())[0]
+    (first.parent / "P9.img").symlink_to(first.name)
+    with pytest.raises(DatasetError, match="are the same folder"):
+        find_volumes(data, "test")
+
+
+def test_a_run_folder_without_its_latest_checkpoint_is_still_a_run_and_resume_takes_the_furthest(run, tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY, "-d", str(run["data"]), "--cache-dir", str(run["cache"]), "--out", str(out)]
+    train_script.main([*argv, "--epochs", "2", "--steps-per-epoch", "1", "--save-every-checkpoint"])
+    (out / "checkpoint" / "checkpoint_latest.pth.tar").unlink()  # e.g. deleted to save space
+    best = (out / "checkpoint" / "model_best.pth.tar").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train_script.main([*argv, "--epochs", "2", "--steps-per-epoch", "1"])
+    assert (out / "checkpoint" / "model_best.pth.tar").read_bytes() == best
+    os.utime(out / "checkpoint" / "checkpoint_001.pth.tar")  # the newest file, but not the furthest epoch
+    train_script.main([*argv, "--epochs", "3", "--steps-per-epoch", "1", "--resume", "auto"])
+    assert [r.split(",")[0] for r in (out / "log.csv").read_text().splitlines()] == ["epoch", "1", "2", "3"]
+
+
+def test_a_failed_start_leaves_no_statistics_that_a_later_run_on_other_data_would_use(run, tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY, "--cache-dir", str(run["cache"]), "--out", str(out), "--epochs", "1"]
+    with pytest.raises(ValueError, match="Bad loss spec"):  # fails after the statistics were computed
+        train_script.main([*argv, "-d", str(run["data"]), "--loss", "nope"])
+    dark = _copy(run["data"], tmp_path)
+    for p in dark.rglob("original_images/*/*.bmp"):
+        Image.fromarray(read_grey(p) // 4).save(p)
+    train_script.main([*argv, "-d", str(dark)])
+    stats = __import__("json").loads((out / "normalization.json").read_text())
+    assert stats["source"]["data_dir"] == str(dark.resolve()) and stats["mean"][0] < 0.1
+
+
+def test_one_output_folder_has_one_lock_however_it_is_spelled(tmp_path):
+    from utils.io import output_lock, staged_output_dir
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    held = output_lock((tmp_path / "real").resolve())
+    with pytest.raises(FolderInUse), staged_output_dir(tmp_path / "link", force=True):
+        pass
+    held.release()
+
+
+def test_predict_never_writes_into_its_inputs_or_over_earlier_predictions(run, tmp_path, monkeypatch):
+    folder = next((run["data"] / "Edema_testset" / "original_images").iterdir())
+    copy = tmp_path / "scans" / folder.name
+    shutil.copytree(folder, copy)
+    argv = [str(copy), "--checkpoint", str(run["ckpt"])]
+    _one_error_line(_cli(predict_script, [*argv, "--out", str(tmp_path / "scans")], monkeypatch), "holds an input")
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in folder.iterdir())
+    predict_script.main([*argv, "--out", str(tmp_path / "pred")])
+    _one_error_line(_cli(predict_script, [*argv, "--out", str(tmp_path / "pred")], monkeypatch), "--force")
+    assert len(predict_script.main([*argv, "--out", str(tmp_path / "pred"), "--force"])) == 3
+
+
+def test_non_finite_settings_and_empty_checkpoints_are_clear_errors(run, tmp_path):
+    import argparse
+
+    from engine.cli import train_settings
+    from utils.checkpoint import CheckpointError, load_checkpoint
+
+    for given in ({"lr": float("nan")}, {"random_rotate": float("inf")}, {"channels": [0, 8, 8, 16, 16]}):
+        with pytest.raises(ValueError, match="finite number|positive widths"):
+            train_settings(argparse.Namespace(**given))
+    (tmp_path / "empty.pth.tar").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pth.tar: not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "empty.pth.tar")
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\n")  # YAML 1.1 would read a string
+    assert train_settings(argparse.Namespace(config=str(tmp_path / "c.yaml"))).lr == 0.001

@@ -98,6 +98,9 @@ class SquaresTask(Task):
         folder = Path(data_dir or self.settings.data_dir) / split
         return [SquareRecord(p.stem, p) for p in sorted(folder.glob("*.npz"))]
 
+    def input_paths(self, records):
+        return [r.path for r in records]
+
     def load(self, record):
         with np.load(record.path) as z:
             return SquareSample(z["image"], z["label"])

@@ -24,16 +24,18 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint without running any code from it, and check its format."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint without running any code from it, and check its format (``mmap``: tensors are read only
+    when used, for a look at the epoch)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, code-running pickle: all refused here
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated zip, empty file, foreign pickle, code-running pickle: all refused here
+        first = (str(e).splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"{path}: not a loadable checkpoint ({type(e).__name__}{': ' + first if first else ''}). "
             "It may be truncated, or hold objects other than tensors and plain values; it was not executed."
         ) from e
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):

@@ -7,11 +7,15 @@ those packages, not here.
 from __future__ import annotations
 
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import yaml
 
 
 @dataclass
@@ -67,6 +71,13 @@ class Settings:
 
     def validate(self) -> Settings:
         """Ranges and shapes of the values; names of models, losses and tasks are checked where they live."""
+        for f in fields(self):
+            values = getattr(self, f.name)
+            for v in values if isinstance(values, list) else [values]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"{f.name} (--{f.name.replace('_', '-')}) must be a finite number, got {v}")
+        if min(self.channels, default=0) < 1:
+            raise ValueError(f"channels must be positive widths, got {self.channels}")
         if self.optimizer.lower() not in ("adam", "sgd", "adamw"):
             raise ValueError(f"optimizer must be Adam, AdamW or SGD, got {self.optimizer!r}")
         if self.lr_mode not in ("step", "poly"):
@@ -141,6 +152,21 @@ def _type_name(hint) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as the number it is (YAML 1.1 wants ``1.0e-3``; a learning rate
+    written ``1e-3`` would otherwise be the string "1e-3")."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
 def load_config_file(path: str | Path) -> dict:
     """A JSON or YAML mapping of settings; syntax errors name the file and the line."""
     path = Path(path)
@@ -148,10 +174,8 @@ def load_config_file(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: config file not found")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_YamlLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""

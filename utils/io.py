@@ -202,7 +202,7 @@ def staged_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[s
     ``check_output_dir`` decides what may be replaced; even then the old folder is replaced only after success, so
     a failed run never loses an earlier result.
     """
-    path = Path(path)
+    path = Path(path).resolve()  # one folder, however it is spelled (a link, ".", a relative path)
     with output_lock(path):
         check_output_dir(path, force, protected)
         stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))

@@ -1,0 +1,60 @@
+"""Write a copy of a fundus photo set at another pixel scale, as another camera would see it, in the paired layout
+(``<out>/<split>/image|mask|fov/<name>.png``): photos resized with bicubic filtering, vessel labels with bilinear
+filtering cut at one half (so thin vessels stay as thin as the resize makes them), field-of-view masks by nearest
+neighbour. eval.py reads the copy like any data set:
+
+    python -m tools.rescale_photos ../shared/data/DRIVE /tmp/drive_x1.77 --factor 1.77
+    python eval.py --seg-path checkpoints/drive_unet.pth.tar -d /tmp/drive_x1.77 [--scale none]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data.photos import find_photos, load_photo
+from utils.io import save_image_atomic, staged_output_dir
+
+
+def rescale(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, factor: float):
+    """(photo, label, field of view) resized by ``factor``: uint8 (h, w, 3), bool (h, w), bool (h, w)."""
+    h, w = label.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    photo = np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))
+    lab = np.asarray(Image.fromarray(label.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) >= 128
+    field = np.asarray(Image.fromarray(fov.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    return photo, lab, field
+
+
+def write_rescaled(src: str | Path, out: str | Path, factor: float, splits=("train", "test"), force=False) -> Path:
+    with staged_output_dir(out, force, [("the source photos", Path(src))]) as stage:
+        for split in splits:
+            for rec in find_photos(src, split):
+                p = load_photo(rec)
+                if p.label is None:
+                    continue
+                photo, lab, field = rescale(p.rgb, p.label, p.fov, factor)
+                for sub, array in (("image", photo), ("mask", lab.astype(np.uint8) * 255), ("fov", field * 255)):
+                    (stage / split / sub).mkdir(parents=True, exist_ok=True)
+                    save_image_atomic(stage / split / sub / f"{rec.name}.png", array.astype(np.uint8))
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="a photo set (DRIVE or paired layout)")
+    p.add_argument("out", help="the folder to write")
+    p.add_argument("--factor", type=float, required=True, help="resize factor (e.g. 1.77: a 999 x 960 camera)")
+    p.add_argument("--splits", nargs="+", default=["test"], choices=["train", "test"], help="splits to copy")
+    p.add_argument("--force", action="store_true", help="replace an earlier copy written by this tool")
+    a = p.parse_args(argv)
+    path = write_rescaled(a.source, a.out, a.factor, a.splits, a.force)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
