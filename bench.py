@@ -203,13 +203,14 @@ def bench_training(name: str, mode: str, device: torch.device, data: Path, steps
     return _timed_steps(step, device, steps, 16)
 
 
-def bench_data(data: Path, workers: int, batches: int) -> dict:
+def bench_data(data: Path, workers: int, batches: int, augment=None) -> dict:
+    """Images/s of the data pipeline alone (cache -> workers -> batches), with ``augment`` (default: flips only)."""
     from data.cache import VolumeCache
     from data.dataset import SliceDataset
     from data.oct import find_volumes
     from data.transforms import Augment
 
-    ds = SliceDataset(find_volumes(data, "train"), VolumeCache(data.parent / "cache"), Augment())
+    ds = SliceDataset(find_volumes(data, "train"), VolumeCache(data.parent / "cache"), augment or Augment())
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, num_workers=workers, drop_last=True)
     holder = [iter(loader)]
     _next(holder, loader, None)
@@ -396,8 +397,13 @@ def _run(a: argparse.Namespace, device: torch.device, results: dict, tmp: Path) 
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
     if not a.quick:
+        from engine.trainer import augment_for
+        from utils.config import Settings
+
         results["data_pipeline"] = bench_data(data, a.workers, 40)
+        results["data_pipeline_oct_augmentation"] = bench_data(data, a.workers, 40, augment_for(Settings()))
         print("data pipeline alone:", json.dumps(results["data_pipeline"]))
+        print("with the OCT default augmentation:", json.dumps(results["data_pipeline_oct_augmentation"]))
     if a.agreement:
         results["agreement"] = check_agreement(a.agreement, a.data_dir, device)
         print("fast path vs fp32:", json.dumps(results["agreement"]))

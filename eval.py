@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     with driver_session() as info:
         paths = checkpoints(args)
-        settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale)
+        settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale, args.detection)
         split = args.split or task.eval_split
         data_dir = args.data_dir or settings.data_dir
         records = task.records(split, data_dir, args.list_dir)

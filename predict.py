@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     setup_logging()
     paths = checkpoints(args)
-    settings, task = task_for(paths, weights=args.fusion_weights, scale=args.scale)
+    settings, task = task_for(paths, weights=args.fusion_weights, scale=args.scale, detection=args.detection)
     names: dict[str, Path] = {}
     for path in args.inputs:
         name = task.input_name(path)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         for path in args.inputs:
             name, sample = task.input_name(path), task.read_input(path)
             prediction = task.predict(predictor, sample)
-            files = task.write_prediction(out, name, prediction, seg=True, det=settings.num_detect > 0)
+            files = task.write_prediction(out, name, prediction, seg=True, det=task.detects)
             if args.pictures:
                 files += task.save_pictures(out, name, sample, prediction)
             written += [final / f.relative_to(out) for f in files]

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     with driver_session() as info:
         paths = checkpoints(args)
-        settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale)
-        if args.det and settings.num_detect == 0:
-            raise ValueError(f"{paths[0]}: the model has no detection head; drop --det")
+        settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale, args.detection)
+        if args.det and not task.detects:
+            raise ValueError(f"{paths[0]}: a {task.name} model gives no detection scores; drop --det")
         data_dir = args.data_dir or settings.data_dir
         records = task.records(args.split, data_dir, args.list_dir)
         predictor = build_predictor(args, paths, info)

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(g, "--random-brightness", type=float, help="add U(-b, b) of full scale")
     add_setting(g, "--random-contrast", type=float, help="scale contrast by 1 + U(-c, c)")
     add_setting(g, "--random-gamma", type=float, help="gamma 1 + U(-g, g)")
+    add_setting(g, "--random-noise", type=float, help="Gaussian noise of std U(0, n) of full scale")
+    add_setting(g, "--random-blur", type=float, help="half of the time a Gaussian blur of sigma U(0, b) pixels")
 
     g = p.add_argument_group("optimisation")
     add_setting(g, "--batch-size", type=int, help="global batch, split evenly over the processes")
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(g, "--class-weights", type=float, nargs="+", help="WCE weight per class")
     add_setting(g, "--el-dice-gamma", type=float, help="exponent of the exponential-logarithmic Dice")
     add_setting(g, "--patience", type=int, help="stop after this many epochs without a better score (0: never)")
+    add_setting(
+        g,
+        "--select",
+        help="validation figures whose sum picks the best checkpoint, e.g. dice_mean or dice_mean+auc_mean",
+        default_text="the task's: oct dice_mean+auc_mean, vessel f1",
+    )
 
     g = p.add_argument_group("run")
     add_setting(g, "--out", help="run folder", default_text="runs/<name>_<loss>")
@@ -93,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("task-specific")
     add_setting(g, "-l", "--list-dir", help="oct: folder with train_images.txt-style lists (optional)")
     add_setting(g, "--val-count", type=int, help="vessel: training photos held out for validation and the threshold")
+    add_setting(
+        g,
+        "--detection",
+        choices=["head", "seg", "combined"],
+        help="oct: per-slice lesion scores from the classification head, the segmentation, or both",
+    )
     return p
 
 

@@ -14,9 +14,6 @@ some patients have no lesion. Output is a pure function of the seed.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 from data.oct import IMAGE_SUFFIX, LABEL_SUFFIX, SPLIT_FOLDERS, classes_to_grey
-from utils.io import UMASK
+from utils.io import staged_output_dir
 
 # retinal layers from the ILM down: (name, fraction of nominal thickness, mean intensity)
 LAYERS = (
@@ -42,8 +39,18 @@ LAYERS = (
     ("rpe", 0.08, 235.0),
 )
 INNER = {"rnfl", "gcl", "ipl", "inl", "opl"}  # thinned by the foveal pit
-# where each lesion band is inserted (after this layer), its class, and its mean intensity
-LESIONS = {"REA": ("opl", 1, 28.0), "SRF": ("os", 2, 14.0), "PED": ("rpe", 3, 55.0)}
+# where each lesion band is inserted (after this layer) and its class
+LESIONS = {"REA": ("opl", 1), "SRF": ("os", 2), "PED": ("rpe", 3)}
+
+# What a scanner changes in the picture (at 1024 x 512 pixels; blur scales with the size): the grey curve
+# (gamma, contrast, brightness of the vitreous), the speckle (gamma shape: higher is smoother, as frame averaging
+# makes it), the detector noise, and the axial / lateral blur of its optics. Cirrus: single-frame, speckled;
+# Spectralis: averaged frames, high contrast, dark vitreous, sharp; Topcon: brighter background, softer, noisier.
+STYLES = {
+    "cirrus": {"gamma": 1.0, "contrast": 1.0, "vitreous": 10.0, "speckle": 2.5, "noise": 4.0, "blur": (0.6, 0.8)},
+    "spectralis": {"gamma": 0.8, "contrast": 1.2, "vitreous": 3.0, "speckle": 9.0, "noise": 1.5, "blur": (0.4, 0.5)},
+    "topcon": {"gamma": 1.2, "contrast": 0.8, "vitreous": 22.0, "speckle": 3.5, "noise": 7.0, "blur": (1.2, 1.6)},
+}
 
 
 @dataclass
@@ -66,29 +73,61 @@ class Blob:
         return self.amp * np.sqrt(np.clip(1 - r2, 0, None))
 
 
-def _patient(rng: np.random.Generator, height: int, width: int) -> dict:
+def _style(rng: np.random.Generator, style: str) -> dict:
+    """A scanner style's parameters, each jittered by up to 15% per patient (``mixed``: a random scanner each)."""
+    name = str(rng.choice(sorted(STYLES))) if style == "mixed" else style
+    base = STYLES[name]
+    out = {k: v * rng.uniform(0.85, 1.15) for k, v in base.items() if k != "blur"}
+    out["blur"] = tuple(b * rng.uniform(0.85, 1.15) for b in base["blur"])
+    out["name"] = name
+    return out
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _patient(rng: np.random.Generator, height: int, width: int, style: str = "mixed") -> dict:
     healthy = rng.random() < 0.2
     lesions: dict[str, list[Blob]] = {k: [] for k in LESIONS}
     if not healthy:
         present = {"REA": rng.random() < 0.8, "SRF": rng.random() < 0.55, "PED": rng.random() < 0.5}
         if not any(present.values()):
             present[str(rng.choice(list(LESIONS)))] = True
-        sizes = {"REA": (0.05, 0.11, 0.10, 0.28), "SRF": (0.03, 0.07, 0.07, 0.18), "PED": (0.035, 0.075, 0.05, 0.14)}
+        # dome height (fraction of the image) and radius (fraction of the width): most lesions in a typical range,
+        # one in five log-uniform over a wide one, from a few pixels to large detachments
+        typical = {"REA": (0.05, 0.11, 0.10, 0.28), "SRF": (0.03, 0.07, 0.07, 0.18), "PED": (0.035, 0.075, 0.05, 0.14)}
         for name, on in present.items():
             if not on:
                 continue
-            a_lo, a_hi, r_lo, r_hi = sizes[name]
             for _ in range(int(rng.integers(1, 3))):
+                if rng.random() < 0.2:
+                    amp, ax, az = (_log_uniform(rng, 0.01, 0.2), *(_log_uniform(rng, 0.025, 0.35) for _ in range(2)))
+                else:
+                    a_lo, a_hi, r_lo, r_hi = typical[name]
+                    amp, ax, az = rng.uniform(a_lo, a_hi), rng.uniform(r_lo, r_hi), rng.uniform(r_lo, r_hi)
                 lesions[name].append(
                     Blob(
-                        cx=rng.uniform(0.2, 0.8),
+                        cx=rng.uniform(0.15, 0.85),
                         cz=rng.uniform(0.15, 0.85),
-                        ax=rng.uniform(r_lo, r_hi),
-                        az=rng.uniform(r_lo, r_hi) * 1.2,
-                        amp=rng.uniform(a_lo, a_hi) * height,
+                        ax=ax,
+                        az=az * 1.2,
+                        amp=amp * height,
                         wobble=rng.uniform(-1, 1, (3, 2)),
                     )
                 )
+    # the look of each lesion type in this eye: intraretinal fluid dark and mottled; SRF dark, or bright
+    # (hyperreflective subretinal material) in about one eye of seven; PED serous (dark) or fibrovascular (mid-grey,
+    # heterogeneous) in three of ten
+    looks = {
+        "REA": {"level": rng.uniform(15, 45), "mottle": rng.uniform(0.4, 1.2)},
+        "SRF": {"level": rng.uniform(90, 150) if rng.random() < 0.15 else rng.uniform(5, 30), "mottle": 0.2},
+        "PED": (
+            {"level": rng.uniform(70, 130), "mottle": 0.9}
+            if rng.random() < 0.3
+            else {"level": rng.uniform(15, 50), "mottle": 0.2}
+        ),
+    }
     n_vessels = int(rng.integers(4, 9))
     return {
         "top": rng.uniform(0.22, 0.30) * height,
@@ -98,12 +137,17 @@ def _patient(rng: np.random.Generator, height: int, width: int) -> dict:
         "fovea": (rng.uniform(0.42, 0.58), rng.uniform(0.4, 0.6)),
         "pit": rng.uniform(0.7, 0.9),
         "choroid": rng.uniform(0.10, 0.14) * height,
+        "choroid_grain": rng.uniform(0.6, 1.6),  # texture scale
+        "choroid_lumen": rng.uniform(-0.9, -0.35),  # how much of it is dark vessel lumen
+        "layer_gain": rng.uniform(0.85, 1.15, len(LAYERS)),  # layer contrasts differ between eyes
         "gain": rng.uniform(0.8, 1.15),
         "vessels": [
             (rng.uniform(0.05, 0.95), rng.uniform(-0.15, 0.15), rng.uniform(1.5, 4.0) * width / 512)
             for _ in range(n_vessels)
         ],
         "lesions": lesions,
+        "looks": looks,
+        "style": _style(rng, style),
     }
 
 
@@ -117,17 +161,17 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
 
     # walk up from Bruch's membrane, stacking bands; a lesion band pushes everything above it up
     bands: list[tuple[np.ndarray, float, int]] = []  # (thickness per column, intensity, class)
-    for name, frac, level in LAYERS:
+    for (name, frac, level), gain in zip(LAYERS, p["layer_gain"]):
         t = np.full(width, frac * p["thick"])
         if name in INNER:
             t = t * (1 - p["pit"] * g)
         elif name == "onl":
             t = t * (1 + 0.35 * g)
-        bands.append((t, level, 0))
-        for lesion, (after, cls, lev) in LESIONS.items():
+        bands.append((t, level * gain, 0))
+        for lesion, (after, cls) in LESIONS.items():
             if after == name:
                 h = sum((b.height(x, z) for b in p["lesions"][lesion]), np.zeros(width))
-                bands.append((h, lev, cls))
+                bands.append((h, p["looks"][lesion]["level"], cls))
     # order bottom-up: PED sits under the RPE, so reverse the top-down list
     bands = bands[::-1]
     bottom = floor  # Bruch's membrane stays in place; bands above it are lifted
@@ -151,17 +195,20 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
     below = yy >= bottom[None]
     # choroid: bright, lobular, with dark vessel lumens; fades with depth into the sclera
     depth = (yy - bottom[None]) / p["choroid"]
-    field = gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), sigma=max(height / 170, 1.5))
+    grain = max(height / 170, 1.5) * p["choroid_grain"]
+    field = gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), sigma=grain)
     field /= field.std() + 1e-6
-    choroid = np.where(field < -0.6, 35.0, 150.0 + 25 * field) * np.exp(-np.clip(depth, 0, None) * 0.9)
+    choroid = np.where(field < p["choroid_lumen"], 35.0, 150.0 + 25 * field) * np.exp(-np.clip(depth, 0, None) * 0.9)
     img = np.where(below, choroid + 18, img)
-    img = np.where(vitreous, 10.0, img)
+    img = np.where(vitreous, 0.0, img)  # the scanner adds its background level
 
-    # intraretinal fluid is mottled by septa; every band gets a low-frequency texture
+    # fluid and detachments are mottled (septa, fibrovascular tissue); every band gets a low-frequency texture
     septa = gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), max(height / 256, 1.0))
-    img = np.where(cls == 1, img * (1 + 0.9 * np.clip(septa / (septa.std() + 1e-6), 0, None)), img)
-    # texture inside the retina, then shadows under vessels (dark, full-depth stripes: not lesions)
+    septa = np.clip(septa / (septa.std() + 1e-6), 0, None)
+    for lesion, (_, c) in LESIONS.items():
+        img = np.where(cls == c, img * (1 + p["looks"][lesion]["mottle"] * septa), img)
     img *= 1 + 0.12 * gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), 3.0)
+    # shadows under vessels (dark, full-depth stripes: not lesions)
     shadow = np.ones(width, dtype=np.float32)
     for x0, drift, w in p["vessels"]:
         xv = x0 + drift * (z - 0.5) + 0.01 * np.sin(6 * z + x0 * 10)
@@ -169,17 +216,27 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
         shadow = np.minimum(shadow, 1 - 0.7 * np.clip(1.5 - d / w, 0, 1))
     rnfl_bottom = ilm + bands[-1][0]
     img = np.where(yy > rnfl_bottom[None] + 2, img * shadow[None], img)
-
-    # multiplicative speckle, elongated along the A-line sweep, then detector noise
-    speckle = rng.gamma(2.5, 1 / 2.5, (height, width)).astype(np.float32)
-    speckle = uniform_filter1d(speckle, size=3, axis=1)
-    img = img * speckle * p["gain"] + rng.normal(6.0, 4.0, (height, width))
-    return np.clip(img, 0, 255).astype(np.uint8), cls
+    return _scanner(img, p, height, width, rng), cls
 
 
-def generate_volume(rng: np.random.Generator, slices: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image (N, H, W) uint8, classes (N, H, W) uint8) for one synthetic patient."""
-    p = _patient(rng, height, width)
+def _scanner(img: np.ndarray, p: dict, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """The scanner's picture of the reflectivity ``img``: grey curve, speckle, optical blur, detector noise."""
+    st = p["style"]
+    x = st["vitreous"] + np.clip(img / 255.0, 0, None) ** st["gamma"] * 255.0 * st["contrast"] * p["gain"]
+    speckle = rng.gamma(st["speckle"], 1 / st["speckle"], (height, width)).astype(np.float32)
+    x = x * uniform_filter1d(speckle, size=3, axis=1)  # elongated along the A-line sweep
+    sigma = (st["blur"][0] * height / 1024, st["blur"][1] * width / 512)
+    x = gaussian_filter(x, sigma=sigma) + rng.normal(st["noise"] * 1.5, st["noise"], (height, width))
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def generate_volume(
+    rng: np.random.Generator, slices: int, height: int, width: int, style: str = "mixed"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image (N, H, W) uint8, classes (N, H, W) uint8) for one synthetic patient scanned in ``style``."""
+    if style not in (*STYLES, "mixed"):
+        raise ValueError(f"style must be one of {sorted(STYLES)} or 'mixed', got {style!r}")
+    p = _patient(rng, height, width, style)
     image = np.empty((slices, height, width), np.uint8)
     classes = np.empty_like(image)
     for i in range(slices):
@@ -204,16 +261,20 @@ def write_dataset(
     width: int = 512,
     force: bool = False,
     jobs: int = 1,
+    style: str = "mixed",
+    test_labels: bool = True,
 ) -> Path:
-    """Write the three splits under ``out`` (atomically: a temporary folder renamed at the end)."""
-    out = Path(out)
-    if out.exists():
-        if not force:
-            raise FileExistsError(f"{out} already exists; pass --force to replace it")
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
-    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700: the dataset folder follows the umask like its files
+    """Write the three splits under ``out``, atomically (a staging folder renamed at the end; ``force`` replaces
+    only a folder this toolkit wrote). The test split's labels are written too unless ``test_labels`` is off (the
+    challenge kept them back), so eval.py can score it."""
+    if style not in (*STYLES, "mixed"):
+        raise ValueError(f"style must be one of {sorted(STYLES)} or 'mixed', got {style!r}")
+    with staged_output_dir(out, force) as tmp:
+        _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels)
+    return Path(out)
+
+
+def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels) -> None:
     rng = np.random.default_rng(seed)
     jobs_list = []
     for split, count in (("train", train), ("val", val), ("test", test)):
@@ -221,26 +282,20 @@ def write_dataset(
         for _ in range(count):
             # each patient's seed is drawn in order, so the output does not depend on --jobs
             pid = f"P{len(jobs_list) + 1:04d}_MacularCube{width}x{slices}_synthetic"
-            jobs_list.append(
-                (tmp / SPLIT_FOLDERS[split], pid, split != "test", int(rng.integers(2**63)), slices, height, width)
-            )
-    try:
-        if jobs > 1:
-            with ProcessPoolExecutor(jobs) as pool:
-                list(pool.map(_write_patient, jobs_list))
-        else:
-            for job in jobs_list:
-                _write_patient(job)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    tmp.rename(out)
-    return out
+            labelled = split != "test" or test_labels
+            seed_p = int(rng.integers(2**63))
+            jobs_list.append((tmp / SPLIT_FOLDERS[split], pid, labelled, seed_p, slices, height, width, style))
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            list(pool.map(_write_patient, jobs_list))
+    else:
+        for job in jobs_list:
+            _write_patient(job)
 
 
 def _write_patient(job) -> None:
-    base, pid, labelled, seed, slices, height, width = job
-    image, classes = generate_volume(np.random.default_rng(seed), slices, height, width)
+    base, pid, labelled, seed, slices, height, width, style = job
+    image, classes = generate_volume(np.random.default_rng(seed), slices, height, width, style)
     _write_slices(base / "original_images" / f"{pid}{IMAGE_SUFFIX}", image)
     if labelled:
         _write_slices(base / "label_images" / f"{pid}{LABEL_SUFFIX}", classes_to_grey(classes))
@@ -256,10 +311,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--slices", type=int, default=128)
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=512)
-    ap.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    ap.add_argument("--force", action="store_true", help="replace a data set this generator wrote before")
+    ap.add_argument("--style", default="mixed", choices=[*STYLES, "mixed"], help="scanner look (mixed: one per eye)")
+    ap.add_argument("--no-test-labels", dest="test_labels", action="store_false", help="keep the test labels back")
     ap.add_argument("--jobs", type=int, default=1, help="patients generated in parallel (same output for any value)")
     a = ap.parse_args(argv)
-    path = write_dataset(a.out, a.seed, a.train, a.val, a.test, a.slices, a.height, a.width, a.force, a.jobs)
+    path = write_dataset(
+        a.out, a.seed, a.train, a.val, a.test, a.slices, a.height, a.width, a.force, a.jobs, a.style, a.test_labels
+    )
     print(f"wrote {a.train}/{a.val}/{a.test} train/val/test patients of {a.slices}x{a.height}x{a.width} to {path}")
 
 

@@ -21,6 +21,20 @@ def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int
     return img, lab
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(C, H, W) float blurred by a separable Gaussian of ``sigma`` pixels (edges replicated)."""
+    if sigma < 0.1:
+        return x
+    r = max(1, int(3 * sigma + 0.5))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[0]
+    y = F.pad(x[None], (r, r, r, r), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y[0]
+
+
 @dataclass
 class Augment:
     """Random horizontal flip (always), rotation (+-degrees), scale (1 +- s), crop; ``resize`` first if set."""
@@ -34,6 +48,8 @@ class Augment:
     brightness: float = 0.0  # add U(-b, b) * 255
     contrast: float = 0.0  # scale about the mean by 1 + U(-c, c)
     gamma: float = 0.0  # power 1 + U(-g, g)
+    noise: float = 0.0  # additive Gaussian noise of std U(0, n) of full scale
+    blur: float = 0.0  # half of the time, a Gaussian blur of sigma U(0, b) pixels (another scanner's optics)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, gen: torch.Generator):
         if self.resize:
@@ -48,7 +64,7 @@ class Augment:
             image, label = image.flip(-1), label.flip(-1)
         if self.vflip and torch.rand((), generator=gen) < 0.5:
             image, label = image.flip(-2), label.flip(-2)
-        if self.brightness or self.contrast or self.gamma:
+        if self.brightness or self.contrast or self.gamma or self.noise or self.blur:
             image = self._photometric(image, gen)
         return image, label
 
@@ -57,8 +73,14 @@ class Augment:
             return (torch.rand((), generator=gen).item() * 2 - 1) * r
 
         x = image.float() / 255
-        x = x.clamp(0, 1) ** (1 + u(self.gamma))
-        x = (x - x.mean()) * (1 + u(self.contrast)) + x.mean() + u(self.brightness)
+        if self.brightness or self.contrast or self.gamma:
+            x = x.clamp(0, 1) ** (1 + u(self.gamma))
+            x = (x - x.mean()) * (1 + u(self.contrast)) + x.mean() + u(self.brightness)
+        if self.blur and torch.rand((), generator=gen) < 0.5:
+            x = gaussian_blur(x, torch.rand((), generator=gen).item() * self.blur)
+        if self.noise:
+            std = torch.rand((), generator=gen).item() * self.noise
+            x = x + std * torch.randn(x.shape, generator=gen)
         return (x * 255).round().clamp(0, 255).to(torch.uint8)
 
     def _center(self, image, label):

@@ -130,6 +130,12 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", help="cpu, cuda or cuda:N [default: cuda when available; one GPU per process]")
     g.add_argument(
+        "--detection",
+        choices=["head", "seg", "combined"],
+        help="oct: per-slice lesion scores from the classification head, the segmentation, or both "
+        "[default: the checkpoint's setting, combined]",
+    )
+    g.add_argument(
         "--scale",
         type=scale_arg,
         default="auto",
@@ -158,13 +164,18 @@ def checkpoints(args: argparse.Namespace) -> list[str]:
     return paths
 
 
-def task_for(paths: list[str], cache_dir: str | None = None, weights: list[float] | None = None, scale="auto"):
-    """The first checkpoint's settings and the task they name, holding every checkpoint's carried values."""
+def task_for(paths: list[str], cache_dir=None, weights=None, scale="auto", detection: str | None = None):
+    """The first checkpoint's settings (``detection`` overriding its own) and the task they name, holding every
+    checkpoint's carried values."""
+    import dataclasses
+
     from tasks import build_task
     from utils.checkpoint import load_checkpoint
 
     states = [load_checkpoint(p) for p in paths]
     settings = Settings.from_dict(states[0]["settings"], source=paths[0])
+    if detection is not None:
+        settings = dataclasses.replace(settings, detection=detection)
     return settings, build_task(settings, cache_dir, states, weights, scale)
 
 

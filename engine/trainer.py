@@ -89,6 +89,23 @@ def epoch_indices(
     return order.view(steps, batch_size)[skip_steps:, info.rank * b : (info.rank + 1) * b].reshape(-1).tolist()
 
 
+def augment_for(s: Settings) -> Augment:
+    """The training augmentation the settings ask for (run in the data-loading workers)."""
+    return Augment(
+        s.flip,
+        s.random_rotate,
+        s.random_scale,
+        s.crop_size,
+        s.resize_hw,
+        vflip=s.vflip,
+        brightness=s.random_brightness,
+        contrast=s.random_contrast,
+        gamma=s.random_gamma,
+        noise=s.random_noise,
+        blur=s.random_blur,
+    )
+
+
 def default_run_dir(s: Settings) -> Path:
     return Path(s.out) if s.out else Path("runs") / f"{s.name}_{s.loss}"
 
@@ -166,18 +183,7 @@ class Trainer:
         self.loss_fn = maybe_compile(self.loss, self.device, s.compile)
         self.optimizer = make_optimizer(s, self.model.parameters())
 
-        augment = Augment(
-            s.flip,
-            s.random_rotate,
-            s.random_scale,
-            s.crop_size,
-            s.resize_hw,
-            vflip=s.vflip,
-            brightness=s.random_brightness,
-            contrast=s.random_contrast,
-            gamma=s.random_gamma,
-        )
-        self.train_set = self.task.train_dataset(self.train_records, augment)
+        self.train_set = self.task.train_dataset(self.train_records, augment_for(s))
         self.start_epoch, self.best_score, self.stale = 0, -math.inf, 0
         self.task_state: dict = {}  # validation figures the checkpoints carry (``Task.state_keys``)
         self.resume_step, self.resume_sums, self.resume_rng = 0, {}, None
@@ -401,6 +407,18 @@ class Trainer:
         self.task_state = {k: metrics[k] for k in self.task.state_keys}
         return metrics
 
+    @property
+    def score_key(self) -> str:
+        """``--select`` or the task's: validation figures joined by "+" whose sum picks the best checkpoint."""
+        return self.s.select or self.task.score_key
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """The sum of the ``score_key`` figures (an undefined one counts 0, e.g. AUC without positives)."""
+        missing = [k for k in self.score_key.split("+") if k not in metrics]
+        if missing:
+            raise ValueError(f"--select {self.score_key}: no figure {missing} in validation; it has {sorted(metrics)}")
+        return sum(metrics[k] if math.isfinite(metrics[k]) else 0.0 for k in self.score_key.split("+"))
+
     def checkpoint_state(self, epoch: int) -> dict:
         return {
             "model_name": self.s.name,
@@ -409,7 +427,7 @@ class Trainer:
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_score": self.best_score,
-            "score_key": self.task.score_key,
+            "score_key": self.score_key,
             "normalization": self.normalization,
             **self.task_state,
         }
@@ -448,7 +466,7 @@ class Trainer:
             f"{len(self.train_records)} {self.task.noun}, validating on {len(self.val_records)}, "
             f"device {self.device}{processes}, run folder {self.run_dir}"
         )
-        key = self.task.score_key
+        key = self.score_key
         for epoch in range(self.start_epoch, self.s.epochs):
             t0 = time.time()
             lr = learning_rate(self.s, epoch)
@@ -456,7 +474,7 @@ class Trainer:
                 g["lr"] = lr
             train = self.train_epoch(epoch)
             metrics = self.validate()
-            score = metrics[key] if math.isfinite(metrics[key]) else 0.0
+            score = self.score(metrics)
             is_best = score > self.best_score
             self.best_score = max(score, self.best_score)
             self.stale = 0 if is_best else self.stale + 1

@@ -58,7 +58,7 @@ oct)
 drive)
     start=$(date +%s)
     python train.py --task vessel -d "$DRIVE_DIR" --out "$RESULTS/drive" --epochs "$DRIVE_EPOCHS" --steps-per-epoch 100 \
-        --batch-size 16 -s 96 -o Adam --lr 0.002 --lr-mode poly --loss wce+dice --patience 15 --seed 1 \
+        --batch-size 16 -s 128 -o Adam --lr 0.002 --lr-mode poly --loss wce+dice --patience 20 --seed 1 \
         -j "$((JOBS - 2))" --resume auto 2>&1 | tr '\r' '\n' | grep -v "it/s\]" | tee "$RESULTS/drive_train.txt"
     echo "training_seconds=$(($(date +%s) - start))" | tee -a "$RESULTS/drive_train.txt"
     python eval.py --seg-path "$RESULTS/drive/checkpoint/model_best.pth.tar" -d "$DRIVE_DIR" --out "$RESULTS/drive_eval" \

@@ -66,6 +66,8 @@ class Task(ABC):
     summary_keys: ClassVar[tuple[str, ...]] = ()
     #: the settings this task reads that others ignore (shown in the command line's task-specific group)
     own_settings: ClassVar[tuple[str, ...]] = ()
+    #: whether predictions carry per-record detection scores (test.py --det)
+    detects: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -95,6 +95,8 @@ class VesselTask(Task):
         "random_brightness": 0.1,
         "random_contrast": 0.2,
         "random_gamma": 0.2,
+        "random_noise": 0.0,
+        "random_blur": 0.0,
     }
     score_key = "f1"
     noun = "photos"
@@ -195,6 +197,8 @@ class VesselTask(Task):
 
     def write_prediction(self, folder: Path, name: str, prediction: VesselPrediction, seg: bool, det: bool):
         """``<name>_mask.png`` (0/255)."""
+        if det:
+            raise ValueError("vessel predictions have no detection scores; drop --det")
         if not seg:
             return []
         return [save_image_atomic(folder / f"{name}_mask.png", prediction.mask.astype(np.uint8) * 255)]

@@ -15,6 +15,7 @@ def test_bench_runs_every_measurement_on_small_inputs(capsys):
     assert base["inference_speedup"] == 1.0 and fast["test_py_speedup"] > 0
     assert fast["test_py_eager_s_per_volume"] > 0 and "test_py_eager_s_per_volume" not in base
     assert results["data_pipeline"]["images_per_s"] > 0
+    assert results["data_pipeline_oct_augmentation"]["images_per_s"] > 0
     assert "| model | mode | ms_per_volume" in capsys.readouterr().out
 
 

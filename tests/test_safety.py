@@ -34,7 +34,7 @@ def run(tmp_path_factory):
     from data.synthetic import write_dataset
 
     tmp = tmp_path_factory.mktemp("safety")
-    data = write_dataset(tmp / "oct", seed=5, train=3, val=2, test=2, slices=6, height=48, width=32)
+    data = write_dataset(tmp / "oct", seed=5, train=3, val=2, test=2, slices=6, height=48, width=32, test_labels=False)
     run, cache = tmp / "run", tmp / "c"
     train_script.main([*TINY, "-d", str(data), "--out", str(run), "--cache-dir", str(cache), "--epochs", "1"])
     return {"data": data, "cache": cache, "run": run, "ckpt": run / "checkpoint" / "model_best.pth.tar"}

@@ -93,6 +93,7 @@ class SquaresTask(Task):
     score_key = "iou"
     noun = "images"
     summary_keys = ("iou",)
+    detects = True
 
     def records(self, split, data_dir=None, list_dir=None):
         folder = Path(data_dir or self.settings.data_dir) / split

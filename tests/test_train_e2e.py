@@ -43,7 +43,7 @@ def e2e_data(tmp_path_factory):
     from data.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("e2e") / "oct"
-    write_dataset(root, seed=1, train=6, val=2, test=1, slices=12, height=96, width=64)
+    write_dataset(root, seed=1, train=10, val=3, test=1, slices=12, height=128, width=64)
     return root
 
 
@@ -55,7 +55,8 @@ def _args(data, out, cache, *extra):
 def trained(e2e_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     out, cache = tmp / "run", tmp / "cache"
-    argv = _args(e2e_data, out, cache, "--epochs", "15")
+    argv = _args(e2e_data, out, cache, "--epochs", "20", "--steps-per-epoch", "12", "--lr", "0.003")
+    argv += ["--lr-mode", "poly"]
     settings = Settings.from_dict(vars(train_script.parse_args(argv))).validate()
     untrained = Trainer(settings).validate()["dice_mean"]
     final = train_script.main(argv)
@@ -68,7 +69,7 @@ def test_training_improves_validation_dice(trained):
     assert math.isfinite(final)
     assert final > trained["untrained"] + 0.2 and final > 0.3
     log = (trained["out"] / "log.csv").read_text().splitlines()
-    assert len(log) == 16 and log[0].startswith("epoch,lr,train_wce,train_dice,train_bce,train_total,dice_mean")
+    assert len(log) == 21 and log[0].startswith("epoch,lr,train_wce,train_dice,train_bce,train_total,dice_mean")
 
 
 def test_checkpoint_carries_settings_and_normalization(trained):
@@ -88,11 +89,13 @@ def test_eval_writes_metrics_and_pictures(trained, tmp_path):
     result = eval_script.main(
         ["--seg-path", ckpt, "--out", str(tmp_path / "ev"), "--vis", "--cache-dir", str(trained["cache"])]
     )
-    best = load_checkpoint(ckpt)["best_score"]
-    assert result["dice_mean"] == pytest.approx(best, abs=1e-9)  # eval reproduces validation exactly
+    best = load_checkpoint(ckpt)
+    assert best["score_key"] == "dice_mean+auc_mean"  # the OCT default: both tasks, as the challenge ranked them
+    # eval reproduces validation exactly
+    assert result["dice_mean"] + result["auc_mean"] == pytest.approx(best["best_score"], abs=1e-9)
     assert (tmp_path / "ev" / "metrics.json").exists() and (tmp_path / "ev" / "per_volume.csv").exists()
     gifs = sorted((tmp_path / "ev" / "vis").glob("*.gif"))
-    assert len(gifs) == 2 and len(list((tmp_path / "ev" / "vis" / gifs[0].stem).glob("*.png"))) == 12
+    assert len(gifs) == 3 and len(list((tmp_path / "ev" / "vis" / gifs[0].stem).glob("*.png"))) == 12
     fused = eval_script.main(
         [
             "--fusion",
@@ -120,7 +123,7 @@ def test_test_writes_a_submission(trained, tmp_path):
     dets = sorted((out / "segment").glob("*_labelMark_detections.npy"))
     assert len(vols) == 1 and len(dets) == 1
     v, d = np.load(vols[0]), np.load(dets[0])
-    assert v.dtype == np.uint8 and v.shape == (12, 96, 64) and v.max() <= 3
+    assert v.dtype == np.uint8 and v.shape == (12, 128, 64) and v.max() <= 3
     assert d.dtype == np.float32 and d.shape == (12, 3) and ((d >= 0) & (d <= 1)).all()
     names = zipfile.ZipFile(out / "submission.zip").namelist()
     assert sorted(names) == sorted(p.name for p in vols + dets)
@@ -157,7 +160,7 @@ def test_resume_continues_exactly(e2e_data, tmp_path):
 
 
 def test_fast_path_agrees_with_fp32(trained):
-    """bf16 autocast (the GPU default; here on the CPU) against fp32 on every labelled volume (6 train, 2 val) of a
+    """bf16 autocast (the GPU default; here on the CPU) against fp32 on every labelled volume (10 train, 3 val) of a
     trained model: at least 99.9% of pixels get the same class and mean Dice moves by less than 0.002."""
     import bench
 
@@ -167,7 +170,7 @@ def test_fast_path_agrees_with_fp32(trained):
         f"fast path: {r['pixel_agreement']:.5f} of pixels agree, mean Dice fp32 {r['dice_fp32']:.4f} "
         f"bf16 {r['dice_fast']:.4f}"
     )
-    assert r["volumes"] == 8 and r["passed"]
+    assert r["volumes"] == 13 and r["passed"]
     assert r["pixel_agreement"] >= 0.999 and r["dice_difference"] < 0.002
 
 
@@ -242,4 +245,5 @@ def test_oct_trained_on_crops_validates_whole_slices(e2e_data, tmp_path):
     batch = next(iter(trainer._loader(0)))
     assert batch["image"].shape[-2:] == (48, 48)
     metrics = trainer.validate()
-    assert all(math.isfinite(metrics[f"auc_{c}"]) for c in ("REA", "SRF", "PED")), metrics
+    scored = [c for c in ("REA", "SRF", "PED") if math.isfinite(metrics[f"auc_{c}"])]
+    assert math.isfinite(metrics["auc_mean"]) and len(scored) >= 2, metrics

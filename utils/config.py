@@ -34,14 +34,17 @@ class Settings:
     workers: int = 4
     resize: list[int] | None = None
     crop_size: int = 0
-    # augmentation
-    random_rotate: float = 0.0
-    random_scale: float = 0.0
+    # augmentation (the defaults are the OCT task's: small affine changes and another scanner's grey curve, noise
+    # and optics, so a model holds on scans unlike its training set's)
+    random_rotate: float = 5.0
+    random_scale: float = 0.1
     flip: bool = True
     vflip: bool = False
-    random_brightness: float = 0.0  # add U(-b, b) of full scale
-    random_contrast: float = 0.0  # scale about the mean by 1 + U(-c, c)
-    random_gamma: float = 0.0  # raise to the power 1 + U(-g, g)
+    random_brightness: float = 0.05  # add U(-b, b) of full scale
+    random_contrast: float = 0.2  # scale about the mean by 1 + U(-c, c)
+    random_gamma: float = 0.3  # raise to the power 1 + U(-g, g)
+    random_noise: float = 0.02  # add Gaussian noise of std U(0, n) of full scale
+    random_blur: float = 0.75  # half of the time, blur with a Gaussian of sigma U(0, b) pixels
     # optimisation
     batch_size: int = 16
     epochs: int = 100
@@ -63,10 +66,12 @@ class Settings:
     sync_bn: bool = False
     val_batch_size: int = 16
     patience: int = 0  # epochs without a better validation score before stopping; 0: never
+    select: str = ""  # validation figures summed to pick the best checkpoint ("dice_mean+auc_mean"); "": the task's
     log_every: int = 50  # a progress line every this many steps (and at least once a minute)
     out: str | None = None
     save_every_checkpoint: bool = False
     # task-specific
+    detection: str = "combined"  # oct: per-slice scores from the head, the segmentation ("seg") or both
     val_count: int = 4  # vessel: training photos held out for validation (early stopping, threshold)
 
     def validate(self) -> Settings:
@@ -80,6 +85,8 @@ class Settings:
             raise ValueError(f"channels must be positive widths, got {self.channels}")
         if self.optimizer.lower() not in ("adam", "sgd", "adamw"):
             raise ValueError(f"optimizer must be Adam, AdamW or SGD, got {self.optimizer!r}")
+        if self.detection not in ("head", "seg", "combined"):
+            raise ValueError(f"detection must be head, seg or combined, got {self.detection!r}")
         if self.lr_mode not in ("step", "poly"):
             raise ValueError(f"lr_mode must be 'step' or 'poly', got {self.lr_mode!r}")
         for k in ("batch_size", "epochs", "step", "val_batch_size", "log_every", "num_classes"):
@@ -87,6 +94,7 @@ class Settings:
                 raise ValueError(f"{k} (--{k.replace('_', '-')}) must be >= 1, got {getattr(self, k)}")
         for k in (
             *("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma", "lr"),
+            *("random_noise", "random_blur"),
             *("crop_size", "steps_per_epoch", "workers", "patience", "num_detect", "val_count"),
         ):
             if getattr(self, k) < 0:
