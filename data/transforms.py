@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 IGNORE_INDEX = 255
 
@@ -19,20 +21,6 @@ def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int
         return img, None
     lab = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
     return img, lab
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(C, H, W) float blurred by a separable Gaussian of ``sigma`` pixels (edges replicated)."""
-    if sigma < 0.1:
-        return x
-    r = max(1, int(3 * sigma + 0.5))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[0]
-    y = F.pad(x[None], (r, r, r, r), mode="replicate")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return y[0]
 
 
 @dataclass
@@ -69,19 +57,30 @@ class Augment:
         return image, label
 
     def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Grey curve (a 256-entry table: a pixel's new value depends only on its old one and the image mean),
+        then blur and noise, in float32 NumPy (a workers' CPU cost: ``bench.py``'s data pipeline rows)."""
+
         def u(r):
             return (torch.rand((), generator=gen).item() * 2 - 1) * r
 
-        x = image.float() / 255
+        x_u8 = image.numpy()
         if self.brightness or self.contrast or self.gamma:
-            x = x.clamp(0, 1) ** (1 + u(self.gamma))
-            x = (x - x.mean()) * (1 + u(self.contrast)) + x.mean() + u(self.brightness)
+            gamma, contrast, brightness = 1 + u(self.gamma), 1 + u(self.contrast), u(self.brightness)
+            lut = (np.arange(256, dtype=np.float64) / 255) ** gamma
+            hist = np.bincount(x_u8.ravel(), minlength=256)
+            mean = float(hist @ lut) / x_u8.size
+            x = ((lut - mean) * contrast + mean + brightness).astype(np.float32)[x_u8]
+        else:
+            x = x_u8.astype(np.float32) / 255
         if self.blur and torch.rand((), generator=gen) < 0.5:
-            x = gaussian_blur(x, torch.rand((), generator=gen).item() * self.blur)
+            sigma = torch.rand((), generator=gen).item() * self.blur
+            if sigma >= 0.1:
+                x = ndimage.gaussian_filter(x, (0, sigma, sigma), mode="nearest", truncate=3.0)
         if self.noise:
             std = torch.rand((), generator=gen).item() * self.noise
-            x = x + std * torch.randn(x.shape, generator=gen)
-        return (x * 255).round().clamp(0, 255).to(torch.uint8)
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (), generator=gen)))
+            x = x + std * rng.standard_normal(x.shape, dtype=np.float32)
+        return torch.from_numpy(np.clip(np.rint(x * 255), 0, 255).astype(np.uint8))
 
     def _center(self, image, label):
         s = self.crop_size
