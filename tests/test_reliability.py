@@ -180,6 +180,8 @@ def test_resume_auto_skips_a_damaged_checkpoint_and_refuses_another_task_or_a_ne
     final = train_script.main(argv)  # resumed from checkpoint_001, the newest one that loads
     assert "dice_mean" in final and load_checkpoint(latest)["epoch"] == 3
     assert [r.split(",")[0] for r in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2", "3"]
+    for path in ckpts.glob("*.pth.tar"):  # only the other task's checkpoint is left to resume
+        path.unlink()
     other = {**good, "settings": {**good["settings"], "task": "vessel"}}
     save_checkpoint(latest, {k: v for k, v in other.items() if k != "format_version"})
     with pytest.raises(CheckpointError, match="a checkpoint of task 'vessel', not 'oct'"):
