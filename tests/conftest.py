@@ -1,8 +1,15 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# Before torch is imported, and inherited by every process a test starts (train.py, eval.py, torchrun workers): one
+# thread count and the CPU everywhere, so results that tests compare across processes are computed the same way on any
+# machine. The suite's tolerances are CPU figures; GPU checks are bench.py's and scripts/gpu_session.sh's.
+os.environ["OMP_NUM_THREADS"] = "2"
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -74,15 +74,17 @@ def _spawn(argv):
     )
 
 
-def _wait_for_epoch(run, epoch, proc, timeout=120):
-    path = run / "checkpoint" / "checkpoint_latest.pth.tar"
+def _wait_for_step(run, line, proc, timeout=120):
+    """Until the run's log holds ``line`` (a progress line of ``--log-every``): a point inside an epoch that does not
+    depend on how fast this machine is."""
+    log_file = run / "train.log"
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if path.exists() and load_checkpoint(path)["epoch"] >= epoch:
+        if log_file.exists() and line in log_file.read_text():
             return
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.05)
-    raise TimeoutError(f"no checkpoint of epoch {epoch} in {timeout}s")
+    raise TimeoutError(f"no {line!r} in {log_file} in {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,8 @@ def uninterrupted(data, tmp_path_factory):
 def test_sigkill_mid_epoch_then_resume_auto_ends_with_the_same_weights(data, tmp_path, uninterrupted):
     run = tmp_path / "run"
     argv = _argv(data, run, "--epochs", "3", "--steps-per-epoch", "150")
-    proc = _spawn(argv)
-    _wait_for_epoch(run, 1, proc)
-    time.sleep(0.3)
+    proc = _spawn([*argv, "--log-every", "10"])
+    _wait_for_step(run, "epoch 2/3 step 20/150", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 1  # killed inside epoch 2
@@ -108,9 +109,8 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_with_the_same_weights(data, tmp
 def test_sigterm_saves_mid_epoch_and_resume_matches(data, tmp_path, uninterrupted):
     run = tmp_path / "run"
     argv = _argv(data, run, "--epochs", "3", "--steps-per-epoch", "150")
-    proc = _spawn(argv)
-    _wait_for_epoch(run, 1, proc)
-    time.sleep(0.3)
+    proc = _spawn([*argv, "--log-every", "10"])
+    _wait_for_step(run, "epoch 2/3 step 20/150", proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     saved = load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")

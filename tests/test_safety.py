@@ -249,7 +249,11 @@ def test_bad_command_lines_end_in_one_error_line(run, tmp_path, monkeypatch):
         (train_script, [*train, "--out", str(tmp_path / "r3"), "--config", str(tmp_path / "bad.yaml")], "line 3"),
         (train_script, [*train, "--out", str(tmp_path / "trunc"), "--resume", "auto"], "no checkpoint in"),
         (eval_script, [*ev[:1], str(tmp_path / "no_norm.pth.tar"), *ev[2:]], "holds no input normalisation"),
-        (predict_script, [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.tif")], "would both be written as"),
+        (
+            predict_script,
+            [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.tif"), "--out", str(tmp_path / "p")],
+            "would both be",
+        ),
     ]
     for module, argv, needle in cases:
         _one_error_line(_cli(module, argv, monkeypatch), needle)
