@@ -302,8 +302,8 @@ def bench_cache_key(folder: Path, reps: int = 20) -> dict:
     old key (path, size, mtime), a content hash of the files (blake2b), and decoding the volume itself."""
     import hashlib
 
-    from data.cache import _key, stack_slices
-    from data.oct import list_slices, read_grey
+    from data.cache import _key
+    from data.oct import list_slices, read_grey, stack_slices
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

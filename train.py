@@ -100,7 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("task-specific")
     add_setting(g, "-l", "--list-dir", help="oct: folder with train_images.txt-style lists (optional)")
-    add_setting(g, "--val-count", type=int, help="vessel: training photos held out for validation and the threshold")
+    add_setting(
+        g,
+        "--val-count",
+        type=int,
+        help="vessel: training photos held out for validation and the threshold; oct, RETOUCH layout: cases held out",
+    )
+    add_setting(
+        g,
+        "--layout",
+        choices=["auto", "challenger", "retouch"],
+        help="oct: AI Challenger folders (Edema_*set/), RETOUCH case folders (<case>/oct.mhd, reference.mhd), or "
+        "whichever the data folder holds",
+    )
+    add_setting(
+        g,
+        "--label-map",
+        help="oct, RETOUCH layout: stored label value -> class, VALUE:CLASS,... (IRF, SRF, PED -> REA, SRF, PED slots)",
+    )
     add_setting(
         g,
         "--detection",

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from data.oct import DatasetError, VolumeRecord, file_error, grey_to_classes, read_grey
+from data.oct import DatasetError, VolumeRecord, file_error
 from utils.io import save_npy_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(os.environ.get("OCT_CACHE_DIR", Path.home() / ".cache" / "retina-lesion"))
 
 
-def _key(paths: tuple[Path, ...]) -> str:
+def _key(paths: tuple[Path, ...], extra: str = "") -> str:
     """What identifies the slice files' contents without reading them: path, size, modification time, and the
     inode and status-change time. A rewrite changes the ctime even when the mtime is put back (``cp -p`` onto the
     file, ``touch -r``, ``tar x``, which also makes a new inode), and nothing but the kernel can set the ctime."""
-    h = hashlib.sha1()
+    h = hashlib.sha1(extra.encode())
     for p in paths:
         try:
             st = p.stat()
@@ -31,21 +31,6 @@ def _key(paths: tuple[Path, ...]) -> str:
             raise file_error(p, e) from e
         h.update(f"{where}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}\n".encode())
     return h.hexdigest()[:16]
-
-
-def stack_slices(paths: tuple[Path, ...], reader) -> np.ndarray:
-    """Read every slice with ``reader`` into one (N, H, W) uint8 array; slices of another size are an error."""
-    first = reader(paths[0])
-    out = np.empty((len(paths), *first.shape), dtype=np.uint8)
-    out[0] = first
-    for i, p in enumerate(paths[1:], start=1):
-        a = reader(p)
-        if a.shape != first.shape:
-            raise DatasetError(
-                f"{p}: slice is {a.shape[0]}x{a.shape[1]} but {paths[0].name} is {first.shape[0]}x{first.shape[1]}"
-            )
-        out[i] = a
-    return out
 
 
 class CacheError(RuntimeError):
@@ -72,31 +57,38 @@ class VolumeCache:
             "at a writable folder with room for the decoded volumes (about 1 byte per voxel, twice with labels)"
         )
 
-    def _entry(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...]) -> Path:
-        return self.dir / f"{rec.pid}-{kind}-{_key(paths)}.npy"
+    def _entry(self, rec, kind: str, paths: tuple[Path, ...], extra: str = "") -> Path:
+        return self.dir / f"{rec.pid}-{kind}-{_key(paths, extra)}.npy"
 
-    def _get(self, rec: VolumeRecord, kind: str, paths: tuple[Path, ...], reader) -> np.ndarray:
-        path = self._entry(rec, kind, paths)
+    def _get(self, rec, kind: str, paths: tuple[Path, ...], decode: Callable[[], np.ndarray], extra: str = ""):
+        path = self._entry(rec, kind, paths, extra)
         if path.exists():
             try:
                 return np.load(path, mmap_mode="r")
             except (OSError, ValueError) as e:  # damaged since it was written (writes are atomic): decode again
                 log.warning(f"{path}: unreadable cache entry ({e}); decoding {rec.pid} again")
         t0 = time.monotonic()
-        array = stack_slices(paths, reader)
+        array = decode()
         try:
             save_npy_atomic(path, array)
         except OSError as e:
             raise self._error(e) from e
         took = time.monotonic() - t0
-        log.debug(f"decoded {rec.pid} {kind}: {len(paths)} slices from {paths[0].parent} ({took:.1f}s)")
+        log.debug(f"decoded {rec.pid} {kind}: {len(paths)} files from {paths[0].parent} ({took:.1f}s)")
         return np.load(path, mmap_mode="r")
 
     def load(self, rec: VolumeRecord) -> tuple[np.ndarray, np.ndarray | None]:
-        image = self._get(rec, "image", rec.image_paths, read_grey)
+        """A record of any layout (``VolumeRecord``, ``data.retouch.FileVolumeRecord``): it names its files
+        (``image_paths``, ``label_paths``) and decodes them (``read_image``, ``read_labels``)."""
+        image = self._get(rec, "image", rec.image_paths, rec.read_image)
         if rec.label_paths is None:
             return image, None
-        labels = self._get(rec, "label", rec.label_paths, lambda p: grey_to_classes(read_grey(p), p))
+        labels = self._get(rec, "label", rec.label_paths, rec.read_labels, rec.label_key)
+        if labels.shape[0] != image.shape[0]:
+            raise DatasetError(
+                f"{rec.label_paths[0]}: {labels.shape[0]} label slices for {image.shape[0]} image slices in "
+                f"{rec.image_paths[0]}"
+            )
         if labels.shape != image.shape:
             raise DatasetError(
                 f"{rec.label_paths[0].parent}: label slices are {labels.shape[1]}x{labels.shape[2]} but image "

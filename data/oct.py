@@ -50,6 +50,32 @@ class VolumeRecord:
     def name(self) -> str:
         return self.pid
 
+    @property
+    def label_key(self) -> str:
+        """What besides the files decides the decoded labels (nothing: grey values are fixed)."""
+        return ""
+
+    def read_image(self) -> np.ndarray:
+        return stack_slices(self.image_paths, read_grey)
+
+    def read_labels(self) -> np.ndarray:
+        return stack_slices(self.label_paths, lambda p: grey_to_classes(read_grey(p), p))
+
+
+def stack_slices(paths: tuple[Path, ...], reader) -> np.ndarray:
+    """Read every slice with ``reader`` into one (N, H, W) uint8 array; slices of another size are an error."""
+    first = reader(paths[0])
+    out = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    out[0] = first
+    for i, p in enumerate(paths[1:], start=1):
+        a = reader(p)
+        if a.shape != first.shape:
+            raise DatasetError(
+                f"{p}: slice is {a.shape[0]}x{a.shape[1]} but {paths[0].name} is {first.shape[0]}x{first.shape[1]}"
+            )
+        out[i] = a
+    return out
+
 
 def _is_ignored(name: str) -> bool:
     return name.startswith(".") or name.lower() in IGNORED_FILES

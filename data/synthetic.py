@@ -263,28 +263,45 @@ def write_dataset(
     jobs: int = 1,
     style: str = "mixed",
     test_labels: bool = True,
+    layout: str = "challenger",
 ) -> Path:
     """Write the three splits under ``out``, atomically (a staging folder renamed at the end; ``force`` replaces
     only a folder this toolkit wrote). The test split's labels are written too unless ``test_labels`` is off (the
-    challenge kept them back), so eval.py can score it."""
+    challenge kept them back), so eval.py can score it.
+
+    ``layout="retouch"`` writes the RETOUCH layout instead: ``RETOUCH-TrainingSet-<Style>/TRAIN001/oct.mhd`` and
+    ``reference.mhd`` (0 background, 1 IRF, 2 SRF, 3 PED; the generator's REA is written as IRF) for the training
+    and validation patients (RETOUCH has no validation folder: the reader holds ``--val-count`` cases out), and
+    ``RETOUCH-TestSet-<Style>/TEST001/`` for the test ones, with the voxel spacing of a 6 x 6 x 2 mm cube."""
     if style not in (*STYLES, "mixed"):
         raise ValueError(f"style must be one of {sorted(STYLES)} or 'mixed', got {style!r}")
+    if layout not in ("challenger", "retouch"):
+        raise ValueError(f"layout must be challenger or retouch, got {layout!r}")
     with staged_output_dir(out, force) as tmp:
-        _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels)
+        _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels, layout)
     return Path(out)
 
 
-def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels) -> None:
+def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels, layout) -> None:
     rng = np.random.default_rng(seed)
     jobs_list = []
     for split, count in (("train", train), ("val", val), ("test", test)):
-        (tmp / SPLIT_FOLDERS[split] / "original_images").mkdir(parents=True)
+        if layout == "challenger":
+            (tmp / SPLIT_FOLDERS[split] / "original_images").mkdir(parents=True)
         for _ in range(count):
             # each patient's seed is drawn in order, so the output does not depend on --jobs
-            pid = f"P{len(jobs_list) + 1:04d}_MacularCube{width}x{slices}_synthetic"
+            n = len(jobs_list) + 1
             labelled = split != "test" or test_labels
             seed_p = int(rng.integers(2**63))
-            jobs_list.append((tmp / SPLIT_FOLDERS[split], pid, labelled, seed_p, slices, height, width, style))
+            if layout == "challenger":
+                where, pid = tmp / SPLIT_FOLDERS[split], f"P{n:04d}_MacularCube{width}x{slices}_synthetic"
+            else:
+                kind = "TestSet" if split == "test" else "TrainingSet"
+                where, pid = (
+                    tmp / f"RETOUCH-{kind}-{style.capitalize()}",
+                    f"{'TEST' if split == 'test' else 'TRAIN'}{n:03d}",
+                )
+            jobs_list.append((where, pid, labelled, seed_p, slices, height, width, style, layout))
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             list(pool.map(_write_patient, jobs_list))
@@ -294,11 +311,28 @@ def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, styl
 
 
 def _write_patient(job) -> None:
-    base, pid, labelled, seed, slices, height, width, style = job
+    base, pid, labelled, seed, slices, height, width, style, layout = job
     image, classes = generate_volume(np.random.default_rng(seed), slices, height, width, style)
+    if layout == "retouch":
+        case = base / pid
+        case.mkdir(parents=True)
+        spacing = (6.0 / width, 2.0 / height, 6.0 / slices)  # x, y, z: a 6 x 6 mm cube, 2 mm deep
+        _write_metaimage(case / "oct.mhd", image, spacing)
+        if labelled:
+            _write_metaimage(case / "reference.mhd", classes, spacing)  # class k is RETOUCH value k
+        return
     _write_slices(base / "original_images" / f"{pid}{IMAGE_SUFFIX}", image)
     if labelled:
         _write_slices(base / "label_images" / f"{pid}{LABEL_SUFFIX}", classes_to_grey(classes))
+
+
+def _write_metaimage(path: Path, volume: np.ndarray, spacing_xyz: tuple[float, float, float]) -> None:
+    """(Z, H, W) uint8 -> ``path`` (.mhd header) and its .raw data, as RETOUCH stores them (SimpleITK writes both)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume))
+    image.SetSpacing(spacing_xyz)
+    sitk.WriteImage(image, str(path), useCompression=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -315,9 +349,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--style", default="mixed", choices=[*STYLES, "mixed"], help="scanner look (mixed: one per eye)")
     ap.add_argument("--no-test-labels", dest="test_labels", action="store_false", help="keep the test labels back")
     ap.add_argument("--jobs", type=int, default=1, help="patients generated in parallel (same output for any value)")
+    ap.add_argument(
+        "--layout",
+        default="challenger",
+        choices=["challenger", "retouch"],
+        help="AI Challenger folders of BMP slices, or RETOUCH case folders of MetaImage volumes (oct.mhd and labels)",
+    )
     a = ap.parse_args(argv)
     path = write_dataset(
-        a.out, a.seed, a.train, a.val, a.test, a.slices, a.height, a.width, a.force, a.jobs, a.style, a.test_labels
+        a.out,
+        a.seed,
+        a.train,
+        a.val,
+        a.test,
+        a.slices,
+        a.height,
+        a.width,
+        a.force,
+        a.jobs,
+        a.style,
+        a.test_labels,
+        a.layout,
     )
     print(f"wrote {a.train}/{a.val}/{a.test} train/val/test patients of {a.slices}x{a.height}x{a.width} to {path}")
 

@@ -68,6 +68,10 @@ class Task(ABC):
     own_settings: ClassVar[tuple[str, ...]] = ()
     #: whether predictions carry per-record detection scores (test.py --det)
     detects: ClassVar[bool] = False
+    #: the keyword options ``read_input`` takes (predict.py refuses the others for this task)
+    input_options: ClassVar[tuple[str, ...]] = ()
+    #: whether ``quantify`` and ``write_report`` are implemented (predict.py --report)
+    reports: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -105,8 +109,17 @@ class Task(ABC):
         """A record decoded into a sample (image, label when known, and what else the task needs)."""
 
     @abstractmethod
-    def read_input(self, path: Path):
-        """A sample from a file or folder a user points at (predict.py)."""
+    def read_input(self, path: Path, **options):
+        """A sample from a file or folder a user points at (predict.py); ``options`` are those named in
+        ``input_options`` (e.g. the OCT task's cube size and voxel spacing)."""
+
+    def quantify(self, sample, prediction) -> dict | None:
+        """Measurements of one prediction for a report (e.g. fluid volumes), or None where the task has none."""
+        return None
+
+    def write_report(self, folder: Path, name: str, sample, prediction, quant: dict) -> Path:
+        """One self-contained HTML page for ``name`` under ``folder``; tasks with ``quantify`` write one."""
+        raise NotImplementedError(f"the {self.name} task writes no reports")
 
     def input_name(self, path: Path) -> str:
         """The name ``read_input(path)``'s outputs are written under."""

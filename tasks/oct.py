@@ -15,20 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.cache import VolumeCache, compute_normalization, stack_slices
+from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset, neighbour_indices
-from data.oct import (
-    LESION_NAMES,
-    DatasetError,
-    VolumeRecord,
-    detection_targets,
-    find_volumes,
-    list_slices,
-    read_grey,
-    volume_pid,
-)
+from data.oct import LESION_NAMES, SPLIT_FOLDERS, VolumeRecord, detection_targets, find_volumes
+from data.retouch import find_retouch_volumes, is_retouch
+from data.volumes import read_volume, volume_name
 from engine.predictor import Prediction, Predictor
 from metrics import detection_auc, summarize_dice, volume_dice
+from metrics.quantify import quantify
 from tasks import register_task
 from tasks.base import Evaluator, Task
 from utils.io import save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
@@ -43,10 +37,12 @@ SUBMISSION_FOLDER = "segment"
 
 @dataclass
 class Volume:
-    """A decoded volume: image (N, H, W) uint8, labels (N, H, W) class indices or None (both may be memory maps)."""
+    """A decoded volume: image (N, H, W) uint8, labels (N, H, W) class indices or None (both may be memory maps),
+    and the voxel spacing in mm (between B-scans, along depth, between A-scans) where known."""
 
     image: np.ndarray
     labels: np.ndarray | None
+    spacing: tuple[float, float, float] | None = None
 
 
 def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -132,8 +128,10 @@ class OctTask(Task):
     noun = "volumes"
     eval_split = "val"
     summary_keys = tuple(f"{k}_{n}" for k in ("dice", "auc") for n in ("mean", *LESION_NAMES))
-    own_settings = ("list_dir", "num_detect", "detection")
+    own_settings = ("list_dir", "num_detect", "detection", "layout", "label_map", "val_count")
     detects = True
+    input_options = ("cube", "spacing")
+    reports = True
 
     def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
         super().__init__(settings, cache_dir, states, weights, scale)
@@ -153,7 +151,20 @@ class OctTask(Task):
         return {"resize": settings.resize_hw}
 
     def records(self, split, data_dir=None, list_dir=None) -> list[VolumeRecord]:
-        return find_volumes(data_dir or self.settings.data_dir, split, list_dir)
+        root = Path(data_dir or self.settings.data_dir)
+        if self.layout(root) == "retouch":
+            s = self.settings
+            return find_retouch_volumes(root, split, s.val_count, s.label_map, list_dir)
+        return find_volumes(root, split, list_dir)
+
+    def layout(self, root: Path) -> str:
+        """``challenger`` (Edema_*set/ folders) or ``retouch`` (case folders with oct.mhd): the setting, or what the
+        folder holds."""
+        if self.settings.layout != "auto":
+            return self.settings.layout
+        if root.is_dir() and not any((root / f).is_dir() for f in SPLIT_FOLDERS.values()) and is_retouch(root):
+            return "retouch"
+        return "challenger"
 
     def input_paths(self, records: list[VolumeRecord]) -> list[Path]:
         return [paths[0].parent for r in records for paths in (r.image_paths, r.label_paths) if paths]
@@ -161,14 +172,14 @@ class OctTask(Task):
     def load(self, record: VolumeRecord) -> Volume:
         return Volume(*self.cache.load(record))
 
-    def read_input(self, path: Path) -> Volume:
-        """A folder of slices ``1.bmp ... N.bmp`` (e.g. ``<PID>.img/``)."""
-        if path.is_file():
-            raise DatasetError(f"{path}: a file; an OCT checkpoint predicts volumes (folders of 1.bmp ... N.bmp)")
-        return Volume(stack_slices(list_slices(path), read_grey), None)
+    def read_input(self, path: Path, cube=None, spacing=None) -> Volume:
+        """A volume in any format ``data.volumes.read_volume`` reads (a slice folder such as ``<PID>.img/``, TIFF,
+        NIfTI, MetaImage, DICOM, raw Cirrus ``.img``, vendor files)."""
+        v = read_volume(path, cube=cube, spacing=spacing)
+        return Volume(v.image, None, v.spacing)
 
     def input_name(self, path: Path) -> str:
-        return volume_pid(path)
+        return volume_name(path)
 
     def normalization(self, records: list[VolumeRecord]) -> dict[str, list[float]]:
         every = max(1, len(records) // 10)
@@ -206,6 +217,18 @@ class OctTask(Task):
             written.append(sub / f"{name}_labelMark_detections.npy")
             save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))
         return written
+
+    def quantify(self, sample: Volume, prediction: Prediction) -> dict:
+        """Fluid volumes (nL), affected B-scans and en-face maps of the predicted lesions."""
+        return quantify(prediction.labels.cpu().numpy(), sample.spacing, LESION_NAMES)
+
+    def write_report(self, folder: Path, name: str, sample: Volume, prediction: Prediction, quant: dict) -> Path:
+        from reports.html import write_patient_report
+
+        det = None if prediction.det is None else prediction.det.float().cpu().numpy()
+        labels = prediction.labels.cpu().numpy().astype(np.uint8)
+        folder.mkdir(exist_ok=True)
+        return write_patient_report(folder / f"{name}.html", name, np.asarray(sample.image), labels, det, quant)
 
     def finish_submission(self, folder: Path) -> list[Path]:
         return [zip_folder(folder / SUBMISSION_FOLDER, folder / "submission.zip")]

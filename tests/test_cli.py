@@ -43,7 +43,7 @@ def test_train_help_shows_groups_and_effective_defaults_per_task():
     assert "python -m data.synthetic" in flat and "python -m tools.export" in flat
     parser = train_script.build_parser()
     settings_options = [a for a in parser._actions if a.option_strings and a.dest not in ("help", "config", "resume")]
-    assert len(settings_options) == 44 and all("[default:" in a.help for a in settings_options)
+    assert len(settings_options) == 46 and all("[default:" in a.help for a in settings_options)
 
 
 def test_docs_cli_holds_the_current_help(monkeypatch):

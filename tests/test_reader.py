@@ -126,7 +126,7 @@ def test_grey_rgb_and_palette_accepted_colour_and_16_bit_rejected(tmp_path):
 
 
 def test_cache_decodes_once_and_notices_edits(dataset_copy, monkeypatch):
-    import data.cache as cache_mod
+    import data.oct as oct_mod
 
     rec = find_volumes(dataset_copy, "train")[0]
     cache = VolumeCache(dataset_copy / "cache")
@@ -134,7 +134,7 @@ def test_cache_decodes_once_and_notices_edits(dataset_copy, monkeypatch):
     assert image.dtype == np.uint8 and image.shape == (8, 64, 48) and labels.max() <= 3
     assert isinstance(image, np.memmap)
     calls = []
-    monkeypatch.setattr(cache_mod, "read_grey", lambda p: calls.append(p) or read_grey(p))
+    monkeypatch.setattr(oct_mod, "read_grey", lambda p: calls.append(p) or read_grey(p))
     again, _ = cache.load(rec)
     assert calls == [] and (again == image).all()  # nothing decoded the second time
     Image.fromarray(np.zeros((64, 48), np.uint8)).save(rec.image_paths[0])

@@ -72,7 +72,9 @@ class Settings:
     save_every_checkpoint: bool = False
     # task-specific
     detection: str = "combined"  # oct: per-slice scores from the head, the segmentation ("seg") or both
-    val_count: int = 4  # vessel: training photos held out for validation (early stopping, threshold)
+    val_count: int = 4  # vessel, RETOUCH layout: training photos / cases held out for validation
+    layout: str = "auto"  # oct: "challenger" (AI Challenger folders), "retouch" (case folders with oct.mhd), "auto"
+    label_map: str = "1:1,2:2,3:3"  # oct, RETOUCH layout: stored label value -> class (IRF, SRF, PED -> 1, 2, 3)
 
     def validate(self) -> Settings:
         """Ranges and shapes of the values; names of models, losses and tasks are checked where they live."""
@@ -87,6 +89,8 @@ class Settings:
             raise ValueError(f"optimizer must be Adam, AdamW or SGD, got {self.optimizer!r}")
         if self.detection not in ("head", "seg", "combined"):
             raise ValueError(f"detection must be head, seg or combined, got {self.detection!r}")
+        if self.layout not in ("auto", "challenger", "retouch"):
+            raise ValueError(f"layout must be auto, challenger or retouch, got {self.layout!r}")
         if self.lr_mode not in ("step", "poly"):
             raise ValueError(f"lr_mode must be 'step' or 'poly', got {self.lr_mode!r}")
         for k in ("batch_size", "epochs", "step", "val_batch_size", "log_every", "num_classes"):

@@ -1,0 +1,789 @@
+"""One reader for OCT volumes in the formats scanners and public data sets use.
+
+``read_volume(path)`` -> ``ScanVolume(image (Z, H, W) uint8, spacing in mm or None, path, format)``, the format picked
+by the path (suffixes in any case):
+
+    a folder             "slices"      BMP / PNG / TIFF slices of one kind in natural order (2.png before 10.png),
+                                       e.g. AI Challenger's <PID>.img/ (a folder is always a slice folder)
+    .tif .tiff           "tiff"        multi-page TIFF, one page per B-scan
+    .nii .nii.gz         "nifti"       NIfTI (SimpleITK)
+    .mhd .mha            "metaimage"   ITK MetaImage (SimpleITK), e.g. RETOUCH's oct.mhd + oct.raw
+    .img                 "cirrus-img"  raw Zeiss Cirrus cube; its size (A-scans x B-scans) from the name or ``cube=``
+    .dcm, DICM preamble  "dicom"       multi-frame DICOM (pydicom), one frame per B-scan
+    .e2e .fda .fds       "e2e" ...     Heidelberg / Topcon exports through oct-converter
+    .vol                 "vol"         Heidelberg exports through eyepy
+
+Axes: Z B-scans, H depth rows (the inner retina at the top), W A-scans; spacing (between B-scans, along depth, between
+A-scans) in mm, in the same order. Other intensity types are scaled to uint8 by the volume's own range.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import logging
+import math
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import tifffile
+
+from data.oct import IGNORED_FILES, DatasetError, file_error, read_grey, stack_slices
+
+log = logging.getLogger(__name__)
+
+Spacing = tuple[float, float, float]
+PartialSpacing = tuple[float | None, float | None, float | None]
+
+FORMATS = ("slices", "tiff", "nifti", "metaimage", "cirrus-img", "dicom", "e2e", "fda", "fds", "vol")
+SUFFIX_FORMATS = {
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".mhd": "metaimage",
+    ".mha": "metaimage",
+    ".img": "cirrus-img",
+    ".dcm": "dicom",
+    ".e2e": "e2e",
+    ".fda": "fda",
+    ".fds": "fds",
+    ".vol": "vol",
+}
+SLICE_KINDS = {".bmp": "BMP", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+LABEL_FORMATS = ("slices", "tiff", "nifti", "metaimage")
+
+# (A-scans, B-scans) -> (width mm, length mm, depth mm) of the Cirrus scan patterns whose size is fixed
+CIRRUS_CUBES: dict[tuple[int, int], tuple[float, float, float]] = {
+    (512, 128): (6.0, 6.0, 2.0),  # Macular Cube 512x128
+    (200, 200): (6.0, 6.0, 2.0),  # Macular / Optic Disc Cube 200x200
+}
+_CUBE_SIZE = re.compile(r"(\d+)x(\d+)", re.IGNORECASE)
+_GENERIC_STEMS = {"oct", "reference"}  # RETOUCH's TRAIN001/oct.mhd: the folder names the patient
+_MET_BYTES = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_FLOAT": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_DOUBLE": 8,
+}
+
+
+class VolumeFormatError(DatasetError):
+    """A volume file this reader cannot use; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, eq=False)
+class ScanVolume:
+    """One OCT volume: image (Z, H, W) uint8, spacing in mm (between B-scans, along depth, between A-scans) or None
+    when unknown, the path it was read from and its format (one of ``FORMATS``)."""
+
+    image: np.ndarray
+    spacing: Spacing | None
+    path: Path
+    format: str
+
+
+# ---- public interface
+
+
+def read_volume(
+    path: str | Path, cube: tuple[int, int] | None = None, spacing: tuple[float, float, float] | None = None
+) -> ScanVolume:
+    """The volume at ``path`` as (Z, H, W) uint8 with its spacing.
+
+    ``cube`` (A-scans, B-scans) is the size of a raw Cirrus ``.img`` cube whose name does not give it (other formats
+    ignore it). Spacing: ``spacing`` if given, else the file's (DICOM, MetaImage, NIfTI, Topcon, .vol), else the Cirrus
+    cube size named in the file name (``cirrus_spacing``), else None.
+    """
+    path = Path(path)
+    given = None if spacing is None else _check_spacing(spacing)
+    fmt = _format_of(path)
+    if fmt == "cirrus-img":
+        ascans, bscans = _cirrus_cube(path, cube)
+        raw, from_file, name = _read_cirrus(path, ascans, bscans), None, f"{ascans}x{bscans}"
+    else:
+        (raw, from_file), name = _READERS[fmt](path), path.name
+    image = _to_uint8(_as_volume(raw, path), path)
+    if given is None:
+        given = _resolve_spacing(path, from_file, name, image.shape)
+    return ScanVolume(image, given, path, fmt)
+
+
+def read_label_volume(path: str | Path) -> np.ndarray:
+    """A label volume (Z, H, W) with its values exactly as stored (e.g. RETOUCH's reference.mhd: 0..3), from a
+    MetaImage, NIfTI, TIFF or slice folder; values that are not whole numbers are an error."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt not in LABEL_FORMATS:
+        raise VolumeFormatError(
+            f"{path}: label volumes are read from MetaImage, NIfTI, TIFF or a slice folder, not {fmt}"
+        )
+    raw, _ = _READERS[fmt](path)
+    return _whole_numbers(_as_volume(raw, path), path)
+
+
+def volume_files(path: str | Path) -> tuple[Path, ...]:
+    """Every file the volume's content lives in: a MetaImage header and its data file(s), a slice folder's slices,
+    otherwise the file itself (for cache keys, and to keep outputs off the inputs)."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt == "slices":
+        return _slice_files(path)
+    if fmt == "metaimage":
+        return (path, *_meta_data_files(path, *_meta_header(path)))
+    return (path,)
+
+
+def volume_name(path: str | Path) -> str:
+    """The patient name of a volume, safe as a file name: ``<PID>.img/`` -> ``<PID>``, ``x.nii.gz`` -> ``x``,
+    ``TRAIN001/oct.mhd`` -> ``TRAIN001`` (``oct.*`` and ``reference.*`` take their folder's name)."""
+    path = Path(path)
+    name = path.name if path.name not in ("", ".", "..") else path.resolve().name
+    if path.is_dir():
+        stem = name[:-4] if name.lower().endswith(".img") else name
+    else:
+        suffix = _suffix(path)
+        stem = name[: len(name) - len(suffix)]
+        if stem.lower() in _GENERIC_STEMS:
+            parent = path.parent if path.parent.name not in ("", "..") else path.resolve().parent
+            stem = parent.name
+    if stem in ("", ".", "..") or any(c in stem for c in "/\\\x00"):
+        raise DatasetError(f"{path}: the volume name {stem!r} is not a safe file name; rename the file or folder")
+    return stem
+
+
+def volume_depth(path: str | Path) -> int:
+    """The number of B-scans Z, from the header where the format has one (MetaImage, NIfTI, TIFF, DICOM, a raw
+    Cirrus cube, a slice folder's file count); other formats are read."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt == "slices":
+        return len(_slice_files(path))
+    if fmt == "tiff":
+        with _open_tiff(path) as tif:
+            shape = _tiff_series(tif, path).shape
+        _check_shape(shape, path)
+        return int(shape[0])
+    if fmt in ("nifti", "metaimage"):
+        return int(_itk_reader(path).GetSize()[2])
+    if fmt == "cirrus-img":
+        ascans, bscans = _cirrus_cube(path, None)
+        _cirrus_depth(path, ascans, bscans)
+        return bscans
+    if fmt == "dicom":
+        return _dicom_frames(_dicom_dataset(path, header_only=True), path)
+    return read_volume(path).image.shape[0]
+
+
+def cirrus_spacing(name: str, shape: tuple[int, int, int]) -> tuple[float, float, float] | None:
+    """Spacing (between B-scans, along depth, between A-scans) in mm of a Cirrus cube from the size in its name
+    (``Macular Cube 512x128``: 512 A-scans x 128 B-scans over 6 x 6 x 2 mm) and the volume's shape (Z, H, W).
+
+    None when the name gives no size, or (with a note in the log) a size that is not a known cube or does not match
+    the shape.
+    """
+    m = _CUBE_SIZE.search(name)
+    if m is None:
+        return None
+    ascans, bscans = int(m[1]), int(m[2])
+    z, h, w = shape
+    if (ascans, bscans) not in CIRRUS_CUBES:
+        known = ", ".join(f"{a}x{b}" for a, b in CIRRUS_CUBES)
+        log.info(
+            f"{name}: {ascans}x{bscans} is not a Cirrus cube size this reader knows ({known}); the spacing is "
+            "unknown (pass --spacing)"
+        )
+        return None
+    if (w, z) != (ascans, bscans):
+        log.info(
+            f"{name}: the name says {ascans}x{bscans} (A-scans x B-scans) but the volume has {w} A-scans and {z} "
+            "B-scans; the spacing is unknown (pass --spacing)"
+        )
+        return None
+    width, length, depth = CIRRUS_CUBES[ascans, bscans]
+    return (length / bscans, depth / h, width / ascans)
+
+
+# ---- format, intensities, spacing
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _format_of(path: Path) -> str:
+    if path.is_dir():
+        return "slices"
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found (neither a volume file nor a folder of slices)")
+    if _has_dicom_preamble(path):  # DICOM files keep odd names: none, .IMG (Zeiss), .IMA
+        return "dicom"
+    fmt = SUFFIX_FORMATS.get(_suffix(path))
+    if fmt is None:
+        raise VolumeFormatError(
+            f"{path}: not a volume format this reader knows; give a folder of BMP/PNG/TIFF slices or a file ending "
+            f"in {', '.join(SUFFIX_FORMATS)} (or any DICOM file)"
+        )
+    return fmt
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as e:
+        raise file_error(path, e) from e
+    return head[128:132] == b"DICM"
+
+
+def _check_shape(shape: tuple[int, ...], path: Path) -> None:
+    if len(shape) == 2:
+        raise VolumeFormatError(
+            f"{path}: one image ({shape[0]}x{shape[1]}), not a volume; a volume is a stack of B-scans"
+        )
+    if len(shape) != 3:
+        raise VolumeFormatError(
+            f"{path}: data of shape {tuple(shape)} is not a volume of grey B-scans (Z, H, W); colour, vector or "
+            "4-D data?"
+        )
+    if 0 in shape:
+        raise VolumeFormatError(f"{path}: an empty volume (shape {tuple(shape)})")
+
+
+def _as_volume(a: np.ndarray, path: Path) -> np.ndarray:
+    _check_shape(a.shape, path)
+    return a
+
+
+def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 as it is; other types scaled to 0..255 by the volume's own range (min..max), with one warning."""
+    if a.dtype.kind not in "uif":
+        raise VolumeFormatError(f"{path}: {a.dtype} data is not image intensities")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise VolumeFormatError(f"{path}: the volume holds NaN or infinite values; fix the export")
+    lo, hi = a.min(), a.max()
+    if lo == hi:
+        raise VolumeFormatError(f"{path}: every voxel is {lo}: a blank volume; check the export")
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    lo, hi = float(lo), float(hi)
+    log.warning(f"{path}: {a.dtype} intensities {lo:g}..{hi:g} scaled to 0..255 by the volume's range")
+    out = np.empty(a.shape, dtype=np.uint8)
+    for z in range(a.shape[0]):  # one B-scan at a time: float64 without a float64 copy of the volume
+        out[z] = np.round((a[z].astype(np.float64) - lo) * (255.0 / (hi - lo)))
+    return out
+
+
+def _whole_numbers(a: np.ndarray, path: Path) -> np.ndarray:
+    """Integer labels as stored; whole-valued floats (labels saved as float) as the smallest type that holds them."""
+    if a.dtype.kind in "ui":
+        return np.ascontiguousarray(a)
+    if a.dtype == bool:
+        return a.astype(np.uint8)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        lo, hi = float(a.min()), float(a.max())
+        return a.astype(np.uint8 if lo >= 0 and hi <= 255 else np.int32)
+    bad = a[~(np.isfinite(a) & (a == np.round(a)))][:5] if a.dtype.kind == "f" else a.ravel()[:5]
+    raise VolumeFormatError(
+        f"{path}: label values must be whole numbers; found {a.dtype} values such as {bad.tolist()}: not a label "
+        "volume?"
+    )
+
+
+def _check_spacing(spacing: Sequence[float]) -> Spacing:
+    try:
+        values = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            "--spacing must be 3 positive finite numbers in mm (between B-scans, along depth, between A-scans); "
+            f"got {spacing!r}"
+        )
+    return values[0], values[1], values[2]
+
+
+def _resolve_spacing(
+    path: Path, from_file: PartialSpacing | None, name: str, shape: tuple[int, int, int]
+) -> Spacing | None:
+    """The file's spacing (checked), else the Cirrus cube size in the name, else None."""
+    if from_file is not None and None not in from_file:
+        if not all(math.isfinite(v) and v > 0 for v in from_file):
+            raise VolumeFormatError(
+                f"{path}: the file gives the spacing {from_file} mm (between B-scans, along depth, between A-scans); "
+                "zero, negative and non-finite values are invalid: pass --spacing to set it"
+            )
+        return float(from_file[0]), float(from_file[1]), float(from_file[2])
+    if from_file is not None:
+        log.warning(f"{path}: the file gives only part of the spacing {from_file} mm; pass --spacing to set it")
+    return cirrus_spacing(name, shape)
+
+
+def _require(module: str, package: str, path: Path) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise VolumeFormatError(f"{path}: reading this format needs {package} (pip install {package})") from e
+
+
+def _library_read(
+    path: Path, library: str, read: Callable, hint: str = "the file is damaged or not what its name says"
+):
+    """``read()``, with a third-party reader's failure as an error naming the file, the library and the cause."""
+    try:
+        return read()
+    except DatasetError:
+        raise
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the operating system's: not found, permission
+            raise file_error(path, e) from e
+        raise VolumeFormatError(f"{path}: {library} cannot read this file ({type(e).__name__}: {e}); {hint}") from e
+
+
+def _stack_bscans(bscans: Sequence[np.ndarray], path: Path) -> np.ndarray:
+    shapes = {np.shape(b) for b in bscans}
+    if len(shapes) != 1:
+        raise VolumeFormatError(f"{path}: B-scans of different sizes {sorted(shapes)[:4]}; not one volume")
+    return np.stack([np.asarray(b) for b in bscans])
+
+
+# ---- slice folders
+
+
+def _natural_key(path: Path) -> list:
+    """``img_2.png`` before ``img_10.png``: digit runs compare as numbers (text and numbers alternate, so any two keys
+    compare)."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", path.name.lower()))]
+
+
+def _slice_files(folder: Path) -> tuple[Path, ...]:
+    """The B-scan files of a slice folder in natural order; stray files (hidden, .DS_Store, Thumbs.db) ignored."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as e:
+        raise file_error(folder, e) from e
+    files, kinds = [], set()
+    for p in entries:
+        if p.name.startswith(".") or p.name.lower() in IGNORED_FILES:
+            continue
+        kind = SLICE_KINDS.get(p.suffix.lower())
+        if kind is None or not p.is_file():
+            raise VolumeFormatError(
+                f"{p}: unexpected in a slice folder, which holds BMP, PNG or TIFF B-scans only (remove or move it)"
+            )
+        files.append(p)
+        kinds.add(kind)
+    if not files:
+        raise VolumeFormatError(f"{folder}: no slice images (BMP, PNG or TIFF files) in the folder")
+    if len(kinds) > 1:
+        raise VolumeFormatError(
+            f"{folder}: slices of mixed kinds ({', '.join(sorted(kinds))}); keep one kind per volume"
+        )
+    files.sort(key=_natural_key)
+    for a, b in zip(files, files[1:]):
+        if _natural_key(a) == _natural_key(b):
+            raise VolumeFormatError(
+                f"{folder}: {a.name} and {b.name} take the same place in the slice order; remove one"
+            )
+    return tuple(files)
+
+
+def _read_slices(folder: Path) -> tuple[np.ndarray, None]:
+    return stack_slices(_slice_files(folder), read_grey), None
+
+
+# ---- TIFF
+
+
+def _open_tiff(path: Path) -> tifffile.TiffFile:
+    return _library_read(path, "tifffile", lambda: tifffile.TiffFile(path))
+
+
+def _tiff_series(tif: tifffile.TiffFile, path: Path):
+    if not tif.series:
+        raise VolumeFormatError(f"{path}: no image in the TIFF; the file is damaged or empty")
+    if len(tif.series) != 1:
+        raise VolumeFormatError(
+            f"{path}: {len(tif.series)} image series (pages of different sizes or kinds); a volume is one stack of "
+            "equal pages"
+        )
+    return tif.series[0]
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, None]:
+    with _open_tiff(path) as tif:
+        series = _tiff_series(tif, path)
+        return _library_read(path, "tifffile", series.asarray), None
+
+
+# ---- NIfTI and MetaImage (SimpleITK)
+
+
+def _meta_header(path: Path) -> tuple[dict[str, str], int]:
+    """A MetaImage header's ``key = value`` fields up to ElementDataFile (the last one), and the header's length in
+    bytes (where LOCAL data begin)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as e:
+        raise file_error(path, e) from e
+    fields, pos = {}, 0
+    for line in head.split(b"\n"):
+        pos += len(line) + 1
+        key, eq, value = line.decode("latin-1").partition("=")
+        if not eq:
+            break
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            return fields, pos
+    raise VolumeFormatError(f"{path}: not a MetaImage header (no 'ElementDataFile = ...' line); the file is damaged?")
+
+
+def _meta_data_files(path: Path, fields: dict[str, str], header_bytes: int) -> tuple[Path, ...]:
+    """The data files an ElementDataFile names: one file, none (LOCAL), a LIST after the header, or a pattern
+    ``name%03d.raw first last step``."""
+    value, folder = fields["ElementDataFile"], path.parent
+    if value.upper() == "LOCAL":
+        return ()
+    if value.upper().startswith("LIST"):
+        with open(path, "rb") as f:
+            f.seek(header_bytes)
+            names = f.read().decode("latin-1").split()
+        return tuple(folder / n for n in names)
+    parts = value.split()
+    if "%" in value and len(parts) == 4 and all(re.fullmatch(r"-?\d+", p) for p in parts[1:]):
+        first, last, step = (int(p) for p in parts[1:])
+        return tuple(folder / (parts[0] % i) for i in range(first, last + 1, step or 1))
+    return (folder / value,)
+
+
+def _check_meta_data(path: Path) -> dict[str, str]:
+    """Before SimpleITK reads a MetaImage (its own messages on a missing or short data file are poor): every data file
+    is there, and a single uncompressed one holds exactly the voxels the header describes."""
+    fields, header_bytes = _meta_header(path)
+    files = _meta_data_files(path, fields, header_bytes)
+    for data in files:
+        if not data.is_file():
+            raise VolumeFormatError(
+                f"{path}: its data file {data} (ElementDataFile) is missing; copy it next to the header"
+            )
+    element = _MET_BYTES.get(fields.get("ElementType", ""))
+    compressed = fields.get("CompressedData", "False").lower() == "true"
+    if len(files) > 1 or element is None or compressed:
+        return fields
+    try:
+        dims = [int(v) for v in fields.get("DimSize", "").split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+        header_size = int(fields.get("HeaderSize", "0"))
+    except ValueError as e:
+        raise VolumeFormatError(f"{path}: a MetaImage header field is not a number ({e}); the header is damaged") from e
+    data = files[0] if files else path
+    size = data.stat().st_size - (header_bytes if not files else max(header_size, 0))
+    need = math.prod(dims) * element * channels
+    if size < need or (size > need and header_size != -1):
+        shown = "x".join(map(str, dims))
+        what = "truncated; copy it again" if size < need else "larger: the header's DimSize or ElementType is wrong"
+        raise VolumeFormatError(
+            f"{path}: its data file {data} holds {size} bytes of voxels but the header ({shown} "
+            f"{fields['ElementType']}) needs {need}: the data file is {what}"
+        )
+    return fields
+
+
+def _itk_reader(path: Path):
+    """A SimpleITK file reader with the header read and checked: one grey 3-D image."""
+    sitk = _require("SimpleITK", "SimpleITK", path)
+    if _suffix(path) in (".mhd", ".mha"):
+        _check_meta_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    _library_read(path, "SimpleITK", reader.ReadImageInformation)
+    _check_shape(tuple(reversed(reader.GetSize())), path)  # SimpleITK sizes are (x, y, z)
+    if reader.GetNumberOfComponents() != 1:
+        raise VolumeFormatError(f"{path}: {reader.GetNumberOfComponents()} values per voxel; a volume is grey")
+    return reader
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+    """NIfTI / MetaImage as stored: SimpleITK's array is (z, y, x) = (Z, H, W), its spacing (x, y, z) reversed; the
+    direction matrix is not applied (the array keeps the file's voxel order)."""
+    sitk = _require("SimpleITK", "SimpleITK", path)
+    reader = _itk_reader(path)
+    spacing = tuple(float(v) for v in reversed(reader.GetSpacing()))
+    if _suffix(path) not in (".mhd", ".mha"):
+        if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and _nifti_non_finite(path):
+            raise VolumeFormatError(
+                f"{path}: the volume holds NaN or infinite values (read as 0 by ITK); fix the export"
+            )
+        image = _library_read(path, "SimpleITK", reader.Execute)
+    else:
+        fields, _ = _meta_header(path)
+        if "ElementSpacing" not in fields and "ElementSize" not in fields:
+            spacing = None  # SimpleITK's 1 mm default: the file does not say
+        if spacing is None or all(math.isfinite(v) and v != 0 for v in spacing):
+            image = _library_read(path, "SimpleITK", reader.Execute)
+        else:
+            image = _read_meta_respaced(path)
+    return sitk.GetArrayFromImage(image), spacing
+
+
+def _nifti_non_finite(path: Path) -> bool:
+    """Whether a float NIfTI-1 / NIfTI-2 file holds NaN or infinite voxels. ITK 5's NIfTI reader replaces them by 0
+    without a word (fixed in ITK 6: InsightSoftwareConsortium/ITK#6683), so they are looked for in the file itself."""
+    try:
+        with (gzip.open if _suffix(path) == ".nii.gz" else open)(path, "rb") as f:
+            head = f.read(540)
+            order = next((o for o in "<>" if int(np.frombuffer(head[:4], f"{o}i4")[0]) in (348, 540)), None)
+            if order is None:
+                return False  # not a header this check knows: SimpleITK has read it, and says what it found
+            if len(head) >= 348 and int(np.frombuffer(head[:4], f"{order}i4")[0]) == 348:  # NIfTI-1
+                dims = np.frombuffer(head[40:56], f"{order}i2")
+                datatype, offset = (
+                    np.frombuffer(head[70:72], f"{order}i2")[0],
+                    np.frombuffer(head[108:112], f"{order}f4")[0],
+                )
+            else:  # NIfTI-2
+                dims = np.frombuffer(head[16:80], f"{order}i8")
+                datatype, offset = (
+                    np.frombuffer(head[12:14], f"{order}i2")[0],
+                    np.frombuffer(head[168:176], f"{order}i8")[0],
+                )
+            dtype = {16: np.dtype(f"{order}f4"), 64: np.dtype(f"{order}f8")}.get(int(datatype))
+            if dtype is None or not 1 <= dims[0] <= 7:
+                return False
+            remaining = int(np.prod(dims[1 : dims[0] + 1]))
+            f.seek(int(offset))
+            while remaining > 0:  # in chunks: no second copy of a large volume
+                chunk = np.frombuffer(f.read(min(remaining, 1 << 22) * dtype.itemsize), dtype)
+                if chunk.size == 0 or not np.isfinite(chunk).all():
+                    return chunk.size > 0
+                remaining -= chunk.size
+    except (OSError, EOFError) as e:
+        raise VolumeFormatError(f"{path}: cannot read the NIfTI voxels ({e}); the file is damaged or truncated") from e
+    return False
+
+
+def _read_meta_respaced(path: Path):
+    """A MetaImage whose spacing SimpleITK refuses (zero or not finite: it will not build the image), read through a
+    copy of its header with unit spacing in a temporary folder, so that ``--spacing`` can stand in for it."""
+    sitk = _require("SimpleITK", "SimpleITK", path)
+    fields, header_bytes = _meta_header(path)
+    files = _meta_data_files(path, fields, header_bytes)
+    if len(files) > 1:
+        raise VolumeFormatError(
+            f"{path}: ElementSpacing {fields.get('ElementSpacing')} is invalid; fix it in the header"
+        )
+    fields = {k: v for k, v in fields.items() if k not in ("ElementSpacing", "ElementSize", "ElementDataFile")}
+    if not files:  # LOCAL: the voxels follow the header in the file itself
+        fields["HeaderSize"] = str(header_bytes)
+    fields["ElementSpacing"] = " ".join(["1"] * int(fields.get("NDims", "3")))
+    fields["ElementDataFile"] = str((files[0] if files else path).resolve())  # the last field, as MetaImage requires
+    with tempfile.TemporaryDirectory() as tmp:
+        header = Path(tmp) / "respaced.mhd"
+        header.write_text("".join(f"{k} = {v}\n" for k, v in fields.items()))
+        return _library_read(path, "SimpleITK", lambda: sitk.ReadImage(str(header)))
+
+
+# ---- raw Zeiss Cirrus cubes
+
+
+def _cirrus_cube(path: Path, cube: tuple[int, int] | None) -> tuple[int, int]:
+    """(A-scans, B-scans) of a raw Cirrus cube: ``cube``, else the size in the file name."""
+    if cube is not None:
+        if len(cube) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in cube):
+            raise ValueError(
+                f"cube must be (A-scans, B-scans), two positive whole numbers such as (512, 128); got {cube!r}"
+            )
+        return int(cube[0]), int(cube[1])
+    m = _CUBE_SIZE.search(path.name)
+    if m is None:
+        raise VolumeFormatError(
+            f"{path}: a raw Cirrus .img file whose name gives no cube size (such as 'Macular Cube 512x128'); pass the "
+            "cube size (A-scans x B-scans)"
+        )
+    return int(m[1]), int(m[2])
+
+
+def _cirrus_depth(path: Path, ascans: int, bscans: int) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise file_error(path, e) from e
+    if size == 0 or size % (ascans * bscans):
+        raise VolumeFormatError(
+            f"{path}: truncated/not a whole cube: {size} bytes is not a multiple of {ascans}x{bscans} (A-scans x "
+            "B-scans); copy the file again or give the right cube size"
+        )
+    return size // (ascans * bscans)
+
+
+def _read_cirrus(path: Path, ascans: int, bscans: int) -> np.ndarray:
+    """A Cirrus ``cube_z.img``: uint8, B-scan after B-scan, each stored as depth rows of ``ascans`` bytes, upside down
+    and mirrored (rotated 180 degrees). The layout the published readers agree on: AURA's ``octCirrusReader.m``
+    (``reshape(A, ascans, depth, bscans)``, then flip up-down and left-right) and others.
+
+    Read with NumPy, not oct-converter: its ``IMG.read_oct_volume(rows=1024, cols=512)`` reshapes the bytes as
+    ``(rows, cols, n)`` in Fortran order, i.e. takes each A-scan's depth samples as contiguous, and does not rotate;
+    on this layout its documented arguments give a scrambled image, and the right one needs ``rows=A-scans,
+    cols=depth``, a transpose and a rotation, which is this reshape with extra steps on an argument contract that is
+    not its documented one. The B-scans keep the file's order (AURA also reverses it, to run inferior to superior).
+    """
+    depth = _cirrus_depth(path, ascans, bscans)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise file_error(path, e) from e
+    if raw.size != bscans * depth * ascans:
+        raise VolumeFormatError(f"{path}: the file changed size while it was read; read it again")
+    return np.ascontiguousarray(raw.reshape(bscans, depth, ascans)[:, ::-1, ::-1])
+
+
+# ---- DICOM
+
+
+def _dicom_dataset(path: Path, header_only: bool = False):
+    pydicom = _require("pydicom", "pydicom", path)
+    # header_only: large values (the pixel data) are left on disk, but their presence is still known
+    return _library_read(path, "pydicom", lambda: pydicom.dcmread(path, defer_size="1 KB" if header_only else None))
+
+
+def _dicom_frames(ds, path: Path) -> int:
+    """The number of B-scans of a DICOM holding an OCT volume; what else it holds is an error naming it."""
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        kind = ds.get("SOPClassUID", "unknown SOP class")
+        raise VolumeFormatError(
+            f"{path}: the DICOM holds no pixel data ({getattr(kind, 'name', kind)}: a report or a document?); "
+            "export the OCT volume itself"
+        )
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise VolumeFormatError(f"{path}: a colour DICOM image ({ds.get('PhotometricInterpretation')}); OCT is grey")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 2:
+        raise VolumeFormatError(
+            f"{path}: one image, not a volume: a volume is one multi-frame DICOM (a folder of single-frame files is "
+            "not read)"
+        )
+    return frames
+
+
+def _dicom_spacing(ds) -> PartialSpacing | None:
+    """(between B-scans, row spacing, column spacing) from PixelSpacing and SpacingBetweenSlices / SliceThickness, in
+    the shared or first per-frame functional groups' PixelMeasuresSequence (enhanced and ophthalmic tomography
+    DICOM) or at the top level."""
+    groups = []
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if seq in ds and len(ds[seq].value) and "PixelMeasuresSequence" in ds[seq].value[0]:
+            groups.extend(ds[seq].value[0].PixelMeasuresSequence)
+    groups.append(ds)
+
+    def first(key: str):
+        return next((g.get(key) for g in groups if g.get(key) not in (None, "")), None)
+
+    pixel = first("PixelSpacing")
+    between = first("SpacingBetweenSlices")
+    between = first("SliceThickness") if between is None else between
+    if pixel is None and between is None:
+        return None
+    rows, cols = (float(pixel[0]), float(pixel[1])) if pixel is not None and len(pixel) == 2 else (None, None)
+    return (None if between is None else float(between), rows, cols)
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+    ds = _dicom_dataset(path)
+    _dicom_frames(ds, path)
+    try:
+        a = ds.pixel_array
+    except Exception as e:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        raise VolumeFormatError(
+            f"{path}: cannot decode the DICOM pixel data ({getattr(syntax, 'name', syntax)}: {e}); a compressed file "
+            "needs a decoder (pip install pylibjpeg pylibjpeg-openjpeg), or export it uncompressed"
+        ) from e
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # white is 0: turn it the usual way round
+        a = a.max() - (a - a.min())
+    return a, _dicom_spacing(ds)
+
+
+# ---- vendor exports (cannot be tested here: no vendor files)
+
+
+def _read_e2e(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+    """Heidelberg ``.e2e`` through oct-converter's ``E2E(path).read_oct_volume()`` (a list of volumes; the one with
+    the most B-scans is taken). Untested here: no .e2e file to test with. Its B-scans are floats in [0, 1] after
+    oct-converter's display transform; only the depth spacing comes from the file (oct-converter fills the others
+    with fixed defaults), so the spacing is unknown unless given."""
+    readers = _require("oct_converter.readers", "oct-converter", path)
+    volumes = _library_read(
+        path,
+        "oct-converter",
+        lambda: readers.E2E(path).read_oct_volume(),
+        hint="export the scan as DICOM if the file is sound",
+    )
+    if not volumes:
+        raise VolumeFormatError(f"{path}: no OCT volume in the .e2e file (fundus images only?)")
+    volume = max(volumes, key=lambda v: len(v.volume))
+    if len(volumes) > 1:
+        counts = [len(v.volume) for v in volumes]
+        log.warning(f"{path}: {len(volumes)} OCT series of {counts} B-scans; reading the one of {len(volume.volume)}")
+    depth = volume.pixel_spacing[1] if volume.pixel_spacing else None
+    return _stack_bscans(volume.volume, path), (None, depth, None)
+
+
+def _read_topcon(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+    """Topcon ``.fda`` / ``.fds`` through oct-converter's ``FDA(path).read_oct_volume()`` / ``FDS(...)``. Untested
+    here: no Topcon file to test with (and oct-converter 0.7.0 calls ``np.fromstring``, which NumPy 2.3 removed, so
+    it fails on newer NumPy: the error says so)."""
+    readers = _require("oct_converter.readers", "oct-converter", path)
+    reader = readers.FDA if _suffix(path) == ".fda" else readers.FDS
+    try:
+        volume = _library_read(
+            path,
+            "oct-converter",
+            lambda: reader(path).read_oct_volume(),
+            hint="export the scan as DICOM if the file is sound",
+        )
+    except VolumeFormatError as e:
+        if "fromstring" not in str(e.__cause__):
+            raise
+        raise VolumeFormatError(
+            f"{path}: oct-converter's Topcon reader calls np.fromstring, which NumPy {np.__version__} no longer has "
+            "(removed in 2.3): read the file where NumPy < 2.3 is installed, or export the scan as DICOM"
+        ) from e.__cause__
+    spacing = volume.pixel_spacing  # [between A-scans, between B-scans, depth] mm (oct-converter's read_scan_params)
+    return _stack_bscans(volume.volume, path), None if not spacing else (spacing[1], spacing[2], spacing[0])
+
+
+def _read_vol(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+    """Heidelberg ``.vol`` through eyepy's ``import_heyex_vol(path)``: ``.data`` is (B-scans, depth, A-scans) uint8
+    after eyepy's Heyex display transform, ``scale_z / scale_y / scale_x`` the spacing in mm. Tested only with a file
+    built from eyepy's own format definition, not with a scanner's export."""
+    eyepy = _require("eyepy", "eyepy", path)
+    volume = _library_read(
+        path, "eyepy", lambda: eyepy.import_heyex_vol(path), hint="export the scan as DICOM if the file is sound"
+    )
+    return np.asarray(volume.data), (volume.scale_z, volume.scale_y, volume.scale_x)
+
+
+_READERS: dict[str, Callable[[Path], tuple[np.ndarray, PartialSpacing | None]]] = {
+    "slices": _read_slices,
+    "tiff": _read_tiff,
+    "nifti": _read_itk,
+    "metaimage": _read_itk,
+    "dicom": _read_dicom,
+    "e2e": _read_e2e,
+    "fda": _read_topcon,
+    "fds": _read_topcon,
+    "vol": _read_vol,
+}

@@ -1,0 +1,425 @@
+"""data.volumes: one small known volume written in every format that can be written here, read back exactly, with
+its spacing; the bad inputs each give one clear error naming the file. No vendor files exist here: the writers below
+follow each format's published layout, and say where they come from."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tifffile
+from PIL import Image
+
+from data.oct import DatasetError
+from data.volumes import (
+    CIRRUS_CUBES,
+    ScanVolume,
+    VolumeFormatError,
+    cirrus_spacing,
+    read_label_volume,
+    read_volume,
+    volume_depth,
+    volume_files,
+    volume_name,
+)
+
+Z, H, W = 5, 40, 24
+SPACING = (0.125, 0.00390625, 0.015625)  # mm between B-scans, along depth, between A-scans; exact in float32 (NIfTI)
+CIRRUS_DEPTH = 16  # real cubes have 1024 rows; 16 keeps the files small
+
+
+def known_volume(z: int = Z, h: int = H, w: int = W) -> np.ndarray:
+    """image[k, y, x] = 40k + y + x // 8 (mod 240), and a bright mark (250) at rows 2..4, columns 1..k+2 of B-scan k:
+    a flip of any axis or B-scans out of order changes the array."""
+    k, y, x = np.meshgrid(np.arange(z), np.arange(h), np.arange(w), indexing="ij")
+    v = ((40 * k + y + x // 8) % 240).astype(np.uint8)
+    for i in range(z):
+        v[i, 2:5, 1 : i + 3] = 250
+    return v
+
+
+def warnings_from(caplog, level=logging.WARNING) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "data.volumes" and r.levelno == level]
+
+
+def notes_from(caplog) -> list[str]:
+    """Log lines at INFO: an unknown spacing matters only to --report, which then fails naming it."""
+    return warnings_from(caplog, logging.INFO)
+
+
+# ---- writers, one per format
+
+
+def write_slices(folder, vol, suffix, names=None):
+    folder.mkdir()
+    for name, image in zip(names or range(1, len(vol) + 1), vol):
+        Image.fromarray(image).save(folder / f"{name}{suffix}")
+    return folder
+
+
+def write_itk(path, vol, spacing=SPACING):
+    image = sitk.GetImageFromArray(vol)  # array (z, y, x) -> image (x, y, z)
+    image.SetSpacing(tuple(reversed(spacing)))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def write_dicom(path, vol, spacing=SPACING):
+    """An uncompressed multi-frame Ophthalmic Tomography DICOM, with spacing at the top level."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OPT"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = vol.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelSpacing = [spacing[1], spacing[2]]  # row spacing (depth), column spacing (between A-scans)
+    ds.SpacingBetweenSlices = spacing[0]
+    ds.PixelData = vol.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_tiff(path, vol):
+    tifffile.imwrite(path, vol)  # one page per B-scan
+    return path
+
+
+def write_cirrus(path, vol):
+    """A raw Cirrus cube as the scanner exports it (the layout of AURA's octCirrusReader.m and other published
+    readers): B-scan after B-scan, each as depth rows of A-scan bytes, rotated 180 degrees (upside down, mirrored)."""
+    vol[:, ::-1, ::-1].tofile(path)
+    return path
+
+
+NATURAL = (1, 2, 3, 10, 20)  # as text: 1, 10, 2, 20, 3
+CASES = {  # name -> (write(tmp_path, vol) -> path, format, spacing read back)
+    "bmp-slices": (lambda d, v: write_slices(d / "P1.img", v, ".bmp", NATURAL), "slices", None),
+    "png-slices": (lambda d, v: write_slices(d / "P1", v, ".png", [f"img_{n}" for n in NATURAL]), "slices", None),
+    "tiff-slices": (lambda d, v: write_slices(d / "P1", v, ".tif"), "slices", None),
+    "tiff": (lambda d, v: write_tiff(d / "v.tif", v), "tiff", None),
+    "nifti": (lambda d, v: write_itk(d / "v.nii.gz", v), "nifti", SPACING),
+    "metaimage": (lambda d, v: write_itk(d / "v.mhd", v), "metaimage", SPACING),
+    "dicom": (lambda d, v: write_dicom(d / "v.dcm", v), "dicom", SPACING),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_writable_format_reads_back_exactly(tmp_path, case):
+    write, fmt, spacing = CASES[case]
+    vol = known_volume()
+    path = write(tmp_path, vol)
+    v = read_volume(path)
+    assert isinstance(v, ScanVolume) and v.format == fmt and v.path == path
+    assert v.image.dtype == np.uint8 and np.array_equal(v.image, vol)
+    if spacing is None:
+        assert v.spacing is None
+    else:
+        assert np.allclose(v.spacing, spacing, rtol=0, atol=1e-9)
+    assert volume_depth(path) == Z
+
+
+def test_slice_folders_sort_naturally_and_skip_stray_files(tmp_path):
+    vol = known_volume()
+    folder = write_slices(tmp_path / "P1", vol, ".png", [f"slice_{n}" for n in NATURAL])
+    (folder / ".DS_Store").write_bytes(b"junk")
+    (folder / "Thumbs.db").write_bytes(b"junk")
+    (folder / ".hidden.png").write_bytes(b"junk")
+    names = [p.name for p in volume_files(folder)]
+    assert names == ["slice_1.png", "slice_2.png", "slice_3.png", "slice_10.png", "slice_20.png"]  # not 1, 10, 2, ...
+    assert np.array_equal(read_volume(folder).image, vol)
+
+
+@pytest.mark.parametrize("ascans,bscans", sorted(CIRRUS_CUBES))
+def test_raw_cirrus_cube_reads_right_side_up(tmp_path, ascans, bscans):
+    vol = known_volume(bscans, CIRRUS_DEPTH, ascans)
+    path = write_cirrus(tmp_path / f"P0001_Macular Cube {ascans}x{bscans}_4-25-2017_9-32-13_OD_sn2218_cube_z.img", vol)
+    v = read_volume(path)
+    assert v.format == "cirrus-img" and v.image.shape == (bscans, CIRRUS_DEPTH, ascans)
+    assert np.array_equal(v.image, vol)
+    # by hand: the file's first byte is the bottom-right voxel of the first B-scan, its last the top-left of the last
+    raw = np.fromfile(path, np.uint8)
+    assert v.image[0, -1, -1] == raw[0] and v.image[-1, 0, 0] == raw[-1]
+    assert v.image[0, 2, 1] == 250 and v.image[0, 2, 3] != 250  # the mark: near the top-left, 2 wide in B-scan 0
+    assert volume_depth(path) == bscans
+    width, length, depth = CIRRUS_CUBES[ascans, bscans]
+    assert np.allclose(v.spacing, (length / bscans, depth / CIRRUS_DEPTH, width / ascans), rtol=0, atol=1e-12)
+
+
+def test_cirrus_cube_size_from_the_argument(tmp_path):
+    vol = known_volume(128, CIRRUS_DEPTH, 512)
+    v = read_volume(write_cirrus(tmp_path / "renamed.img", vol), cube=(512, 128))
+    assert np.array_equal(v.image, vol) and np.allclose(v.spacing, (6 / 128, 2 / 16, 6 / 512), rtol=0, atol=1e-12)
+    with pytest.raises(VolumeFormatError, match=r"renamed\.img.*no cube size"):
+        read_volume(tmp_path / "renamed.img")
+
+
+def test_cirrus_spacing_by_hand(caplog):
+    caplog.set_level(logging.INFO, "data.volumes")
+    name = "P0001_MacularCube512x128_4-25-2017_9-32-13_OD_sn2218_cube_z"  # AI Challenger: no space
+    assert cirrus_spacing(name, (128, 1024, 512)) == pytest.approx((6 / 128, 2 / 1024, 6 / 512), abs=1e-12)
+    disc = "P1_Optic Disc Cube 200x200_cube_z"
+    assert cirrus_spacing(disc, (200, 1024, 200)) == pytest.approx((6 / 200, 2 / 1024, 6 / 200), abs=1e-12)
+    assert cirrus_spacing("TRAIN001", (128, 1024, 512)) is None
+    assert notes_from(caplog) == []
+    assert cirrus_spacing("P0001_MacularCube128x32_synthetic", (32, 64, 128)) is None  # not a Cirrus cube
+    assert cirrus_spacing("P0001_MacularCube512x128", (64, 1024, 512)) is None  # 64 B-scans, not 128
+    found = notes_from(caplog)
+    assert len(found) == 2 and "128x32" in found[0] and "64 B-scans" in found[1]
+    assert all("--spacing" in m for m in found)
+
+
+def test_unknown_cube_size_in_a_folder_name_leaves_spacing_unknown(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "data.volumes")
+    folder = write_slices(tmp_path / "P0001_MacularCube128x32_synthetic.img", known_volume(), ".png")
+    assert read_volume(folder).spacing is None
+    found = notes_from(caplog)
+    assert len(found) == 1 and "128x32" in found[0]
+
+
+def test_uint16_volume_is_scaled_by_its_range(tmp_path, caplog):
+    vol = np.full((Z, H, W), 1500, np.uint16)
+    vol[0, 0, 0], vol[1, 1, 1], vol[2, 2, 2] = 1000, 3000, 2200  # min, max, and one between
+    path = write_itk(tmp_path / "v16.mhd", vol)
+    image = read_volume(path).image
+    # (v - 1000) * 255 / 2000: 1000 -> 0, 3000 -> 255, 2200 -> 153, 1500 -> 63.75 -> 64
+    assert (image[0, 0, 0], image[1, 1, 1], image[2, 2, 2], image[3, 3, 3]) == (0, 255, 153, 64)
+    found = warnings_from(caplog)
+    assert len(found) == 1 and "v16.mhd" in found[0] and "uint16" in found[0]
+
+
+def test_explicit_spacing_overrides_the_file(tmp_path):
+    path = write_itk(tmp_path / "v.mhd", known_volume())
+    assert read_volume(path, spacing=(0.2, 0.004, 0.01)).spacing == (0.2, 0.004, 0.01)
+    zero = tmp_path / "zero.mhd"
+    zero.write_text(path.read_text().replace("ElementSpacing = 0.015625", "ElementSpacing = 0"))
+    assert read_volume(zero, spacing=(0.2, 0.004, 0.01)).spacing == (0.2, 0.004, 0.01)  # the file's 0 is not used
+
+
+def test_volume_files(tmp_path):
+    mhd = write_itk(tmp_path / "oct.mhd", known_volume())
+    assert volume_files(mhd) == (mhd, tmp_path / "oct.raw")
+    folder = write_slices(tmp_path / "P1.img", known_volume(), ".bmp")
+    assert volume_files(folder) == tuple(folder / f"{n}.bmp" for n in range(1, Z + 1))
+    nii = write_itk(tmp_path / "v.nii.gz", known_volume())
+    assert volume_files(nii) == (nii,)
+
+
+def test_label_volume_values_are_kept(tmp_path):
+    labels = (known_volume() % 4).astype(np.uint8)
+    out = read_label_volume(write_itk(tmp_path / "reference.mhd", labels))
+    assert out.dtype == np.uint8 and np.array_equal(out, labels)
+    as_float = read_label_volume(write_itk(tmp_path / "float.nii.gz", labels.astype(np.float32)))
+    assert as_float.dtype == np.uint8 and np.array_equal(as_float, labels)  # whole-valued floats: the same labels
+    with pytest.raises(VolumeFormatError, match=r"half\.nii\.gz.*whole numbers"):
+        read_label_volume(write_itk(tmp_path / "half.nii.gz", labels.astype(np.float32) + 0.5))
+    with pytest.raises(VolumeFormatError, match=r"labels\.dcm: label volumes are read from MetaImage"):
+        read_label_volume(write_dicom(tmp_path / "labels.dcm", labels))
+
+
+def test_volume_names(tmp_path):
+    (tmp_path / "P0001.img").mkdir()
+    (tmp_path / "TRAIN001").mkdir()
+    cirrus = "P1_Macular Cube 512x128_4-25-2017_9-32-13_OD_sn2218_cube_z"
+    assert volume_name(tmp_path / "P0001.img") == "P0001"
+    assert volume_name(tmp_path / "x.nii.gz") == "x"
+    assert volume_name(tmp_path / "TRAIN001" / "oct.mhd") == "TRAIN001"
+    assert volume_name(tmp_path / "TRAIN001" / "reference.mhd") == "TRAIN001"
+    assert volume_name(tmp_path / f"{cirrus}.img") == cirrus
+
+
+def test_dicom_found_by_its_preamble_whatever_its_name(tmp_path):
+    vol = known_volume()
+    for name in ("scan", "P1_Zeiss_export.IMG"):  # no suffix; Zeiss names DICOM files .IMG
+        v = read_volume(write_dicom(tmp_path / name, vol))
+        assert v.format == "dicom" and np.array_equal(v.image, vol)
+
+
+def test_dicom_written_by_oct_converter(tmp_path, caplog):
+    """oct-converter's own OCT DICOM export (what its converters write): uint16 frames normalised to 0..100, spacing in
+    the shared functional groups' PixelMeasuresSequence (PixelSpacing and SliceThickness)."""
+    from oct_converter.dicom.dicom import write_opt_dicom
+    from oct_converter.dicom.img_meta import img_image_params, img_manu_meta, img_patient_meta, img_series_meta
+    from oct_converter.dicom.metadata import DicomMetadata, ImageGeometry
+
+    vol = np.full((Z, H, W), 20.0)
+    for i in range(Z):
+        vol[i, 2:5, 1 : i + 3] = 100
+    vol[0, -1, -1] = 0
+    geometry = ImageGeometry(pixel_spacing=[SPACING[1], SPACING[2]], slice_thickness=SPACING[0])
+    geometry.image_orientation = [1, 0, 0, 0, 1, 0]
+    patient, series = img_patient_meta("P1"), img_series_meta(None, "R")
+    meta = DicomMetadata(patient, series, img_manu_meta(), geometry, img_image_params())
+    path = write_opt_dicom(meta, list(vol), tmp_path / "oct.dcm")
+    v = read_volume(path)
+    assert np.array_equal(v.image, np.round(vol * 2.55).astype(np.uint8))  # 0 / 20 / 100 of 0..100 -> 0 / 51 / 255
+    assert np.allclose(v.spacing, SPACING, rtol=0, atol=1e-9)
+    assert len(warnings_from(caplog)) == 1  # the one scaling warning
+
+
+def test_heyex_vol_through_eyepy(tmp_path, monkeypatch):
+    """A .vol built from eyepy's own definition of the format (no scanner file exists here), read through eyepy: pins
+    the axes, the uint8 result and which of eyepy's scales is which."""
+    from eyepy.core.utils import to_vol_intensity
+    from eyepy.io import utils as eyepy_utils
+    from eyepy.io.he.vol_reader import vol_format
+
+    # eyepy 0.21's exam-time encoder returns a float for an integer field: give it the integer it needs
+    monkeypatch.setattr(type(eyepy_utils.IntDate), "_encode", lambda self, obj, context, path: 0)
+    vol = known_volume()
+    date = "2020-01-02T00:00:00"
+    bscans = [
+        dict(
+            bscan_hdr_size=256 + 17 * 4 * W,
+            start_x=0.0,
+            start_y=SPACING[0] * i,
+            end_x=W * SPACING[2],
+            end_y=SPACING[0] * i,
+            num_seg=17,
+            quality=1.0,
+            shift=0,
+            iv_transformation=[0] * 6,
+            layer_segmentations=np.zeros((17, W), np.float32),
+            data=to_vol_intensity(vol[i]),
+        )
+        for i in range(Z)
+    ]
+    header = dict(size_x=W, size_y=H, n_bscans=Z, scale_x=SPACING[2], scale_y=SPACING[1], distance=SPACING[0])
+    header.update(size_x_slo=16, size_y_slo=16, scale_x_slo=0.1, scale_y_slo=0.1, field_size_slo=30, scan_focus=0.0)
+    header.update(scan_position="OD", exam_time=0, scan_pattern=3, id="x", reference_id="x", pid=1, patient_id="P1")
+    header.update(dob=date, vid=0, visit_id="x", visit_date=date, grid_type=0, grid_offset=0, grid_type1=0)
+    header.update(grid_offset1=0, prog_id="x", localizer=np.zeros((16, 16), np.uint8), bscans=bscans)
+    path = tmp_path / "P1.vol"
+    path.write_bytes(vol_format.build(header))
+    v = read_volume(path)
+    assert v.format == "vol" and np.array_equal(v.image, vol)
+    assert np.allclose(v.spacing, SPACING, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("suffix", [".e2e", ".fda", ".fds", ".vol"])
+def test_vendor_reader_failure_names_the_file(tmp_path, suffix):
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(bytes(256))
+    with pytest.raises(VolumeFormatError, match=rf"broken\{suffix}"):
+        read_volume(path)
+
+
+# ---- bad inputs: one clear error each, naming the file
+
+
+def test_unknown_suffix(tmp_path):
+    (tmp_path / "scan.xyz").write_bytes(b"data")
+    with pytest.raises(VolumeFormatError, match=r"scan\.xyz: not a volume format.*\.nii\.gz.*\.mhd"):
+        read_volume(tmp_path / "scan.xyz")
+
+
+def test_truncated_cirrus_cube(tmp_path):
+    path = tmp_path / "P1_Optic Disc Cube 200x200_cube_z.img"
+    path.write_bytes(bytes(200 * 200 * 2 + 3))
+    with pytest.raises(VolumeFormatError, match=r"cube_z\.img: truncated/not a whole cube: 80003 bytes .* 200x200"):
+        read_volume(path)
+    with pytest.raises(VolumeFormatError, match="not a whole cube"):
+        volume_depth(path)
+
+
+def test_metaimage_with_missing_or_truncated_data_file(tmp_path):
+    path = write_itk(tmp_path / "oct.mhd", known_volume())
+    raw = tmp_path / "oct.raw"
+    raw.write_bytes(raw.read_bytes()[:1000])
+    with pytest.raises(VolumeFormatError, match=rf"oct\.mhd: its data file {raw} holds 1000 bytes .* needs 4800"):
+        read_volume(path)
+    raw.unlink()
+    with pytest.raises(VolumeFormatError, match=rf"oct\.mhd: its data file {raw} .* is missing"):
+        read_volume(path)
+    with pytest.raises(VolumeFormatError, match="is missing"):
+        read_label_volume(path)
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    path = write_dicom(tmp_path / "report.dcm", known_volume())
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path)
+    with pytest.raises(VolumeFormatError, match=r"report\.dcm: the DICOM holds no pixel data"):
+        read_volume(path)
+    with pytest.raises(VolumeFormatError, match="no pixel data"):
+        volume_depth(path)
+
+
+def test_one_image_is_not_a_volume(tmp_path):
+    write_tiff(tmp_path / "bscan.tif", known_volume()[0])
+    with pytest.raises(VolumeFormatError, match=r"bscan\.tif: one image \(40x24\), not a volume"):
+        read_volume(tmp_path / "bscan.tif")
+    with pytest.raises(VolumeFormatError, match="one image"):
+        volume_depth(tmp_path / "bscan.tif")
+    write_itk(tmp_path / "bscan.nii.gz", known_volume()[0])
+    with pytest.raises(VolumeFormatError, match=r"bscan\.nii\.gz: one image"):
+        read_volume(tmp_path / "bscan.nii.gz")
+    with pytest.raises(VolumeFormatError, match=r"one\.dcm: one image"):
+        read_volume(write_dicom(tmp_path / "one.dcm", known_volume()[:1]))
+
+
+def test_nan_in_a_float_volume(tmp_path):
+    vol = known_volume().astype(np.float32)
+    vol[2, 3, 4] = np.nan
+    with pytest.raises(VolumeFormatError, match=r"nan\.nii\.gz: the volume holds NaN"):
+        read_volume(write_itk(tmp_path / "nan.nii.gz", vol))
+
+
+def test_zero_spacing_in_a_metaimage_header(tmp_path):
+    path = write_itk(tmp_path / "v.mhd", known_volume())
+    zero = tmp_path / "zero.mhd"
+    zero.write_text(path.read_text().replace("ElementSpacing = 0.015625", "ElementSpacing = 0"))
+    with pytest.raises(VolumeFormatError, match=r"zero\.mhd: the file gives the spacing \(0\.125, .*, 0\.0\).*--spac"):
+        read_volume(zero)
+
+
+@pytest.mark.parametrize("spacing", [(0.1, 0.0, 0.01), (0.1, -1, 0.01), (0.1, math.inf, 0.01), (0.1, 0.01)])
+def test_explicit_spacing_must_be_three_positive_numbers(tmp_path, spacing):
+    path = write_itk(tmp_path / "v.mhd", known_volume())
+    with pytest.raises(ValueError, match="--spacing must be 3 positive finite numbers"):
+        read_volume(path, spacing=spacing)
+
+
+def test_bad_slice_folders(tmp_path):
+    vol = known_volume()
+    mixed = write_slices(tmp_path / "mixed", vol, ".png")
+    Image.fromarray(vol[0]).save(mixed / "9.bmp")
+    with pytest.raises(VolumeFormatError, match=r"mixed: slices of mixed kinds \(BMP, PNG\)"):
+        read_volume(mixed)
+    stray = write_slices(tmp_path / "stray", vol, ".png")
+    (stray / "notes.txt").write_text("x")
+    with pytest.raises(VolumeFormatError, match=r"notes\.txt: unexpected in a slice folder"):
+        read_volume(stray)
+    sizes = write_slices(tmp_path / "sizes", vol, ".png")
+    Image.fromarray(vol[0, :30]).save(sizes / "3.png")
+    with pytest.raises(DatasetError, match=r"3\.png: slice is 30x24"):
+        read_volume(sizes)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VolumeFormatError, match="empty: no slice images"):
+        read_volume(tmp_path / "empty")
+    same = write_slices(tmp_path / "same", vol, ".png")
+    Image.fromarray(vol[0]).save(same / "01.png")
+    with pytest.raises(VolumeFormatError, match=r"01\.png and 1\.png take the same place"):
+        read_volume(same)
+
+
+def test_blank_volume(tmp_path):
+    path = write_tiff(tmp_path / "blank.tif", np.full((Z, H, W), 7, np.uint8))
+    with pytest.raises(VolumeFormatError, match=r"blank\.tif: every voxel is 7: a blank volume"):
+        read_volume(path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DatasetError, match="nothere.nii: not found"):
+        read_volume(tmp_path / "nothere.nii")
