@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     names: dict[str, Path] = {}
     for path in args.inputs:
         name = task.input_name(path)
+        if name in task.reserved_names:
+            own = ", ".join(task.reserved_names)
+            raise ValueError(f"{path}: its name {name!r} is one of the output folder's own ({own}); rename it")
         if name in names:
             raise ValueError(f"{names[name]} and {path} would both be written as {name!r}; predict them separately")
         names[name] = path

@@ -122,6 +122,14 @@ def find_retouch_volumes(
                 raise DatasetError(f"{listed}: {case} holds no {IMAGE_FILE}")
     else:
         every = sorted({p.parent for p in root.rglob(IMAGE_FILE)}, key=lambda c: (c.name, str(c)))
+        names: dict[str, Path] = {}
+        for case in every:  # outputs and cache entries are named by case, whatever the split
+            if case.name in names:
+                raise DatasetError(
+                    f"{names[case.name]} and {case} are both case {case.name!r}; keep one of them, or list each "
+                    "split's cases with -l LIST_DIR"
+                )
+            names[case.name] = case
         test = [c for c in every if c.name.upper().startswith("TEST")]
         rest = [c for c in every if c not in test]
         if split == "test":

@@ -115,9 +115,33 @@ def read_volume(
     else:
         (raw, from_file), name = _READERS[fmt](path), path.name
     image = _to_uint8(_as_volume(raw, path), path)
-    if given is None:
-        given = _resolve_spacing(path, from_file, name, image.shape)
-    return ScanVolume(image, given, path, fmt)
+    try:
+        own = _resolve_spacing(path, from_file, name, image.shape)
+    except VolumeFormatError:
+        if given is None:
+            raise
+        own = None  # the file's spacing is invalid, and --spacing replaces it
+    if given is not None and own is not None and not np.allclose(given, own, rtol=0.01):
+        log.warning(f"{path}: --spacing {given} mm replaces the file's own spacing {own} mm")
+    final = given if given is not None else own
+    if final is not None:
+        _check_extent(path, final, image.shape)
+    return ScanVolume(image, final, path, fmt)
+
+
+# An OCT volume spans at most a few tens of mm (wide-field scans 12-16 mm wide, a few mm deep; the eye is 24 mm long):
+# anything larger is a spacing in the wrong unit (microns read as mm), which would make every fluid volume wrong.
+MAX_EXTENT_MM = 30.0
+
+
+def _check_extent(path: Path, spacing: Spacing, shape: tuple[int, int, int]) -> None:
+    extent = [n * d for n, d in zip(shape, spacing)]
+    if max(extent) > MAX_EXTENT_MM:
+        raise VolumeFormatError(
+            f"{path}: with the spacing {spacing} mm the volume would span {' x '.join(f'{e:.3g}' for e in extent)} mm "
+            f"(B-scans x depth x A-scans), more than any OCT scan ({MAX_EXTENT_MM:g} mm); a spacing in microns read "
+            "as mm? Pass --spacing in mm"
+        )
 
 
 def read_label_volume(path: str | Path) -> np.ndarray:
@@ -186,6 +210,9 @@ def volume_depth(path: str | Path) -> int:
     return read_volume(path).image.shape[0]
 
 
+CIRRUS_ROWS = 1024  # samples per A-scan of both cube protocols
+
+
 def cirrus_spacing(name: str, shape: tuple[int, int, int]) -> tuple[float, float, float] | None:
     """Spacing (between B-scans, along depth, between A-scans) in mm of a Cirrus cube from the size in its name
     (``Macular Cube 512x128``: 512 A-scans x 128 B-scans over 6 x 6 x 2 mm) and the volume's shape (Z, H, W).
@@ -209,6 +236,12 @@ def cirrus_spacing(name: str, shape: tuple[int, int, int]) -> tuple[float, float
         log.info(
             f"{name}: the name says {ascans}x{bscans} (A-scans x B-scans) but the volume has {w} A-scans and {z} "
             "B-scans; the spacing is unknown (pass --spacing)"
+        )
+        return None
+    if h != CIRRUS_ROWS:
+        log.info(
+            f"{name}: a Cirrus {ascans}x{bscans} cube has {CIRRUS_ROWS} rows over 2 mm, this volume {h} (resized?); "
+            "the spacing is unknown (pass --spacing)"
         )
         return None
     width, length, depth = CIRRUS_CUBES[ascans, bscans]
@@ -442,13 +475,21 @@ def _meta_header(path: Path) -> tuple[dict[str, str], int]:
     fields, pos = {}, 0
     for line in head.split(b"\n"):
         pos += len(line) + 1
-        key, eq, value = line.decode("latin-1").partition("=")
+        key, eq, value = _text(line).partition("=")
         if not eq:
             break
         fields[key.strip()] = value.strip()
         if key.strip() == "ElementDataFile":
             return fields, pos
     raise VolumeFormatError(f"{path}: not a MetaImage header (no 'ElementDataFile = ...' line); the file is damaged?")
+
+
+def _text(raw: bytes) -> str:
+    """Header text: UTF-8 (what ITK writes for non-ASCII names), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _meta_data_files(path: Path, fields: dict[str, str], header_bytes: int) -> tuple[Path, ...]:
@@ -460,7 +501,7 @@ def _meta_data_files(path: Path, fields: dict[str, str], header_bytes: int) -> t
     if value.upper().startswith("LIST"):
         with open(path, "rb") as f:
             f.seek(header_bytes)
-            names = f.read().decode("latin-1").split()
+            names = _text(f.read()).split()
         return tuple(folder / n for n in names)
     parts = value.split()
     if "%" in value and len(parts) == 4 and all(re.fullmatch(r"-?\d+", p) for p in parts[1:]):
@@ -521,6 +562,7 @@ def _read_itk(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
     direction matrix is not applied (the array keeps the file's voxel order)."""
     sitk = _require("SimpleITK", "SimpleITK", path)
     reader = _itk_reader(path)
+    _check_direction(path, reader.GetDirection())
     spacing = tuple(float(v) for v in reversed(reader.GetSpacing()))
     if _suffix(path) not in (".mhd", ".mha"):
         if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and _nifti_non_finite(path):
@@ -537,6 +579,23 @@ def _read_itk(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
         else:
             image = _read_meta_respaced(path)
     return sitk.GetArrayFromImage(image), spacing
+
+
+def _check_direction(path: Path, direction: Sequence[float]) -> None:
+    """The array is read in the file's voxel order: B-scans along the file's third axis, depth along its second. A
+    direction matrix that rotates or swaps the axes says the file is stored otherwise; that is refused rather than
+    segmented across the wrong planes. Flips are reported: the B-scans are read as stored (NIfTI's usual
+    radiological flips of x and y, as ITK reads them, are not reported)."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    if not np.allclose(np.abs(d), np.eye(3), atol=1e-3):
+        raise VolumeFormatError(
+            f"{path}: its direction matrix {np.round(d, 3).tolist()} rotates or swaps the axes; this reader takes the "
+            "file's voxel order (x A-scans, y depth, z B-scans): reorient the volume to that order and write it "
+            "without rotation"
+        )
+    flipped = [axis for axis, v in zip("xyz", np.diag(d)) if v < 0]
+    if flipped and _suffix(path) in (".mhd", ".mha"):
+        log.warning(f"{path}: its direction matrix flips {', '.join(flipped)}; the B-scans are read as stored")
 
 
 def _nifti_non_finite(path: Path) -> bool:
@@ -605,6 +664,12 @@ def _cirrus_cube(path: Path, cube: tuple[int, int] | None) -> tuple[int, int]:
         if len(cube) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in cube):
             raise ValueError(
                 f"cube must be (A-scans, B-scans), two positive whole numbers such as (512, 128); got {cube!r}"
+            )
+        m = _CUBE_SIZE.search(path.name)
+        if m is not None and (int(m[1]), int(m[2])) != tuple(cube):
+            raise VolumeFormatError(
+                f"{path}: the name says a {m[1]}x{m[2]} cube but --cube is {cube[0]}x{cube[1]}; rename the file or "
+                "drop --cube"
             )
         return int(cube[0]), int(cube[1])
     m = _CUBE_SIZE.search(path.name)
@@ -692,12 +757,35 @@ def _dicom_spacing(ds) -> PartialSpacing | None:
         return next((g.get(key) for g in groups if g.get(key) not in (None, "")), None)
 
     pixel = first("PixelSpacing")
-    between = first("SpacingBetweenSlices")
-    between = first("SliceThickness") if between is None else between
+    between = _frame_distance(ds)  # where the frames are: the spacing itself
+    if between is None:
+        between = first("SpacingBetweenSlices")
+    if between is None and first("SliceThickness") is not None:
+        between = first("SliceThickness")
+        log.warning(
+            f"{getattr(ds, 'filename', 'DICOM')}: no frame positions and no SpacingBetweenSlices; the B-scan spacing "
+            f"is taken from SliceThickness ({between} mm), which may differ from the distance between B-scans: check "
+            "it, or pass --spacing"
+        )
     if pixel is None and between is None:
         return None
     rows, cols = (float(pixel[0]), float(pixel[1])) if pixel is not None and len(pixel) == 2 else (None, None)
     return (None if between is None else float(between), rows, cols)
+
+
+def _frame_distance(ds) -> float | None:
+    """The median distance in mm between consecutive frames' ImagePositionPatient (per-frame functional groups)."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    if not frames or len(frames) < 2:
+        return None
+    positions = []
+    for f in frames:
+        plane = f.get("PlanePositionSequence")
+        if not plane or plane[0].get("ImagePositionPatient") is None:
+            return None
+        positions.append([float(v) for v in plane[0].ImagePositionPatient])
+    steps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
+    return float(np.median(steps)) if steps.size and np.median(steps) > 0 else None
 
 
 def _read_dicom(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:

@@ -91,9 +91,13 @@ def add_checkpoint_args(p: argparse.ArgumentParser, default: Path | None = None)
         + (f" [default: {default.parent.name}/{default.name}, the shipped model]" if default else ""),
     )
     one.add_argument("--fusion", nargs="+", metavar="CKPT", help="several checkpoints whose probabilities are averaged")
+    one.add_argument("--fusion-study", metavar="NAME", help="fuse the best checkpoints of the --top best sweep trials")
     g.add_argument(
         "--fusion-weights", type=float, nargs="+", help="one weight (>= 0) per --fusion checkpoint [default: equal]"
     )
+    g.add_argument("--top", type=int, default=3, help="--fusion-study: how many of the best trials")
+    g.add_argument("--storage", help="--fusion-study: the study's journal file or database URL "
+                   "[default: runs/sweep/<NAME>/journal.log, sweep.py's]")  # fmt: skip
 
 
 def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: str | None) -> None:
@@ -103,6 +107,11 @@ def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: st
     g.add_argument("-l", "--list-dir", help="oct: optional folder with <split>_images.txt-style lists")
     g.add_argument("--cache-dir", help="oct: where decoded volumes are kept (default: the checkpoint's setting)")
     g.add_argument("-j", "--workers", type=int, default=0, help="accepted for compatibility; data loads in a thread")
+    g.add_argument("--layout", choices=["auto", "challenger", "retouch"], help="oct: the data folder's layout "
+                   "[default: the checkpoint's setting, auto]")  # fmt: skip
+    g.add_argument("--label-map", help="oct, RETOUCH layout: stored label value -> class [default: the checkpoint's]")
+    g.add_argument("--val-count", type=int, help="RETOUCH layout, vessel: cases held out for validation "
+                   "[default: the checkpoint's]")  # fmt: skip
 
 
 def scale_arg(text: str) -> str | float:
@@ -152,7 +161,17 @@ def add_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def checkpoints(args: argparse.Namespace) -> list[str]:
-    paths = [str(p) for p in (args.fusion or [args.seg_path])]
+    if getattr(args, "fusion_study", None):
+        from engine.sweep import top_checkpoints
+
+        if args.top < 1:
+            raise ValueError(f"--top must be >= 1, got {args.top}")
+        storage = args.storage or str(Path("runs") / "sweep" / args.fusion_study / "journal.log")
+        if "://" not in storage and not Path(storage).is_file():
+            raise FileNotFoundError(f"{storage}: no sweep journal there; pass the study's --storage")
+        paths = top_checkpoints(args.fusion_study, storage, args.top)
+    else:
+        paths = [str(p) for p in (args.fusion or [args.seg_path])]
     if args.fusion_weights is not None:
         if len(args.fusion_weights) != len(paths):
             raise ValueError(f"{len(args.fusion_weights)} --fusion-weights for {len(paths)} checkpoints")
@@ -164,9 +183,16 @@ def checkpoints(args: argparse.Namespace) -> list[str]:
     return paths
 
 
-def task_for(paths: list[str], cache_dir=None, weights=None, scale="auto", detection: str | None = None):
-    """The first checkpoint's settings (``detection`` overriding its own) and the task they name, holding every
-    checkpoint's carried values."""
+def data_overrides(args: argparse.Namespace) -> dict:
+    """The data options given on an inference command line that replace the checkpoint's settings."""
+    return {k: getattr(args, k) for k in ("layout", "label_map", "val_count") if getattr(args, k, None) is not None}
+
+
+def task_for(
+    paths: list[str], cache_dir=None, weights=None, scale="auto", detection: str | None = None, overrides=None
+):
+    """The first checkpoint's settings (``detection`` and ``overrides`` replacing its own) and the task they name,
+    holding every checkpoint's carried values."""
     import dataclasses
 
     from tasks import build_task
@@ -176,6 +202,8 @@ def task_for(paths: list[str], cache_dir=None, weights=None, scale="auto", detec
     settings = Settings.from_dict(states[0]["settings"], source=paths[0])
     if detection is not None:
         settings = dataclasses.replace(settings, detection=detection)
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides).validate()
     return settings, build_task(settings, cache_dir, states, weights, scale)
 
 

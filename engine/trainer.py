@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -117,8 +118,12 @@ class Trainer:
         resume: str | None = None,
         device: torch.device | None = None,
         dist_info: DistInfo | None = None,
+        on_epoch: Callable[[int, float, dict[str, float]], None] | None = None,
     ) -> None:
+        """``on_epoch(epoch, score, metrics)`` is called on the main process after each epoch's checkpoint is saved
+        (a hyper-parameter search reports the score there, and may stop the run by raising)."""
         check_names(settings)
+        self.on_epoch = on_epoch
         self.s = s = settings
         self.dist = dist_info or DistInfo()
         self.device = device or (device_for(self.dist) if self.dist.enabled else default_device())
@@ -491,6 +496,8 @@ class Trainer:
                 f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
                 f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}"
             )
+            if self.on_epoch is not None and self.dist.is_main:
+                self.on_epoch(epoch + 1, score, metrics)
             if self.s.patience and self.stale >= self.s.patience:
                 log.info(f"early stopping: no better {key} for {self.stale} epochs (best {self.best_score:.4f})")
                 break

@@ -13,6 +13,7 @@ os.environ["COLUMNS"] = "120"
 
 import eval as eval_script  # noqa: E402
 import predict as predict_script  # noqa: E402
+import sweep as sweep_script  # noqa: E402
 import test as test_script  # noqa: E402
 import train as train_script  # noqa: E402
 
@@ -30,6 +31,7 @@ for name, module in (
     ("eval.py", eval_script),
     ("test.py", test_script),
     ("predict.py", predict_script),
+    ("sweep.py", sweep_script),
 ):
     blocks.append(f"## {name}\n\n```text\n{module.build_parser().format_help()}```\n")
 (ROOT / "docs" / "CLI.md").write_text("\n".join(blocks))

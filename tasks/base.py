@@ -72,6 +72,8 @@ class Task(ABC):
     input_options: ClassVar[tuple[str, ...]] = ()
     #: whether ``quantify`` and ``write_report`` are implemented (predict.py --report)
     reports: ClassVar[bool] = False
+    #: names an input may not have: this task's own output files and folders would collide with its outputs
+    reserved_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -132,6 +132,7 @@ class OctTask(Task):
     detects = True
     input_options = ("cube", "spacing")
     reports = True
+    reserved_names = (SUBMISSION_FOLDER, "report", "index")
 
     def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
         super().__init__(settings, cache_dir, states, weights, scale)

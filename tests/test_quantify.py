@@ -95,6 +95,10 @@ def test_retouch_trains_and_evaluates_through_the_drivers(retouch, tmp_path):
         rows = (out / "per_volume.csv").read_text().splitlines()
         assert len(rows) == 3 and rows[1].startswith(("TRAIN", "TEST"))
         assert 0 <= json.loads((out / "metrics.json").read_text())["dice_mean"] <= 1
+    # the data options replace the checkpoint's settings on the inference command line
+    out = tmp_path / "eval_val3"
+    eval_script.main(["--seg-path", str(ckpt), "--split", "val", "--val-count", "3", "--out", str(out)])
+    assert len((out / "per_volume.csv").read_text().splitlines()) == 4
 
 
 def _cli(module, argv, monkeypatch) -> str:
@@ -139,6 +143,21 @@ def test_predict_report_quantifies_volumes_of_two_formats(retouch, tmp_path, mon
     report = out_mhd / "report"
     assert (report / "index.html").is_file() and (report / "TEST007.html").is_file()
     assert "TEST007.html" in (report / "index.html").read_text()
+    # an input named like one of the output folder's own files or folders would overwrite it
+    argv = [str(tmp_path / "x" / "index.nii.gz"), "--checkpoint", ckpt, "--out", str(tmp_path / "i"), "--report"]
+    assert "its name 'index' is one of the output folder's own" in _cli(predict_script, argv, monkeypatch)
     # --spacing is for OCT volumes: the vessel model refuses it
     message = _cli(predict_script, [str(slices), "--spacing", "1", "1", "1", "--out", str(tmp_path / "v")], monkeypatch)
     assert message.startswith("error: --spacing applies to OCT volumes"), message
+
+
+def test_one_case_name_in_two_vendor_folders_is_refused_in_every_split(retouch, tmp_path):
+    import shutil
+
+    root = tmp_path / "two"
+    for vendor in ("Cirrus", "Topcon"):
+        for case in ("TRAIN001", "TRAIN002", "TRAIN003"):
+            shutil.copytree(retouch / "RETOUCH-TrainingSet-Mixed" / case, root / f"RETOUCH-TrainingSet-{vendor}" / case)
+    for split in ("train", "val"):
+        with pytest.raises(DatasetError, match="are both case 'TRAIN001'"):
+            find_retouch_volumes(root, split, val_count=1)

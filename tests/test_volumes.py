@@ -26,14 +26,14 @@ from data.volumes import (
 
 Z, H, W = 5, 40, 24
 SPACING = (0.125, 0.00390625, 0.015625)  # mm between B-scans, along depth, between A-scans; exact in float32 (NIfTI)
-CIRRUS_DEPTH = 16  # real cubes have 1024 rows; 16 keeps the files small
+CIRRUS_DEPTH = 1024  # rows of a real cube (the spacing is known only for that depth)
 
 
 def known_volume(z: int = Z, h: int = H, w: int = W) -> np.ndarray:
     """image[k, y, x] = 40k + y + x // 8 (mod 240), and a bright mark (250) at rows 2..4, columns 1..k+2 of B-scan k:
     a flip of any axis or B-scans out of order changes the array."""
-    k, y, x = np.meshgrid(np.arange(z), np.arange(h), np.arange(w), indexing="ij")
-    v = ((40 * k + y + x // 8) % 240).astype(np.uint8)
+    k, y, x = np.arange(z)[:, None, None], np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    v = ((40 * k + y + x // 8) % 240).astype(np.uint8)  # broadcast: a real cube's size in a few hundred MB less
     for i in range(z):
         v[i, 2:5, 1 : i + 3] = 250
     return v
@@ -157,7 +157,7 @@ def test_raw_cirrus_cube_reads_right_side_up(tmp_path, ascans, bscans):
 def test_cirrus_cube_size_from_the_argument(tmp_path):
     vol = known_volume(128, CIRRUS_DEPTH, 512)
     v = read_volume(write_cirrus(tmp_path / "renamed.img", vol), cube=(512, 128))
-    assert np.array_equal(v.image, vol) and np.allclose(v.spacing, (6 / 128, 2 / 16, 6 / 512), rtol=0, atol=1e-12)
+    assert np.array_equal(v.image, vol) and np.allclose(v.spacing, (6 / 128, 2 / 1024, 6 / 512), rtol=0, atol=1e-12)
     with pytest.raises(VolumeFormatError, match=r"renamed\.img.*no cube size"):
         read_volume(tmp_path / "renamed.img")
 
@@ -423,3 +423,77 @@ def test_blank_volume(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(DatasetError, match="nothere.nii: not found"):
         read_volume(tmp_path / "nothere.nii")
+
+
+# ---- what a red-team pass found: orientation, units, conflicting sources of the spacing
+
+
+def test_a_rotated_or_swapped_direction_matrix_is_refused_and_a_flip_reported(tmp_path, caplog):
+    vol = known_volume()
+    image = sitk.GetImageFromArray(vol)
+    image.SetSpacing((0.01, 0.002, 0.05))
+    image.SetDirection((0, 0, 1, 0, 1, 0, 1, 0, 0))  # B-scans along x: the planes a model would see are wrong
+    sitk.WriteImage(image, str(tmp_path / "swapped.mhd"))
+    with pytest.raises(VolumeFormatError, match=r"swapped\.mhd: its direction matrix .* rotates or swaps the axes"):
+        read_volume(tmp_path / "swapped.mhd")
+    image.SetDirection((1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(image, str(tmp_path / "flipped.mhd"))
+    assert np.array_equal(read_volume(tmp_path / "flipped.mhd").image, vol)  # as stored, and said so
+    assert any("flips y" in m for m in warnings_from(caplog))
+
+
+def test_a_spacing_in_microns_is_refused_not_turned_into_huge_volumes(tmp_path):
+    image = sitk.GetImageFromArray(known_volume())
+    image.SetSpacing((10.0, 2.0, 50.0))  # microns, written without units: read as mm
+    sitk.WriteImage(image, str(tmp_path / "um.nii.gz"))
+    with pytest.raises(VolumeFormatError, match=r"um\.nii\.gz: with the spacing .* would span 250 x 80 x 240 mm"):
+        read_volume(tmp_path / "um.nii.gz")
+    with pytest.raises(VolumeFormatError, match="a spacing in microns read as mm"):
+        read_volume(write_tiff(tmp_path / "v.tif", known_volume()), spacing=(47, 3.9, 11.7))
+
+
+def test_spacing_given_over_the_files_own_is_reported(tmp_path, caplog):
+    path = write_itk(tmp_path / "v.mhd", known_volume(), SPACING)
+    assert read_volume(path, spacing=(0.1, 0.1, 0.1)).spacing == (0.1, 0.1, 0.1)
+    assert any("replaces the file's own spacing" in m for m in warnings_from(caplog))
+
+
+def test_a_cube_size_that_contradicts_the_name_is_refused(tmp_path):
+    # a 200x200 cube of 1024 rows divides evenly by 512x128: read with the wrong size it would be plausible noise
+    path = tmp_path / "P2_Optic Disc Cube 200x200_cube_z.img"
+    path.write_bytes(bytes(200 * 200 * 1024))
+    with pytest.raises(VolumeFormatError, match="the name says a 200x200 cube but --cube is 512x128"):
+        read_volume(path, cube=(512, 128))
+
+
+def test_a_resized_cirrus_volume_has_no_cube_spacing(caplog):
+    assert cirrus_spacing("P0001_MacularCube512x128_x", (128, 512, 512)) is None  # 512 rows: resized from 1024
+
+
+def test_dicom_spacing_between_bscans_from_the_frame_positions(tmp_path, caplog):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    path = write_dicom(tmp_path / "v.dcm", known_volume(), spacing=SPACING)
+    ds = pydicom.dcmread(path)
+    del ds.SpacingBetweenSlices
+    ds.SliceThickness = 0.01  # a thickness, not the distance between B-scans
+    frames = []
+    for k in range(Z):
+        plane, group = Dataset(), Dataset()
+        plane.ImagePositionPatient = [0.0, 0.0, 0.047 * k]
+        group.PlanePositionSequence = [plane]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.save_as(path)
+    assert read_volume(path).spacing == pytest.approx((0.047, SPACING[1], SPACING[2]))
+    del ds.PerFrameFunctionalGroupsSequence
+    ds.save_as(path)
+    assert read_volume(path).spacing == pytest.approx((0.01, SPACING[1], SPACING[2]))  # the last resort, reported
+    assert any("taken from SliceThickness" in m for m in warnings_from(caplog))
+
+
+def test_a_metaimage_with_a_non_ascii_name(tmp_path):
+    path = write_itk(tmp_path / "scan ü.mhd", known_volume(), SPACING)
+    assert np.array_equal(read_volume(path).image, known_volume())
+    assert [p.name for p in volume_files(path)] == ["scan ü.mhd", "scan ü.raw"]

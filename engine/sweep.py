@@ -1,0 +1,382 @@
+"""Hyper-parameter search on Optuna: each trial is an ordinary training run in its own run folder, its objective the
+validation score training already computes (the task's, or ``--select``), reported every epoch so that poor trials
+are pruned.
+
+Many workers share one study through its storage: an Optuna journal file on a shared file system (the default,
+``<out>/journal.log``) or a database URL. What Optuna leaves to the user, and this module does:
+
+- **exactly N trials**: a worker asks for a trial only under a lock in the sweep folder, after counting the trials
+  that are not failed, so two workers never overshoot;
+- **killed workers**: every worker holds a lock (``flock``, dropped by the kernel when the process dies, however it
+  dies) and names it in its trials; a trial still RUNNING whose worker's lock is free belonged to a dead worker. The
+  next worker marks it FAIL and queues its parameters again; the retry continues the dead trial's last checkpoint.
+  (Optuna's own heartbeat exists for database storages only, not for the journal file.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from utils.config import Settings, load_config_file
+from utils.io import FolderLock, atomic_write, save_csv_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: one worker per sweep folder
+    fcntl = None
+
+log = logging.getLogger(__name__)
+KINDS = ("float", "int", "categorical")
+FROZEN = ("task", "out", "data_dir", "cache_dir", "list_dir")  # what a trial may not change
+STARTING_GRACE_S = 600  # a RUNNING trial that names no worker yet is being started, unless it is older than this
+
+
+# --------------------------------------------------------------------------------------------------- the space
+def load_space(path: str | Path) -> dict[str, dict]:
+    """``SPACE.yaml``: per setting, ``{type: float|int, low, high[, log][, step]}`` or ``{type: categorical,
+    choices: [...]}`` (choices may be lists, e.g. class weights). Settings and values are checked against
+    ``Settings``' own names and types, and errors name the file."""
+    raw = load_config_file(path)
+    if not raw:
+        raise ValueError(f"{path}: an empty search space; name at least one setting")
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    space: dict[str, dict] = {}
+    for key, spec in raw.items():
+        name = key.replace("-", "_")
+        where = f"{path}: {key}"
+        if name not in fields:
+            raise ValueError(f"{where}: not a setting (valid: {', '.join(sorted(fields))})")
+        if name in FROZEN:
+            raise ValueError(f"{where}: a trial cannot change {name}; set it for the whole sweep")
+        if not isinstance(spec, dict) or spec.get("type") not in KINDS:
+            raise ValueError(f"{where}: needs type: float, int or categorical")
+        kind = spec["type"]
+        allowed = {"type", "low", "high", "log", "step"} if kind != "categorical" else {"type", "choices"}
+        if set(spec) - allowed:
+            raise ValueError(f"{where}: unknown keys {sorted(set(spec) - allowed)} for type {kind}")
+        if kind == "categorical":
+            values = spec.get("choices")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{where}: choices must be a non-empty list")
+        else:
+            if "low" not in spec or "high" not in spec:
+                raise ValueError(f"{where}: needs low and high")
+            low, high = spec["low"], spec["high"]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
+                raise ValueError(f"{where}: low and high must be numbers with low < high, got {low!r}, {high!r}")
+            if spec.get("log") and low <= 0:
+                raise ValueError(f"{where}: a log range needs low > 0")
+            values = [low, high] if kind == "float" else [int(low), int(high)]
+        for v in values:  # each value must fit the setting's type (a string for a number is an error here)
+            Settings.from_dict({name: v}, source=where)
+        space[name] = spec
+    return space
+
+
+def suggest(trial, space: dict[str, dict]) -> dict:
+    """The trial's values of the space's settings."""
+    values = {}
+    for name, spec in space.items():
+        if spec["type"] == "float":
+            v = trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step"))
+        elif spec["type"] == "int":
+            v = trial.suggest_int(name, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                  log=bool(spec.get("log")))  # fmt: skip
+        else:
+            # Optuna's choices are scalars: lists travel as JSON text and come back as lists
+            choices = [json.dumps(c) if isinstance(c, list) else c for c in spec["choices"]]
+            v = trial.suggest_categorical(name, choices)
+            if isinstance(v, str) and v.startswith("["):
+                v = json.loads(v)
+        values[name] = v
+    return values
+
+
+# ------------------------------------------------------------------------------------------------ the study
+def storage_for(url: str | Path):
+    """A database URL (``sqlite:///x.db``, ``postgresql://...``) as it is; anything else is a journal file."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    text = str(url)
+    if "://" in text:
+        return text
+    Path(text).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(text))
+
+
+def make_pruner(kind: str):
+    import optuna
+
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)  # epoch 1 says little
+    if kind == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"--pruner must be median, halving or none, got {kind!r}")
+
+
+def load_study(name: str, storage, pruner: str = "median", sampler_seed: int | None = None, create: bool = True):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    if create:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            pruner=make_pruner(pruner),
+            sampler=sampler,
+            load_if_exists=True,
+        )
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    except KeyError:
+        raise ValueError(f"no study {name!r} in {storage}; run sweep.py first or check --storage") from None
+
+
+@contextmanager
+def sweep_lock(folder: Path):
+    """One worker at a time counts the trials and asks for the next (a blocking ``flock``; held for milliseconds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether a live process holds the ``flock`` on ``path`` (a missing file is held by nobody)."""
+    if fcntl is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's own lock
+    return False
+
+
+class Worker:
+    """One process of a sweep: runs trials until the study holds ``n_trials`` that did not fail."""
+
+    def __init__(self, study, space: dict, base: Settings, out: Path, n_trials: int) -> None:
+        self.study, self.space, self.base, self.out, self.n_trials = study, space, base, Path(out), n_trials
+        name = f"{socket.gethostname()}-{os.getpid()}"
+        self.lock_path = self.out / ".workers" / f"{name}.lock"
+        self.lock = FolderLock(self.lock_path, self.out)  # held for the worker's life
+
+    def fail_stale(self) -> None:
+        """RUNNING trials of dead workers -> FAIL, their parameters queued again (the retry resumes them)."""
+        from optuna.trial import TrialState
+
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = t.user_attrs.get("worker_lock")
+            if worker is None:
+                age = time.time() - t.datetime_start.timestamp() if t.datetime_start else 0.0
+                if age < STARTING_GRACE_S:
+                    continue
+            elif lock_is_held(worker):
+                continue
+            log.warning(f"trial {t.number}: its worker is gone; marked failed and queued again")
+            self.study.tell(t.number, state=TrialState.FAIL)
+            self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+
+    def next_trial(self):
+        from optuna.trial import TrialState
+
+        with sweep_lock(self.out):
+            self.fail_stale()
+            alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+            if len(self.study.get_trials(deepcopy=False, states=alive)) - self._waiting() >= self.n_trials:
+                return None
+            trial = self.study.ask()
+            trial.set_user_attr("worker_lock", str(self.lock_path))
+            trial.set_user_attr("run_dir", str(self.out / f"trial_{trial.number:03d}"))
+            return trial
+
+    def _waiting(self) -> int:
+        # a queued retry replaces the failed trial it repeats: it is counted once it runs
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def run(self) -> int:
+        """Trials run by this worker."""
+        done = 0
+        try:
+            while (trial := self.next_trial()) is not None:
+                self.run_trial(trial)
+                done += 1
+        finally:
+            self.lock.release()
+        return done
+
+    def run_trial(self, trial) -> None:
+        import optuna
+
+        from engine.trainer import LATEST, Trainer
+
+        values = suggest(trial, self.space)
+        run_dir = Path(trial.user_attrs["run_dir"])
+        settings = dataclasses.replace(self.base, **values, out=str(run_dir)).validate()
+        resume = None
+        retry_of = trial.user_attrs.get("retry_of")
+        if retry_of is not None:
+            old = self.out / f"trial_{retry_of:03d}" / "checkpoint" / LATEST
+            if old.exists():
+                resume = str(old)  # the dead trial's last epoch; the retry continues from there
+        log.info(f"trial {trial.number}: {values}" + (f" (continues trial {retry_of})" if resume else ""))
+
+        def report(epoch: int, score: float, metrics: dict) -> None:
+            trial.report(score if math.isfinite(score) else 0.0, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} (score {score:.4f})")
+
+        trainer = None
+        try:
+            trainer = Trainer(settings, resume=resume, on_epoch=report)
+            trainer.fit()
+        except optuna.TrialPruned as e:
+            log.info(f"trial {trial.number}: {e}")
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return
+        except SystemExit:  # a signal: the run saved its step; the trial is run again, from there
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            raise
+        except (ValueError, RuntimeError, OSError, FloatingPointError) as e:  # this trial's settings fail
+            log.warning(f"trial {trial.number} failed: {e}")
+            trial.set_user_attr("error", str(e)[:500])
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        value = trainer.best_score
+        self.study.tell(trial, value if math.isfinite(value) else 0.0)
+        log.info(f"trial {trial.number}: {trainer.score_key} {value:.4f}")
+
+
+# ------------------------------------------------------------------------------------------------- results
+def trial_rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "score": t.value,
+                "epochs": max(t.intermediate_values, default=None),
+                **{f"param_{k}": v for k, v in t.params.items()},
+                "duration_s": None if duration is None else round(duration, 1),
+                "run_dir": t.user_attrs.get("run_dir", ""),
+            }
+        )
+    return rows
+
+
+def best_trials(study, top: int) -> list:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return sorted(done, key=lambda t: (-t.value, t.number))[:top]
+
+
+def top_checkpoints(name: str, storage, top: int) -> list[str]:
+    """The best checkpoints of the ``top`` best finished trials (for ``--fusion-study``)."""
+    from engine.trainer import BEST
+
+    trials = best_trials(load_study(name, storage_for(storage), create=False), top)
+    if not trials:
+        raise ValueError(f"study {name!r} has no finished trial to fuse")
+    if len(trials) < top:
+        log.warning(f"study {name!r} has {len(trials)} finished trials, fewer than --top {top}")
+    paths = []
+    for t in trials:
+        path = Path(t.user_attrs["run_dir"]) / "checkpoint" / BEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: trial {t.number}'s best checkpoint is missing (run folder moved?)")
+        paths.append(str(path))
+    return paths
+
+
+def write_report(study, out: Path) -> list[Path]:
+    """``trials.csv``, ``trials.md``, ``best.yaml`` (the best trial's settings, for ``train.py --config``) and
+    ``history.png`` / ``importance.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(study)
+    if not rows:
+        raise ValueError(f"study {study.study_name!r} has no trials yet")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    written = [out / "trials.csv", out / "trials.md"]
+    save_csv_atomic(written[0], rows, columns)
+    with atomic_write(written[1], "w") as f:
+        f.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+        for r in rows:
+            f.write("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |\n")
+    best = best_trials(study, 1)
+    if best:
+        settings = json.loads((Path(best[0].user_attrs["run_dir"]) / "settings.json").read_text())
+        settings.pop("out", None)
+        with atomic_write(out / "best.yaml", "w") as f:
+            f.write(f"# trial {best[0].number} of study {study.study_name}: score {best[0].value:.6f}\n")
+            yaml.safe_dump(settings, f, sort_keys=False)
+        written.append(out / "best.yaml")
+    written += _plots(study, out)
+    return written
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def _plots(study, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    written = []
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = [("history.png", ovm.plot_optimization_history)]
+    if len(done) >= 2 and any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
+        plots.append(("importance.png", ovm.plot_param_importances))
+    for name, plot in plots:
+        with warnings.catch_warnings():  # the matplotlib plots are marked experimental; their output is what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ax = plot(study)
+        fig = ax.figure
+        fig.set_size_inches(7, 4)
+        fig.tight_layout()
+        with atomic_write(out / name) as f:
+            fig.savefig(f, format="png", dpi=100)
+        plt.close(fig)
+        written.append(out / name)
+    return written
