@@ -32,15 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from engine.cli import (
-        build_predictor,
-        checkpoints,
-        data_overrides,
-        default_out,
-        driver_session,
-        protected_paths,
-        task_for,
-    )
+    from engine.cli import build_predictor, checkpoints, default_out, driver_session, inference_task, protected_paths
     from engine.evaluate import evaluate
     from utils.distributed import shared_staged_output_dir
     from utils.io import save_json_atomic
@@ -48,9 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     with driver_session() as info:
         paths = checkpoints(args)
-        settings, task = task_for(
-            paths, args.cache_dir, args.fusion_weights, args.scale, args.detection, data_overrides(args)
-        )
+        settings, task = inference_task(args, paths)
         split = args.split or task.eval_split
         data_dir = args.data_dir or settings.data_dir
         records = task.records(split, data_dir, args.list_dir)

@@ -42,24 +42,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from engine.cli import (
-        build_predictor,
-        checkpoints,
-        data_overrides,
-        default_out,
-        driver_session,
-        protected_paths,
-        task_for,
-    )
+    from engine.cli import build_predictor, checkpoints, default_out, driver_session, inference_task, protected_paths
     from utils.distributed import barrier, shard, shared_staged_output_dir
     from utils.io import prefetched
 
     args = parse_args(argv)
     with driver_session() as info:
         paths = checkpoints(args)
-        settings, task = task_for(
-            paths, args.cache_dir, args.fusion_weights, args.scale, args.detection, data_overrides(args)
-        )
+        settings, task = inference_task(args, paths)
         if args.det and not task.detects:
             raise ValueError(f"{paths[0]}: a {task.name} model gives no detection scores; drop --det")
         data_dir = args.data_dir or settings.data_dir

@@ -188,6 +188,11 @@ def data_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in ("layout", "label_map", "val_count") if getattr(args, k, None) is not None}
 
 
+def inference_task(args: argparse.Namespace, paths: list[str]):
+    """``task_for`` with an inference command line's options (eval.py, test.py)."""
+    return task_for(paths, args.cache_dir, args.fusion_weights, args.scale, args.detection, data_overrides(args))
+
+
 def task_for(
     paths: list[str], cache_dir=None, weights=None, scale="auto", detection: str | None = None, overrides=None
 ):
