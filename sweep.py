@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     args.out = args.out or Path("runs") / "sweep" / args.study
     args.storage = args.storage or str(args.out / "journal.log")
     if not args.report:
-        if not args.space or not args.trials:
+        if not args.space or args.trials is None:
             raise SystemExit("error: --space and --trials are needed to run a sweep (or --report to see one)")
         if args.trials < 1:
             raise SystemExit(f"error: --trials must be >= 1, got {args.trials}")
@@ -69,19 +69,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.sweep import Worker, load_space, load_study, storage_for, write_report
+    from engine.sweep import Worker, load_space, load_study, write_report
     from utils.log import setup_logging
 
     argv = sys.argv[1:] if argv is None else argv
     args, _ = parse_args(argv)
     setup_logging()
     if args.report:
-        study = load_study(args.study, storage_for(args.storage), create=False)
+        study = load_study(args.study, args.storage, create=False)
         files = write_report(study, args.out / "report")
         log.info(f"wrote {', '.join(str(f) for f in files)}")
         return 0
     if args.gpus:
-        code = start_workers(argv, [g.strip() for g in args.gpus.split(",") if g.strip()])
+        import torch
+
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        if torch.cuda.device_count() < 1:
+            raise SystemExit("error: --gpus: no CUDA GPU is visible here; run one worker per process without it")
+        code = start_workers(argv, gpus, args.sampler_seed)
         if code:
             raise SystemExit(f"error: a worker ended with exit status {code}")
         return 0
@@ -89,32 +94,33 @@ def main(argv: list[str] | None = None) -> int:
 
     space = load_space(args.space)
     base = train_settings(args.train_args)
-    study = load_study(args.study, storage_for(args.storage), args.pruner, args.sampler_seed)
+    study = load_study(args.study, args.storage, args.pruner, args.sampler_seed)
     done = Worker(study, space, base, args.out, args.trials).run()
     log.info(f"this worker ran {done} trials; the study {args.study!r} is in {args.storage}")
     return 0
 
 
-def start_workers(argv: list[str], gpus: list[str]) -> int:
-    """One ``sweep.py`` per GPU (the same arguments without ``--gpus``), each seeing only its GPU."""
+def start_workers(argv: list[str], gpus: list[str], sampler_seed: int | None) -> int:
+    """One ``sweep.py`` per GPU (the same arguments without ``--gpus``), each seeing only its GPU; a
+    ``--sampler-seed`` becomes seed + i for worker i (the same seed would draw the same trials)."""
     rest, skip = [], False
     for a in argv:
         if skip:
             skip = False
             continue
-        if a == "--gpus":
+        if a in ("--gpus", "--sampler-seed"):
             skip = True
             continue
-        if not a.startswith("--gpus="):
+        if not a.startswith(("--gpus=", "--sampler-seed=")):
             rest.append(a)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *rest], env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        )  # fmt: skip
-        for gpu in gpus
-    ]
+    procs = []
+    for i, gpu in enumerate(gpus):
+        seed = [] if sampler_seed is None else ["--sampler-seed", str(sampler_seed + i)]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *rest, *seed], env=env))
     log.info(f"started {len(procs)} workers on GPUs {', '.join(gpus)}")
-    return max(p.wait() for p in procs)
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c), 0)  # a worker killed by a signal (negative status) is a failure too
 
 
 if __name__ == "__main__":

@@ -167,8 +167,6 @@ def checkpoints(args: argparse.Namespace) -> list[str]:
         if args.top < 1:
             raise ValueError(f"--top must be >= 1, got {args.top}")
         storage = args.storage or str(Path("runs") / "sweep" / args.fusion_study / "journal.log")
-        if "://" not in storage and not Path(storage).is_file():
-            raise FileNotFoundError(f"{storage}: no sweep journal there; pass the study's --storage")
         paths = top_checkpoints(args.fusion_study, storage, args.top)
     else:
         paths = [str(p) for p in (args.fusion or [args.seg_path])]

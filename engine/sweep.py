@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import time
+import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,9 +78,16 @@ def load_space(path: str | Path) -> dict[str, dict]:
                 raise ValueError(f"{where}: low and high must be numbers with low < high, got {low!r}, {high!r}")
             if spec.get("log") and low <= 0:
                 raise ValueError(f"{where}: a log range needs low > 0")
-            values = [low, high] if kind == "float" else [int(low), int(high)]
-        for v in values:  # each value must fit the setting's type (a string for a number is an error here)
-            Settings.from_dict({name: v}, source=where)
+            if kind == "int" and not all(isinstance(v, int) for v in (low, high, spec.get("step", 1))):
+                raise ValueError(f"{where}: an int range takes whole numbers (low, high, step)")
+            if "step" in spec and (spec.get("log") or not spec["step"] > 0):
+                raise ValueError(f"{where}: step must be > 0, and cannot go with log")
+            values = [low, high]
+        for v in values:  # each value must fit the setting's type and range (checked as training would)
+            try:
+                Settings.from_dict({name: v}, source=where).validate()
+            except ValueError as e:
+                raise ValueError(f"{where}: {v!r}: {e}") from None
         space[name] = spec
     return space
 
@@ -95,10 +103,9 @@ def suggest(trial, space: dict[str, dict]) -> dict:
                                   log=bool(spec.get("log")))  # fmt: skip
         else:
             # Optuna's choices are scalars: lists travel as JSON text and come back as lists
-            choices = [json.dumps(c) if isinstance(c, list) else c for c in spec["choices"]]
-            v = trial.suggest_categorical(name, choices)
-            if isinstance(v, str) and v.startswith("["):
-                v = json.loads(v)
+            encoded = {json.dumps(c): c for c in spec["choices"] if isinstance(c, list)}
+            v = trial.suggest_categorical(name, [json.dumps(c) if isinstance(c, list) else c for c in spec["choices"]])
+            v = encoded.get(v, v) if isinstance(v, str) else v
         values[name] = v
     return values
 
@@ -128,10 +135,17 @@ def make_pruner(kind: str):
     raise ValueError(f"--pruner must be median, halving or none, got {kind!r}")
 
 
-def load_study(name: str, storage, pruner: str = "median", sampler_seed: int | None = None, create: bool = True):
+def load_study(
+    name: str, url: str | Path, pruner: str = "median", sampler_seed: int | None = None, create: bool = True
+):
+    """The study ``name`` in ``url`` (a journal file or a database URL), created where ``create``; reading one never
+    creates a journal file."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not create and "://" not in str(url) and not Path(url).is_file():
+        raise ValueError(f"{url}: no sweep journal there; run sweep.py first, or pass the study's --storage")
+    storage = storage_for(url)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     if create:
         return optuna.create_study(
@@ -145,7 +159,7 @@ def load_study(name: str, storage, pruner: str = "median", sampler_seed: int | N
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     except KeyError:
-        raise ValueError(f"no study {name!r} in {storage}; run sweep.py first or check --storage") from None
+        raise ValueError(f"no study {name!r} in {url}; run sweep.py first or check --storage") from None
 
 
 @contextmanager
@@ -178,14 +192,56 @@ def lock_is_held(path: str | Path) -> bool:
     return False
 
 
+# what may differ between the workers of one study: where and how fast they run, not what they train
+LOCAL_SETTINGS = ("out", "workers", "log_every", "cache_dir", "val_batch_size", "compile", "sync_bn")
+MAX_FAILURES_IN_A_ROW = 5  # a space whose trials all fail must not loop for ever
+
+
 class Worker:
     """One process of a sweep: runs trials until the study holds ``n_trials`` that did not fail."""
 
     def __init__(self, study, space: dict, base: Settings, out: Path, n_trials: int) -> None:
-        self.study, self.space, self.base, self.out, self.n_trials = study, space, base, Path(out), n_trials
-        name = f"{socket.gethostname()}-{os.getpid()}"
+        # absolute paths: other workers (another folder, another machine with the same mount) read them
+        self.study, self.space, self.base, self.out, self.n_trials = study, space, base, Path(out).resolve(), n_trials
+        self._check_study()
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # a container may reuse a pid
         self.lock_path = self.out / ".workers" / f"{name}.lock"
         self.lock = FolderLock(self.lock_path, self.out)  # held for the worker's life
+
+    def _check_study(self) -> None:
+        """Every worker of a study trains the same way on the same data over the same space, and a sweep folder
+        holds one study: the first worker records both, later ones must match."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        marker = self.out / "STUDY"
+        with sweep_lock(self.out):
+            if marker.exists() and marker.read_text().strip() != self.study.study_name:
+                raise ValueError(
+                    f"{self.out} holds the trials of study {marker.read_text().strip()!r}; give study "
+                    f"{self.study.study_name!r} its own --out"
+                )
+            if not marker.exists():
+                with atomic_write(marker, "w") as f:
+                    f.write(self.study.study_name + "\n")
+            shared = {k: v for k, v in self.base.to_dict().items() if k not in (*LOCAL_SETTINGS, *self.space)}
+            mine = json.loads(json.dumps({"settings": shared, "space": self.space}))
+            recorded = self.study.user_attrs.get("sweep")
+            if recorded is None:
+                self.study.set_user_attr("sweep", mine)
+                return
+        if recorded["space"] != mine["space"]:
+            raise ValueError(
+                f"study {self.study.study_name!r} was started with another search space ({recorded['space']}); "
+                "start a new study for a new space"
+            )
+        differ = sorted(
+            k for k in set(recorded["settings"]) | set(shared) if recorded["settings"].get(k) != shared.get(k)
+        )
+        if differ:
+            shown = ", ".join(f"{k}: {recorded['settings'].get(k)!r} there, {shared.get(k)!r} here" for k in differ)
+            raise ValueError(
+                f"study {self.study.study_name!r} trains with other settings ({shown}); its trials would not be "
+                "comparable: use the same training options on every worker, or start a new study"
+            )
 
     def fail_stale(self) -> None:
         """RUNNING trials of dead workers -> FAIL, their parameters queued again (the retry resumes them)."""
@@ -208,72 +264,96 @@ class Worker:
 
         with sweep_lock(self.out):
             self.fail_stale()
-            alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-            if len(self.study.get_trials(deepcopy=False, states=alive)) - self._waiting() >= self.n_trials:
+            counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # a queued retry counts once it runs
+            if len(self.study.get_trials(deepcopy=False, states=counted)) >= self.n_trials:
                 return None
             trial = self.study.ask()
             trial.set_user_attr("worker_lock", str(self.lock_path))
             trial.set_user_attr("run_dir", str(self.out / f"trial_{trial.number:03d}"))
             return trial
 
-    def _waiting(self) -> int:
-        # a queued retry replaces the failed trial it repeats: it is counted once it runs
-        from optuna.trial import TrialState
-
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
     def run(self) -> int:
         """Trials run by this worker."""
-        done = 0
+        done, failures = 0, 0
         try:
             while (trial := self.next_trial()) is not None:
-                self.run_trial(trial)
+                failures = 0 if self.run_trial(trial) else failures + 1
                 done += 1
+                if failures >= MAX_FAILURES_IN_A_ROW:
+                    raise RuntimeError(
+                        f"{failures} trials in a row failed (the last: {trial.user_attrs.get('error', '?')}); check "
+                        f"the search space and the training options (sweep.py --report --study "
+                        f"{self.study.study_name} lists the errors)"
+                    )
         finally:
             self.lock.release()
         return done
 
-    def run_trial(self, trial) -> None:
+    def run_trial(self, trial) -> bool:
+        """Train one trial and tell the study how it ended; False when it failed. A signal that reached the training
+        (SIGTERM, Ctrl-C) re-queues the trial, which continues from its last checkpoint, and stops the worker."""
         import optuna
+        from optuna.trial import TrialState
 
-        from engine.trainer import LATEST, Trainer
+        from engine.trainer import BEST, LATEST, Trainer
 
-        values = suggest(trial, self.space)
-        run_dir = Path(trial.user_attrs["run_dir"])
-        settings = dataclasses.replace(self.base, **values, out=str(run_dir)).validate()
-        resume = None
-        retry_of = trial.user_attrs.get("retry_of")
-        if retry_of is not None:
-            old = self.out / f"trial_{retry_of:03d}" / "checkpoint" / LATEST
-            if old.exists():
-                resume = str(old)  # the dead trial's last epoch; the retry continues from there
-        log.info(f"trial {trial.number}: {values}" + (f" (continues trial {retry_of})" if resume else ""))
-
-        def report(epoch: int, score: float, metrics: dict) -> None:
-            trial.report(score if math.isfinite(score) else 0.0, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch} (score {score:.4f})")
-
-        trainer = None
+        trainer, outcome, error = None, "complete", ""
         try:
+            values = suggest(trial, self.space)
+            run_dir = Path(trial.user_attrs["run_dir"])
+            settings = dataclasses.replace(self.base, **values, out=str(run_dir)).validate()
+            resume = self._resume_of(trial, run_dir, LATEST, BEST)
+            log.info(f"trial {trial.number}: {values}" + (" (continues a trial whose worker died)" if resume else ""))
+
+            def report(epoch: int, score: float, metrics: dict) -> None:
+                trial.report(score if math.isfinite(score) else 0.0, epoch)
+                if trainer is not None and trainer.stop_signal:
+                    return  # stopping anyway: the trial is run again, not judged on a part
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch} (score {score:.4f})")
+
             trainer = Trainer(settings, resume=resume, on_epoch=report)
             trainer.fit()
         except optuna.TrialPruned as e:
             log.info(f"trial {trial.number}: {e}")
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            return
+            outcome = "pruned"
         except SystemExit:  # a signal: the run saved its step; the trial is run again, from there
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.study.tell(trial, state=TrialState.FAIL)
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
             raise
-        except (ValueError, RuntimeError, OSError, FloatingPointError) as e:  # this trial's settings fail
-            log.warning(f"trial {trial.number} failed: {e}")
-            trial.set_user_attr("error", str(e)[:500])
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        value = trainer.best_score
-        self.study.tell(trial, value if math.isfinite(value) else 0.0)
-        log.info(f"trial {trial.number}: {trainer.score_key} {value:.4f}")
+        except Exception as e:  # this trial's settings fail (an impossible crop, out of memory, ...): the next one
+            outcome, error = "fail", f"{type(e).__name__}: {e}"[:500]
+            log.warning(f"trial {trial.number} failed: {error}")
+        signum = trainer.stop_signal if trainer is not None else 0
+        if outcome == "complete":
+            value = trainer.best_score
+            self.study.tell(trial, value if math.isfinite(value) else 0.0)
+            log.info(f"trial {trial.number}: {trainer.score_key} {value:.4f}")
+        elif outcome == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            trial.set_user_attr("error", error)
+            self.study.tell(trial, state=TrialState.FAIL)
+            if signum:  # it may have failed because it was interrupted: run it again
+                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        if signum:  # arrived while the trial was ending: honour it all the same
+            raise SystemExit(128 + signum)
+        return outcome != "fail"
+
+    def _resume_of(self, trial, run_dir: Path, latest: str, best: str) -> str | None:
+        """A retry continues the dead trial's last checkpoint; its best checkpoint comes along (the trial's score may
+        be an epoch before the interruption)."""
+        retry_of = trial.user_attrs.get("retry_of")
+        if retry_of is None:
+            return None
+        old = self.out / f"trial_{retry_of:03d}" / "checkpoint"
+        if not (old / latest).exists():
+            return None
+        if (old / best).exists():
+            (run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+            with atomic_write(run_dir / "checkpoint" / best) as f:
+                f.write((old / best).read_bytes())
+        return str(old / latest)
 
 
 # ------------------------------------------------------------------------------------------------- results
@@ -290,6 +370,7 @@ def trial_rows(study) -> list[dict]:
                 **{f"param_{k}": v for k, v in t.params.items()},
                 "duration_s": None if duration is None else round(duration, 1),
                 "run_dir": t.user_attrs.get("run_dir", ""),
+                "error": t.user_attrs.get("error", ""),
             }
         )
     return rows
@@ -306,7 +387,7 @@ def top_checkpoints(name: str, storage, top: int) -> list[str]:
     """The best checkpoints of the ``top`` best finished trials (for ``--fusion-study``)."""
     from engine.trainer import BEST
 
-    trials = best_trials(load_study(name, storage_for(storage), create=False), top)
+    trials = best_trials(load_study(name, storage, create=False), top)
     if not trials:
         raise ValueError(f"study {name!r} has no finished trial to fuse")
     if len(trials) < top:
@@ -365,6 +446,9 @@ def _plots(study, out: Path) -> list[Path]:
 
     written = []
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        log.warning(f"study {study.study_name!r} has no finished trial: no best settings and no plots")
+        return written
     plots = [("history.png", ovm.plot_optimization_history)]
     if len(done) >= 2 and any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
         plots.append(("importance.png", ovm.plot_param_importances))

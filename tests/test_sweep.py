@@ -15,7 +15,7 @@ import yaml
 import eval as eval_script
 import sweep as sweep_script
 import train as train_script
-from engine.sweep import load_space, load_study, storage_for
+from engine.sweep import load_space, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--name", "unet", "--channels", "4", "8", "8", "16", "16", "--batch-size", "4", "-j", "0", "--loss", "mix_3"]
@@ -64,6 +64,10 @@ def test_space_file_is_checked_against_the_settings(tmp_path):
         ("amp: {type: categorical, choices: ['false', true]}", "must be"),
         ("data_dir: {type: categorical, choices: [a, b]}", "cannot change data_dir"),
         ("lr: {type: uniform, low: 0, high: 1}", "needs type"),
+        ("batch_size: {type: int, low: 1.5, high: 3}", "whole numbers"),
+        ("lr: {type: float, low: 0.001, high: 0.1, log: true, step: 0.01}", "cannot go with log"),
+        ("batch_size: {type: categorical, choices: [0, 8]}", "batch_size .* must be >= 1"),
+        ("class_weights: {type: categorical, choices: [[1, 2]]}", "2 class_weights for 4 classes"),
     ):
         with pytest.raises(ValueError, match=needle):
             load_space(_space(tmp_path / "bad.yaml", text))
@@ -76,7 +80,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data, tmp_path):
     workers = [_worker(args) for _ in range(2)]
     for w in workers:
         assert w.wait(timeout=300) == 0, w.stderr.read()
-    study = load_study("two", storage_for(out / "journal.log"), create=False)
+    study = load_study("two", out / "journal.log", create=False)
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4] and _states(study) == ["COMPLETE"] * 5
     workers_seen = {t.user_attrs["worker_lock"] for t in trials}
@@ -95,7 +99,7 @@ def test_pruning_stops_a_hopeless_learning_rate_early(data, tmp_path):
     space = _space(tmp_path / "space.yaml", "lr: {type: categorical, choices: [0.01, 1.0e-9]}\n")
     args, out = _common(data, tmp_path, "prune", space, 6, "--epochs", "4", "--steps-per-epoch", "10")
     sweep_script.main([*args, "--sampler-seed", "0"])
-    study = load_study("prune", storage_for(out / "journal.log"), create=False)
+    study = load_study("prune", out / "journal.log", create=False)
     pruned = [t for t in study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
     assert any(t.params["lr"] == 1e-9 for t in pruned), [(t.state.name, t.params) for t in study.trials]
     assert all(max(t.intermediate_values) < 4 for t in pruned)  # stopped before the last epoch
@@ -116,16 +120,17 @@ def test_a_killed_worker_leaves_a_consistent_study_that_a_new_worker_finishes(da
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    study = load_study("kill", storage_for(out / "journal.log"), create=False)
+    study = load_study("kill", out / "journal.log", create=False)
     assert _states(study) == ["RUNNING"]  # what a dead worker leaves
     sweep_script.main(args)  # a new worker: fails the dead trial, runs it again from its checkpoint, and one more
-    study = load_study("kill", storage_for(out / "journal.log"), create=False)
+    study = load_study("kill", out / "journal.log", create=False)
     trials = study.get_trials(deepcopy=False)
     assert _states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
     retry = trials[1]
     assert retry.user_attrs["retry_of"] == 0 and retry.params == trials[0].params
     assert "resumed from" in (Path(retry.user_attrs["run_dir"]) / "train.log").read_text()
     assert len(list(csv.DictReader((Path(retry.user_attrs["run_dir"]) / "log.csv").open()))) == 2  # epochs 2, 3
+    assert (Path(retry.user_attrs["run_dir"]) / "checkpoint" / "model_best.pth.tar").is_file()  # even if epoch 1's
 
 
 def test_report_best_settings_reproduce_the_best_trial_and_top_trials_fuse(data, tmp_path):
@@ -154,5 +159,32 @@ def test_report_best_settings_reproduce_the_best_trial_and_top_trials_fuse(data,
     top2 = sorted(rows, key=lambda r: -float(r["score"]))[:2]
     expected = [str(Path(r["run_dir"]) / "checkpoint" / "model_best.pth.tar") for r in top2]
     assert json.loads((fused / "metrics.json").read_text())["checkpoints"] == expected
+    with pytest.raises(ValueError, match="no sweep journal there"):  # and none is created by looking
+        eval_script.main(["--fusion-study", "rep", "--storage", str(tmp_path / "typo.log"), "--out", str(fused)])
+    assert not (tmp_path / "typo.log").exists()
     with pytest.raises(ValueError, match="no study 'nope'"):
         eval_script.main(["--fusion-study", "nope", "--storage", str(out / "journal.log"), "--out", str(fused)])
+
+
+def test_one_study_one_way_of_training_and_failing_trials_stop_the_worker(data, tmp_path):
+    space = _space(tmp_path / "space.yaml", "lr: {type: float, low: 0.001, high: 0.01, log: true}\n")
+    args, out = _common(data, tmp_path, "one", space, 1, "--epochs", "1", "--steps-per-epoch", "1")
+    sweep_script.main(args)
+    with pytest.raises(ValueError, match=r"trains with other settings \(epochs: 1 there, 2 here\)"):
+        sweep_script.main([*args[: args.index("--epochs")], "--epochs", "2", "--steps-per-epoch", "1"])
+    other = _space(tmp_path / "other.yaml", "lr: {type: float, low: 0.001, high: 0.1, log: true}\n")
+    with pytest.raises(ValueError, match="was started with another search space"):
+        sweep_script.main([*args[:2], "--space", str(other), *args[4:]])
+    with pytest.raises(ValueError, match="holds the trials of study 'one'"):
+        sweep_script.main(["--study", "two", *args[2:]])
+    # a space whose every trial fails (crops larger than the 48 x 32 slices) stops, naming the error
+    crops = _space(tmp_path / "crop.yaml", "crop_size: {type: categorical, choices: [200, 300]}\n")
+    args, out = _common(data, tmp_path, "crop", crops, 20, "--epochs", "1", "--steps-per-epoch", "1")
+    with pytest.raises(RuntimeError, match="5 trials in a row failed"):
+        sweep_script.main(args)
+    sweep_script.main(["--report", "--study", "crop", "--out", str(out)])
+    rows = list(csv.DictReader((out / "report" / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["FAIL"] * 5 and all(r["error"] for r in rows)
+    assert not (out / "report" / "best.yaml").exists()
+    with pytest.raises(SystemExit, match="--gpus: no CUDA GPU is visible here"):  # not one CPU worker per "GPU"
+        sweep_script.main([*args, "--gpus", "0,1"])
