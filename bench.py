@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -51,9 +52,7 @@ def timed(fn, device: torch.device, warmup: int, reps: int) -> list[float]:
     return out
 
 
-def bench_inference(
-    name: str, mode: str, device: torch.device, slices: int, reps: int, amp: bool | None = None
-) -> dict:
+def inference_fn(name: str, mode: str, device: torch.device, slices: int, amp: bool | None = None):
     """Model only, one volume of ``slices`` x H x W already on the device, class labels out.
 
     baseline: the original's loop (float input, fp32, eager, NCHW, batch 8). fast: the project's ``Predictor`` as
@@ -84,6 +83,11 @@ def bench_inference(
         def run():
             return predict_volume(predictor, volume)
 
+    return run
+
+
+def bench_inference(run, mode: str, device: torch.device, slices: int, reps: int) -> dict:
+    """Median milliseconds per volume of ``inference_fn``'s ``run``, and its peak device memory."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     ms = timed(run, device, warmup=3 if mode == "fast" else 1, reps=reps)
@@ -144,8 +148,8 @@ def _next(it_holder: list, loader, wait: list | None):
     return batch
 
 
-def bench_training(name: str, mode: str, device: torch.device, data: Path, steps: int, workers: int) -> dict:
-    """Images/s at batch 16 with mix_33 and the real data pipeline (BMP cache -> workers -> device).
+def training_step(name: str, mode: str, device: torch.device, data: Path, workers: int):
+    """One training step at batch 16 with mix_33 and the real data pipeline, as a function of the wait counter.
 
     baseline: the original's step (fp32, eager, NCHW, float input). fast: ``Trainer.train_step``, exactly what
     train.py runs (uint8 to the device, bf16, channels_last, compiled on a GPU, no per-step host syncs).
@@ -178,7 +182,7 @@ def bench_training(name: str, mode: str, device: torch.device, data: Path, steps
         def step(wait=None):
             trainer.train_step(_next(holder, loader, wait))
 
-        return _timed_steps(step, device, steps, 16)
+        return step
 
     torch.manual_seed(0)
     model = build_model(name).to(device).train()
@@ -200,7 +204,82 @@ def bench_training(name: str, mode: str, device: torch.device, data: Path, steps
         opt.step()
         parts["total"].item()  # the original logged every step
 
-    return _timed_steps(step, device, steps, 16)
+    return step
+
+
+# Issue 17's targets for the fast path at full size (128 slices of 1024 x 512): (column, bound, "<=" or ">=").
+TARGETS = {
+    "unet": [("ms_per_volume", 40, "<="), ("train_images_per_s", 700, ">=")],
+    "unet_nested": [("ms_per_volume", 100, "<="), ("train_images_per_s", 300, ">=")],
+    "*": [
+        ("train_data_wait_fraction", 0.05, "<"),
+        ("test_py_s_per_volume", 0.5, "<="),
+        ("test_py_eager_s_per_volume", 0.5, "<="),
+    ],
+}
+
+# Kernel / operator names: convolutions and matrix products (cuDNN, CUTLASS, oneDNN), and the layout changes that
+# cuDNN runs around them (memory-bound: counted with the element-wise work).
+_LAYOUT = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_|contiguous", re.I)
+_CONV = re.compile(r"conv|xmma|gemm|cutlass|wgrad|dgrad|fprop|winograd|fft2d|mkldnn|onednn|\baten::(addmm|mm|bmm)\b", re.I)
+
+
+def kernel_kind(name: str) -> str:
+    """``conv`` for convolution / matrix kernels, ``memory`` for everything else (element-wise, reductions,
+    normalisation, layout copies: work whose time is set by bytes moved)."""
+    return "conv" if _CONV.search(name) and not _LAYOUT.search(name) else "memory"
+
+
+def profile_fn(fn, device: torch.device, runs: int = 3, top: int = 12) -> dict:
+    """Where ``fn``'s time goes (``torch.profiler``; ``fn`` already warmed up): the ``top`` kernels by self time on
+    the device (operators on a CPU), the share in convolutions vs memory-bound work, and on a GPU the fraction of
+    wall time the GPU was busy (low: launch- or host-bound, where CUDA graphs would pay)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        wall_us = (time.perf_counter() - t0) * 1e6
+    events = prof.key_averages()
+    if cuda:  # the kernels (and copies) themselves; failing that, the operators' time on the device
+        times = {e.key: e.self_device_time_total for e in events if str(e.device_type).endswith("CUDA")}
+        times = times or {e.key: e.self_device_time_total for e in events if e.key.startswith("aten::")}
+    else:  # operators only: Python ranges (the loader's __next__, Optimizer.step) are host time, not kernels
+        times = {e.key: e.self_cpu_time_total for e in events if e.key.startswith("aten::")}
+    times = {k: float(t) for k, t in times.items() if t > 0}
+    total = sum(times.values()) or 1.0
+    conv = sum(t for k, t in times.items() if kernel_kind(k) == "conv")
+    ranked = sorted(times.items(), key=lambda kv: -kv[1])[:top]
+    out = {
+        "runs": runs,
+        "ms_per_run": wall_us / runs / 1e3,
+        "conv_share": conv / total,
+        "memory_share": 1 - conv / total,
+        "top": [
+            {"name": k[:120], "ms_per_run": t / runs / 1e3, "share": t / total, "kind": kernel_kind(k)}
+            for k, t in ranked
+        ],
+    }
+    if cuda:
+        out["gpu_busy_fraction"] = min(1.0, total / wall_us)
+    return out
+
+
+def check_targets(row: dict) -> list[str]:
+    """Issue 17's targets that ``row`` (a fast row at full size) holds a figure for: one line each, met or MISSED."""
+    lines = []
+    for col, bound, op in TARGETS.get(row["model"], []) + TARGETS["*"]:
+        if not isinstance(row.get(col), float | int):
+            continue
+        v = row[col]
+        ok = {"<=": v <= bound, ">=": v >= bound, "<": v < bound}[op]
+        lines.append(f"{row['model']} {col} = {v:.4g} (target {op} {bound}): {'met' if ok else 'MISSED'}")
+    return lines
 
 
 def bench_data(data: Path, workers: int, batches: int, augment=None) -> dict:
@@ -345,6 +424,11 @@ def main(argv=None) -> dict:
     p.add_argument("--agreement", type=Path, metavar="CKPT", help="a trained OCT checkpoint: fast path vs fp32")
     p.add_argument("-d", "--data-dir", type=Path, help="dataset of --agreement (default: the checkpoint's)")
     p.add_argument("--cache-key", action="store_true", help="only the decode cache's key cost per volume (CPU)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="torch.profiler on the fast path: top kernels, share in convolutions vs memory-bound work",
+    )
     a = p.parse_args(argv)
     SLICES, (H, W) = a.slices, a.size
     device = torch.device(a.device)
@@ -374,11 +458,18 @@ def _run(a: argparse.Namespace, device: torch.device, results: dict, tmp: Path) 
         flops, nbytes = flops_and_bytes(name)
         base = None
         for mode in ("baseline", "fast"):
-            row = {"model": name, "mode": mode, **bench_inference(name, mode, device, slices, a.reps, a.amp)}
+            run = inference_fn(name, mode, device, slices, a.amp)
+            row = {"model": name, "mode": mode, **bench_inference(run, mode, device, slices, a.reps)}
+            profile = a.profile and mode == "fast"
+            if profile:
+                row["profile_inference"] = profile_fn(run, device)
+            del run
             if not a.quick:
-                row.update(
-                    {f"train_{k}": v for k, v in bench_training(name, mode, device, data, a.steps, a.workers).items()}
-                )
+                step = training_step(name, mode, device, data, a.workers)
+                row.update({f"train_{k}": v for k, v in _timed_steps(step, device, a.steps, 16).items()})
+                if profile:
+                    row["profile_training"] = profile_fn(step, device, runs=5)
+                del step
             if "hardware" in results:
                 hw = results["hardware"]
                 row["floor_ms_per_volume"] = 1e3 * max(flops / hw["matmul_flops"], nbytes / hw["copy_bytes_per_s"])
@@ -395,7 +486,7 @@ def _run(a: argparse.Namespace, device: torch.device, results: dict, tmp: Path) 
                     row["test_py_eager_s_per_volume"] = eager
             row["gflops_per_volume"] = flops / 1e9
             results["rows"].append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if not k.startswith("profile_")}), flush=True)
     if not a.quick:
         from engine.trainer import augment_for
         from utils.config import Settings
@@ -428,9 +519,28 @@ def _run(a: argparse.Namespace, device: torch.device, results: dict, tmp: Path) 
         print(
             "| " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |"
         )
+    if (SLICES, H, W) == (128, 1024, 512) and not a.quick:
+        results["targets"] = [line for r in results["rows"] if r["mode"] == "fast" for line in check_targets(r)]
+        print("\n".join(["targets (issue 17, full size):", *results["targets"]]))
+    for r in results["rows"]:
+        for key in ("profile_inference", "profile_training"):
+            if key in r:
+                print(_profile_table(f"{r['model']} {key.removeprefix('profile_')}", r[key]))
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     return results
+
+
+def _profile_table(title: str, prof: dict) -> str:
+    busy = f", GPU busy {prof['gpu_busy_fraction']:.0%} of wall time" if "gpu_busy_fraction" in prof else ""
+    lines = [
+        f"{title}: {prof['ms_per_run']:.1f} ms per run; convolutions {prof['conv_share']:.0%}, "
+        f"memory-bound {prof['memory_share']:.0%} of kernel time{busy}",
+        "| kernel | kind | ms per run | share |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{k['name']}` | {k['kind']} | {k['ms_per_run']:.3g} | {k['share']:.1%} |" for k in prof["top"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure the open issues ask for, in stages each meant for one 10-minute device call:
 #
-#   bash scripts/gpu_session.sh bench   # issue 4: bench.py table (3 models x baseline/fast), JSON to $RESULTS;
+#   bash scripts/gpu_session.sh bench   # bench.py table (3 models x baseline/fast), issue 17's targets met or MISSED,
+#                                       # torch.profiler top kernels of each fast row; JSON to $RESULTS;
 #                                       # MODELS="unet" (etc.) runs some models, when all three do not fit one call
 #   bash scripts/gpu_session.sh oct     # issue 2: full-size synthetic unet_nested / mix_33 run, eval, test, and
 #                                       # issue 4's fast-path-vs-fp32 agreement on its validation volumes
@@ -25,6 +26,12 @@ DRIVE_DIR=${DRIVE_DIR:-../shared/data/DRIVE}
 DRIVE_EPOCHS=${DRIVE_EPOCHS:-60}
 JOBS=$(nproc)
 mkdir -p "$RESULTS"
+# On the device tool ($OUT set, at most 8 files come back): the stage's summaries and the re-shipped DRIVE
+# checkpoint are copied there on exit, also when a stage fails or runs out of time.
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    DEVICE_OUT=$OUT STAGE=${1:-none}
+    trap 'cp "$RESULTS/$STAGE"*.* "$DEVICE_OUT"/ 2>/dev/null || true' EXIT
+fi
 python - <<'PY'
 import torch
 print("torch", torch.__version__, "device", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
@@ -35,7 +42,7 @@ bench)
     MODELS=${MODELS:-unet unet_nested unet_nested_dilated}
     tag=${MODELS// /+}
     # shellcheck disable=SC2086  # MODELS is a list of names
-    python bench.py --models $MODELS --slices "$SLICES" --size "$HEIGHT" "$WIDTH" --workers "$((JOBS - 2))" \
+    python bench.py --models $MODELS --slices "$SLICES" --size "$HEIGHT" "$WIDTH" --workers "$((JOBS - 2))" --profile \
         --json "$RESULTS/bench_$tag.json" 2>&1 | grep -v "slices$" | tee "$RESULTS/bench_$tag.txt"
     ;;
 oct)
