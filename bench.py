@@ -221,7 +221,9 @@ TARGETS = {
 # Kernel / operator names: convolutions and matrix products (cuDNN, CUTLASS, oneDNN), and the layout changes that
 # cuDNN runs around them (memory-bound: counted with the element-wise work).
 _LAYOUT = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_|contiguous", re.I)
-_CONV = re.compile(r"conv|xmma|gemm|cutlass|wgrad|dgrad|fprop|winograd|fft2d|mkldnn|onednn|\baten::(addmm|mm|bmm)\b", re.I)
+_CONV = re.compile(
+    r"conv|xmma|gemm|cutlass|wgrad|dgrad|fprop|winograd|fft2d|mkldnn|onednn|\baten::(addmm|mm|bmm)\b", re.I
+)
 
 
 def kernel_kind(name: str) -> str:

@@ -80,7 +80,7 @@ class VolumeCache:
     def load(self, rec: VolumeRecord) -> tuple[np.ndarray, np.ndarray | None]:
         """A record of any layout (``VolumeRecord``, ``data.retouch.FileVolumeRecord``): it names its files
         (``image_paths``, ``label_paths``) and decodes them (``read_image``, ``read_labels``)."""
-        image = self._get(rec, "image", rec.image_paths, rec.read_image)
+        image = self._get(rec, "image", rec.image_paths, rec.read_image, rec.image_key)
         if rec.label_paths is None:
             return image, None
         labels = self._get(rec, "label", rec.label_paths, rec.read_labels, rec.label_key)

@@ -51,6 +51,11 @@ class VolumeRecord:
         return self.pid
 
     @property
+    def image_key(self) -> str:
+        """What besides the files decides the decoded image (nothing: 8-bit slices are kept as they are)."""
+        return ""
+
+    @property
     def label_key(self) -> str:
         """What besides the files decides the decoded labels (nothing: grey values are fixed)."""
         return ""

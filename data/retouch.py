@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data.oct import DatasetError
-from data.volumes import read_label_volume, read_volume, volume_depth, volume_files
+from data.volumes import GREY_RULE, read_label_volume, read_volume, volume_depth, volume_files
 
 IMAGE_FILE, LABEL_FILE = "oct.mhd", "reference.mhd"
 DEFAULT_LABEL_MAP = "1:1,2:2,3:3"  # RETOUCH 1 IRF, 2 SRF, 3 PED -> classes 1, 2, 3 (shown as REA, SRF, PED)
@@ -79,6 +79,10 @@ class FileVolumeRecord:
     @cached_property
     def label_paths(self) -> tuple[Path, ...] | None:
         return None if self.label_file is None else volume_files(self.label_file)
+
+    @property
+    def image_key(self) -> str:
+        return GREY_RULE  # how 16-bit / float volumes become 8-bit: a new rule decodes cached volumes again
 
     @property
     def label_key(self) -> str:

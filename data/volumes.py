@@ -300,22 +300,53 @@ def _as_volume(a: np.ndarray, path: Path) -> np.ndarray:
     return a
 
 
+# A volume's grey range is min..max unless its extremes are a few stray voxels (hot or dead pixels, a saturated
+# marker, an export's fill value): when the voxels between the 0.01st and 99.99th percentiles span less than half of
+# min..max, min..max would squeeze almost every voxel into a fraction of 0..255 and a model would see a dim, flat
+# scan and find no fluid. Then that percentile range is used and the outliers are clipped, with a warning.
+TAIL = 1e-4
+GREY_RULE = "range-or-percentiles-1e-4"  # part of the decode cache's key for volume files
+_QUANTILE_SAMPLE = 4_000_000
+
+
+def _grey_range(a: np.ndarray) -> tuple[float, float, bool]:
+    """(lo, hi, robust): the range mapped to 0..255, and whether it is the percentile range rather than min..max."""
+    lo, hi = float(a.min()), float(a.max())
+    sample = a[:: max(1, a.shape[0] // 32)].ravel()  # up to ~32 B-scans: the percentiles of the bulk, not of a copy
+    sample = sample[:: max(1, sample.size // _QUANTILE_SAMPLE)]
+    q_lo, q_hi = (float(q) for q in np.quantile(sample, [TAIL, 1 - TAIL]))
+    if q_lo < q_hi and q_hi - q_lo < 0.5 * (hi - lo):
+        return q_lo, q_hi, True
+    return lo, hi, False
+
+
 def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
-    """uint8 as it is; other types scaled to 0..255 by the volume's own range (min..max), with one warning."""
+    """uint8 as it is; other types scaled to 0..255 by the volume's range (``_grey_range``), with one warning."""
     if a.dtype.kind not in "uif":
         raise VolumeFormatError(f"{path}: {a.dtype} data is not image intensities")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise VolumeFormatError(f"{path}: the volume holds NaN or infinite values; fix the export")
-    lo, hi = a.min(), a.max()
-    if lo == hi:
-        raise VolumeFormatError(f"{path}: every voxel is {lo}: a blank volume; check the export")
+    if a.min() == a.max():
+        raise VolumeFormatError(f"{path}: every voxel is {a.min()}: a blank volume; check the export")
     if a.dtype == np.uint8:
         return np.ascontiguousarray(a)
-    lo, hi = float(lo), float(hi)
-    log.warning(f"{path}: {a.dtype} intensities {lo:g}..{hi:g} scaled to 0..255 by the volume's range")
+    lo, hi, robust = _grey_range(a)
     out = np.empty(a.shape, dtype=np.uint8)
+    clipped = 0
     for z in range(a.shape[0]):  # one B-scan at a time: float64 without a float64 copy of the volume
-        out[z] = np.round((a[z].astype(np.float64) - lo) * (255.0 / (hi - lo)))
+        x = a[z].astype(np.float64)
+        if robust:
+            clipped += int(np.count_nonzero((x < lo) | (x > hi)))
+            np.clip(x, lo, hi, out=x)
+        out[z] = np.round((x - lo) * (255.0 / (hi - lo)))
+    if robust:
+        log.warning(
+            f"{path}: {a.dtype} intensities {float(a.min()):g}..{float(a.max()):g}, but {100 - 200 * TAIL:g}% of the "
+            f"voxels lie within {lo:g}..{hi:g}: scaled to 0..255 by that range and {clipped} outlying voxels "
+            f"({100 * clipped / a.size:.3g}%) clipped (hot or dead pixels? a fill value?)"
+        )
+    else:
+        log.warning(f"{path}: {a.dtype} intensities {lo:g}..{hi:g} scaled to 0..255 by the volume's range")
     return out
 
 

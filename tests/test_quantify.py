@@ -82,6 +82,21 @@ def test_retouch_layout_is_split_into_train_val_and_test(retouch):
         find_retouch_volumes(retouch, "train", val_count=6)
 
 
+def test_a_new_grey_rule_decodes_cached_volume_files_again(retouch, tmp_path, monkeypatch):
+    """A cache entry holds a volume as the grey rule of its day made it 8-bit: a new rule must not reuse it."""
+    import data.retouch
+    from data.cache import VolumeCache
+
+    rec = find_retouch_volumes(retouch, "train", val_count=2)[0]
+    cache = VolumeCache(tmp_path / "cache")
+    cache.load(rec)
+    cache.load(rec)
+    assert len(list((tmp_path / "cache").glob("*-image-*.npy"))) == 1  # decoded once
+    monkeypatch.setattr(data.retouch, "GREY_RULE", "another rule")
+    cache.load(rec)
+    assert len(list((tmp_path / "cache").glob("*-image-*.npy"))) == 2
+
+
 def test_retouch_trains_and_evaluates_through_the_drivers(retouch, tmp_path):
     run = tmp_path / "run"
     argv = [*FAST, "-d", str(retouch), "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--val-count", "2"]

@@ -196,6 +196,33 @@ def test_uint16_volume_is_scaled_by_its_range(tmp_path, caplog):
     assert len(found) == 1 and "v16.mhd" in found[0] and "uint16" in found[0]
 
 
+def test_hot_and_dead_pixels_do_not_squeeze_a_uint16_volume(tmp_path, caplog):
+    """Three saturated voxels (65535) and two dead ones (0) in a 1000..3000 scan: min..max would map the whole scan
+    to grey 0..12 (3000 * 255 / 65535 = 11.7). The 0.01st..99.99th percentiles (1000..3000 here: 40,000 voxels, the
+    percentile positions 4.0 and 39995.0 of the sorted values fall on 1000 and 3000) are used instead, the outliers
+    clipped, and the warning says so."""
+    vol = np.full((4, 100, 100), 2000, np.uint16)
+    vol[0], vol[1, :50] = 1000, 1000  # 15,000 voxels of 1000, 10,000 of 2000, 15,000 of 3000
+    vol[3], vol[2, :50] = 3000, 3000
+    vol[0, 0, :2] = 0
+    vol[3, 99, -3:] = 65535
+    image = read_volume(write_itk(tmp_path / "hot.mhd", vol)).image
+    assert image[1, 0, 0] == 0 and image[2, 99, 99] == 128 and image[3, 0, 0] == 255  # 1000, 2000 (127.5), 3000
+    assert image[0, 0, 0] == 0 and image[3, 99, 99] == 255  # dead and hot voxels clipped to the range's ends
+    found = warnings_from(caplog)
+    assert len(found) == 1 and "hot.mhd" in found[0] and "5 outlying voxels" in found[0] and "1000..3000" in found[0]
+
+
+def test_a_long_tailed_scan_keeps_its_min_max_range(tmp_path):
+    """Speckle has a long bright tail, but it is part of the image: when the bulk spans at least half of min..max
+    the scan is scaled by min..max, exactly as before."""
+    rng = np.random.default_rng(0)
+    vol = (rng.gamma(2.0, 300.0, (4, 100, 100)) + 100).astype(np.float32)
+    lo, hi = float(vol.min()), float(vol.max())
+    image = read_volume(write_itk(tmp_path / "speckle.nii.gz", vol)).image
+    assert np.array_equal(image, np.round((vol.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8))
+
+
 def test_explicit_spacing_overrides_the_file(tmp_path):
     path = write_itk(tmp_path / "v.mhd", known_volume())
     assert read_volume(path, spacing=(0.2, 0.004, 0.01)).spacing == (0.2, 0.004, 0.01)
