@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -9,6 +11,8 @@ from torch.utils.data import Dataset
 from data.cache import VolumeCache
 from data.oct import DatasetError, VolumeRecord
 from data.transforms import IGNORE_INDEX, Augment
+
+log = logging.getLogger(__name__)
 
 
 def neighbour_indices(z: np.ndarray | int, n: int) -> np.ndarray:
@@ -52,6 +56,24 @@ class SliceDataset(Dataset):
                     "pass --resize or --crop-size to train on them together"
                 )
             self._open.clear()  # worker processes open their own memory maps
+        elif augment.crop_size and records:
+            self._warn_if_crop_exceeds_slices(augment)
+
+    def _warn_if_crop_exceeds_slices(self, augment: Augment) -> None:
+        """A crop larger than the slices is padded (the padding ignored by the losses): it trains, but on patches
+        that are mostly padding, which no inference input looks like. Say so once, naming the smallest volume."""
+        if augment.resize:
+            sizes = {"--resize": tuple(augment.resize)}
+        else:
+            sizes = {rec.pid: tuple(self._volume(v)[0].shape[1:]) for v, rec in enumerate(self.records)}
+            self._open.clear()
+        pid, (h, w) = min(sizes.items(), key=lambda kv: min(kv[1]))
+        if augment.crop_size > min(h, w):
+            log.warning(
+                f"--crop-size {augment.crop_size} is larger than {pid}'s slices ({h}x{w}): patches are padded and "
+                f"the padding is ignored by the losses; a crop of at most {min(h, w)} (or --crop-size 0) trains on "
+                "image content only"
+            )
 
     def __len__(self) -> int:
         return len(self.index)

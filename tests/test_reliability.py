@@ -16,6 +16,7 @@ import train as train_script
 from data.cache import VolumeCache
 from data.dataset import SliceDataset
 from data.oct import DatasetError, find_volumes, read_grey
+from data.transforms import IGNORE_INDEX
 from engine.trainer import Trainer
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Settings
@@ -248,6 +249,27 @@ def test_volumes_of_different_sizes_need_resize_or_crop(data, tmp_path):
         Image.open(p).resize((40, 64), Image.NEAREST).save(p)
     with pytest.raises(DatasetError, match=r"64x40 .* 64x48.*--resize or --crop-size"):
         SliceDataset(find_volumes(root, "train"), VolumeCache(tmp_path / "c"), None)
+
+
+def test_a_crop_larger_than_the_slices_is_reported_once(data, tmp_path, caplog):
+    import logging
+
+    from data.transforms import Augment
+
+    records = find_volumes(data, "train")
+    h, w = VolumeCache(tmp_path / "c").load(records[0])[0].shape[1:]
+    with caplog.at_level(logging.WARNING, "data.dataset"):
+        SliceDataset(records, VolumeCache(tmp_path / "c"), Augment(crop_size=min(h, w)))  # fits: no warning
+        assert not caplog.records
+        ds = SliceDataset(records, VolumeCache(tmp_path / "c"), Augment(crop_size=max(h, w) + 1))
+        SliceDataset(records, VolumeCache(tmp_path / "c"), Augment(resize=(32, 24), crop_size=30))
+    found = [r.getMessage() for r in caplog.records]
+    assert len(found) == 2
+    assert f"--crop-size {max(h, w) + 1} is larger than" in found[0] and f"({h}x{w})" in found[0]
+    assert f"at most {min(h, w)}" in found[0]
+    assert "--resize's slices (32x24)" in found[1] and "at most 24" in found[1]
+    item = ds[0]  # padded, and the padding ignored
+    assert item["image"].shape[1:] == (max(h, w) + 1,) * 2 and (item["label"] == IGNORE_INDEX).any()
 
 
 def test_palette_bmp_is_read_and_16_bit_bmp_is_rejected(tmp_path):
