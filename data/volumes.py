@@ -461,7 +461,36 @@ def _slice_files(folder: Path) -> tuple[Path, ...]:
             raise VolumeFormatError(
                 f"{folder}: {a.name} and {b.name} take the same place in the slice order; remove one"
             )
+    _check_numbering(folder, files)
     return tuple(files)
+
+
+def _check_numbering(folder: Path, files: list[Path]) -> None:
+    """Numbered slices (``1.bmp``, ``img_007.png``: the last digit run is the slice number) must be one series
+    without gaps (a constant step: ``2.png, 4.png, ...`` is every other B-scan): a stray copy (``1 (copy).bmp``) or a missing file would shift every later B-scan by one, and
+    fluid volumes and affected B-scans with them, without a word."""
+    numbered = [(re.sub(r"\d+(?=\D*$)", "#", p.name.lower()), p) for p in files if re.search(r"\d", p.name)]
+    if not numbered:
+        return  # no numbers to check: natural order of the names
+    patterns: dict[str, list[Path]] = {}
+    for pattern, p in numbered:
+        patterns.setdefault(pattern, []).append(p)
+    unnumbered = [p for p in files if not re.search(r"\d", p.name)]
+    if len(patterns) > 1 or unnumbered:
+        groups = sorted(patterns.values(), key=len, reverse=True)
+        odd = [g[0].name for g in groups[1:]] + [p.name for p in unnumbered]
+        raise VolumeFormatError(
+            f"{folder}: {', '.join(odd[:3])} {'does' if len(odd) == 1 else 'do'} not follow the slice names of "
+            f"{groups[0][0].name} ... (one numbered series per folder); remove or move the odd files"
+        )
+    numbers = [int(re.findall(r"\d+", p.name)[-1]) for p in files]
+    step = min((b - a for a, b in zip(numbers, numbers[1:])), default=1)  # every k-th B-scan exported: step k
+    if numbers != list(range(numbers[0], numbers[0] + step * len(numbers), step)):
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1, step)) - set(numbers))[:10]
+        raise VolumeFormatError(
+            f"{folder}: slices must be numbered without gaps; missing {missing} between {files[0].name} and "
+            f"{files[-1].name}"
+        )
 
 
 def _read_slices(folder: Path) -> tuple[np.ndarray, None]:

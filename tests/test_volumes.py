@@ -100,7 +100,7 @@ def write_cirrus(path, vol):
     return path
 
 
-NATURAL = (1, 2, 3, 10, 20)  # as text: 1, 10, 2, 20, 3
+NATURAL = (2, 4, 6, 8, 10)  # as text: 10, 2, 4, 6, 8 (every other B-scan exported: a constant step)
 CASES = {  # name -> (write(tmp_path, vol) -> path, format, spacing read back)
     "bmp-slices": (lambda d, v: write_slices(d / "P1.img", v, ".bmp", NATURAL), "slices", None),
     "png-slices": (lambda d, v: write_slices(d / "P1", v, ".png", [f"img_{n}" for n in NATURAL]), "slices", None),
@@ -134,8 +134,27 @@ def test_slice_folders_sort_naturally_and_skip_stray_files(tmp_path):
     (folder / "Thumbs.db").write_bytes(b"junk")
     (folder / ".hidden.png").write_bytes(b"junk")
     names = [p.name for p in volume_files(folder)]
-    assert names == ["slice_1.png", "slice_2.png", "slice_3.png", "slice_10.png", "slice_20.png"]  # not 1, 10, 2, ...
+    assert names == ["slice_2.png", "slice_4.png", "slice_6.png", "slice_8.png", "slice_10.png"]  # not 10, 2, 4 ...
     assert np.array_equal(read_volume(folder).image, vol)
+
+
+def test_a_stray_copy_a_gap_or_a_second_series_in_a_slice_folder_is_refused(tmp_path):
+    """Each would shift later B-scans by one (a copy sorts first, a gap closes up) and move every fluid volume and
+    affected B-scan number without a word: the AI Challenger folders are read by predict.py through this path."""
+    vol = known_volume()
+    copy = write_slices(tmp_path / "copy.img", vol, ".bmp")
+    (copy / "1 (copy).bmp").write_bytes((copy / "1.bmp").read_bytes())
+    with pytest.raises(VolumeFormatError, match=r"copy\.img: 1 \(copy\)\.bmp does not follow the slice names of 1"):
+        read_volume(copy)
+    gap = write_slices(tmp_path / "gap.img", vol, ".bmp")
+    (gap / "4.bmp").unlink()
+    with pytest.raises(VolumeFormatError, match=r"gap\.img: slices must be numbered without gaps; missing \[4\]"):
+        read_volume(gap)
+    two = write_slices(tmp_path / "two", vol, ".png", ["OD_1", "OD_2", "OD_3", "OS_1", "OS_2"])
+    with pytest.raises(VolumeFormatError, match=r"os_1\.png|OS_1\.png"):
+        read_volume(two)
+    start0 = write_slices(tmp_path / "zero", vol, ".png", range(len(vol)))  # 0.png ... 4.png: a series too
+    assert np.array_equal(read_volume(start0).image, vol)
 
 
 @pytest.mark.parametrize("ascans,bscans", sorted(CIRRUS_CUBES))
