@@ -467,8 +467,9 @@ def _slice_files(folder: Path) -> tuple[Path, ...]:
 
 def _check_numbering(folder: Path, files: list[Path]) -> None:
     """Numbered slices (``1.bmp``, ``img_007.png``: the last digit run is the slice number) must be one series
-    without gaps (a constant step: ``2.png, 4.png, ...`` is every other B-scan): a stray copy (``1 (copy).bmp``) or a missing file would shift every later B-scan by one, and
-    fluid volumes and affected B-scans with them, without a word."""
+    without gaps (a constant step: ``2.png, 4.png, ...`` is every other B-scan): a stray copy (``1 (copy).bmp``)
+    or a missing file would shift every later B-scan by one, and fluid volumes and affected B-scans with them,
+    without a word."""
     numbered = [(re.sub(r"\d+(?=\D*$)", "#", p.name.lower()), p) for p in files if re.search(r"\d", p.name)]
     if not numbered:
         return  # no numbers to check: natural order of the names
