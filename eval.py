@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                     task.noun: len(records),
                     "seconds": round(time.time() - t0, 2),
                     "tta": args.tta,
+                    **({"detection": settings.detection} if task.detects else {}),
                 }
             )
             if info.is_main:

@@ -100,11 +100,14 @@ class VolumeCache:
 def compute_normalization(
     records: list[VolumeRecord], cache: VolumeCache, on_volume: Callable[[], None] | None = None
 ) -> dict[str, list[float]]:
-    """Mean and std of the training images in [0, 1], one value per input channel (3 identical ones);
-    ``on_volume`` is called after each volume (progress)."""
+    """Mean and std of the training images in [0, 1], one value per input channel (3 identical ones), and the
+    training slice sizes (inference warns about B-scans of another size); ``on_volume`` is called after each volume
+    (progress)."""
     total, total_sq, count = 0.0, 0.0, 0
+    sizes: set[tuple[int, int]] = set()
     for rec in records:
         image, _ = cache.load(rec)
+        sizes.add((int(image.shape[1]), int(image.shape[2])))
         for z in range(image.shape[0]):
             s = image[z].astype(np.float64) / 255.0
             total += s.sum()
@@ -114,4 +117,4 @@ def compute_normalization(
             on_volume()
     mean = total / count
     std = max(np.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6)
-    return {"mean": [float(mean)] * 3, "std": [float(std)] * 3}
+    return {"mean": [float(mean)] * 3, "std": [float(std)] * 3, "slice_sizes": sorted([h, w] for h, w in sizes)}

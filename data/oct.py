@@ -288,6 +288,7 @@ def _read_list(path: Path, root: Path) -> list[Path]:
     if not path.is_file():
         raise DatasetError(f"{path}: list file not found")
     folders: list[Path] = []
+    listed: dict[Path, set[str]] = {}  # a folder's slice files, where the list names slices
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if not line:
@@ -295,12 +296,29 @@ def _read_list(path: Path, root: Path) -> list[Path]:
         p = root / line
         is_slice = p.suffix.lower() in (".bmp", ".png")
         folder = p.parent if is_slice else p
+        if is_slice:
+            listed.setdefault(folder, set()).add(p.name)
         if folders and folder == folders[-1] and is_slice:
             continue  # the slice files of one volume, one per line
         if folder in folders:
             raise DatasetError(f"{path}: line {n}: {folder} is listed twice (a volume's slice lines must be together)")
         folders.append(folder)
+    for folder, names in listed.items():  # a volume is read whole: a partial list would be scored as the whole
+        present = {q.name for q in list_slices(folder)}
+        if names != present:
+            absent, unlisted = sorted(names - present), sorted(present - names, key=_slice_number)
+            raise DatasetError(
+                f"{path}: lists {len(names)} slice files of {folder}, which holds {len(present)}"
+                + (f"; not in the folder: {absent[:5]}" if absent else "")
+                + (f"; not listed: {unlisted[:5]}" if unlisted else "")
+                + ". A volume is read whole: list all its slices, or just its folder"
+            )
     return folders
+
+
+def _slice_number(name: str) -> int:
+    m = _SLICE_NAME.match(name)
+    return int(m.group(1)) if m else -1
 
 
 def _pairs_from_lists(root: Path, list_dir: Path, split: str, labelled: bool) -> list[tuple[Path, Path | None]]:

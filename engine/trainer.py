@@ -163,6 +163,7 @@ class Trainer:
         self.task = build_task(s)
         self.train_records = self.task.records("train", s.data_dir, s.list_dir)
         self.val_records = self.task.records("val", s.data_dir, s.list_dir)
+        self.task.check_disjoint({"train": self.train_records, "val": self.val_records, **self._test_split()})
         if self.dist.is_main:  # decodes the training data once (into the cache), for every process
             self._normalization()
         barrier(self.dist)
@@ -256,6 +257,15 @@ class Trainer:
             return None
         return Path(resume)
 
+    def _test_split(self) -> dict[str, list]:
+        """The test split's records where the data set has one (checked against training and validation)."""
+        from data.oct import DatasetError
+
+        try:
+            return {"test": self.task.records("test", self.s.data_dir, self.s.list_dir)}
+        except (DatasetError, FileNotFoundError):
+            return {}
+
     def _normalization(self) -> None:
         """``normalization.json``: the training data's statistics, computed once per run; recomputed when the run
         folder holds statistics of other training data (e.g. a start that failed before its first checkpoint)."""
@@ -276,9 +286,13 @@ class Trainer:
             raise CheckpointError(
                 f"{path}: a checkpoint of task {state['settings'].get('task')!r}, not {self.s.task!r}"
             )
+        if "optimizer" not in state:  # continuing with a fresh Adam state (and maybe bf16 weights) would be silent
+            raise CheckpointError(
+                f"{path}: a deployable copy without optimiser state (python -m utils.checkpoint), which cannot be "
+                "resumed; resume from checkpoint_latest.pth.tar of the run it came from"
+            )
         load_model_weights(self.model, state["state_dict"], path)
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["epoch"])
         self.resume_step = int(state.get("step", 0))
         if self.resume_step:

@@ -70,7 +70,7 @@ drive)
     echo "training_seconds=$(($(date +%s) - start))" | tee -a "$RESULTS/drive_train.txt"
     python eval.py --seg-path "$RESULTS/drive/checkpoint/model_best.pth.tar" -d "$DRIVE_DIR" --out "$RESULTS/drive_eval" \
         --force --tta | tee "$RESULTS/drive_eval.txt"
-    python -m utils.checkpoint "$RESULTS/drive/checkpoint/model_best.pth.tar" "$RESULTS/drive_unet.pth.tar" --dtype fp16
+    python -m utils.checkpoint "$RESULTS/drive/checkpoint/model_best.pth.tar" "$RESULTS/drive_unet.pth.tar" --dtype fp16 --force
     cp "$RESULTS/drive/log.csv" "$RESULTS/drive_log.csv"
     ;;
 ddp)

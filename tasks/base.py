@@ -106,6 +106,26 @@ class Task(ABC):
     def input_paths(self, records: list) -> list[Path]:
         """The files and folders ``records`` are read from (an output folder must never replace one of them)."""
 
+    def check_disjoint(self, splits: dict[str, list]) -> None:
+        """Refuse a case that is in two splits (``{split: records}``), by name or by the files it is read from
+        (a copy or a link): a validation case that is also trained on chooses ``model_best`` on seen data and
+        reports a score it does not have."""
+        from data.oct import DatasetError
+
+        seen: dict[object, tuple[str, object]] = {}
+        for split, records in splits.items():
+            for r in records:
+                keys = [("name", r.name)] + [("path", p.resolve()) for p in self.input_paths([r])]
+                for key in keys:
+                    if key in seen and seen[key][0] != split:
+                        other_split, other = seen[key]
+                        how = f"patient {r.name!r}" if key[0] == "name" else f"the same files ({key[1]})"
+                        raise DatasetError(
+                            f"{other_split} case {other.name!r} and {split} case {r.name!r} are {how}: a case "
+                            "must be in one split only; remove it from one of them"
+                        )
+                    seen.setdefault(key, (split, r))
+
     @abstractmethod
     def load(self, record):
         """A record decoded into a sample (image, label when known, and what else the task needs)."""

@@ -137,8 +137,26 @@ class OctTask(Task):
     def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
         super().__init__(settings, cache_dir, states, weights, scale)
         self._cache: VolumeCache | None = None
+        self._sizes_warned: set[tuple[int, int]] = set()
+        lesions = len(LESION_NAMES)
+        if settings.num_classes != lesions + 1:  # the label greys (and RETOUCH values) name exactly these classes
+            raise ValueError(
+                f"the oct task segments {lesions + 1} classes (background, {', '.join(LESION_NAMES)}), not "
+                f"num_classes {settings.num_classes}: other counts would score or write classes that do not exist"
+            )
+        if settings.num_detect not in (0, lesions):
+            raise ValueError(
+                f"the oct task detects {lesions} lesions (or none: num_detect 0), not num_detect {settings.num_detect}"
+            )
+        if settings.num_detect == 0 and settings.detection == "head":
+            raise ValueError(
+                "--detection head, but this model has no detection head (num_detect 0); use --detection seg"
+            )
         if scale not in ("auto", "none"):
-            log.warning(f"--scale {scale} is ignored: B-scans are predicted at the size the model was trained at")
+            log.warning(
+                f"--scale {scale} is ignored: B-scans are predicted at their own size (or at --resize, if the model "
+                "was trained with it)"
+            )
 
     @property
     def cache(self) -> VolumeCache:
@@ -190,10 +208,37 @@ class OctTask(Task):
         finally:
             progress.close()
 
+    # B-scans whose rows differ from every training size by more than this are another scanner's or another depth
+    # range's: the layers and fluid the model learned appear at another scale in pixels.
+    SIZE_TOLERANCE = 0.1
+
+    def _check_size(self, hw: tuple[int, int]) -> None:
+        """Warn once per size when B-scans differ from the slices the models were trained on (without --resize,
+        B-scans are predicted at their own size): a Cirrus model on 496-row Spectralis scans sees every structure
+        at twice the scale and can miss or invent fluid without any error."""
+        if self.settings.resize_hw is not None or not self.states:
+            return
+        hw = (int(hw[0]), int(hw[1]))
+        warned = self._sizes_warned
+        trained = {tuple(s) for st in self.states for s in (st.get("normalization") or {}).get("slice_sizes", [])}
+        if not trained or hw in warned or hw in trained:
+            return
+        if all(
+            abs(hw[0] / h - 1) > self.SIZE_TOLERANCE or abs(hw[1] / w - 1) > self.SIZE_TOLERANCE for h, w in trained
+        ):
+            warned.add(hw)
+            sizes = ", ".join(f"{h}x{w}" for h, w in sorted(trained))
+            log.warning(
+                f"B-scans of {hw[0]}x{hw[1]} pixels, but the model was trained on {sizes}: other scanners or scan "
+                "settings show layers and fluid at another pixel scale, and the segmentation may be wrong without "
+                "an error; resample the volumes to the training size, or train on this kind of scan"
+            )
+
     def train_dataset(self, records, augment) -> SliceDataset:
         return SliceDataset(records, self.cache, augment, seed=self.settings.seed)
 
     def predict(self, predictor: Predictor, sample: Volume) -> Prediction:
+        self._check_size(sample.image.shape[1:])
         # the volume crosses the bus once, as uint8; neighbours are stacked and normalised on the device
         p = predict_volume(predictor, predictor.upload(np.asarray(sample.image)))
         return Prediction(p.labels, detection_scores(p.labels, p.det, self.settings.detection), p.probs)

@@ -169,3 +169,23 @@ def test_dataset_items_and_detection_targets(tiny_dataset, tmp_path):
     assert (item["label"].numpy() == labels[1]).all()
     assert item["det"].tolist() == detection_targets(np.asarray(labels))[1].tolist()
     assert detection_targets(np.array([[[0, 1], [3, 0]]])).tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_list_files_of_slice_files_name_whole_volumes(tiny_dataset, tmp_path):
+    """The original list files name slice files; a volume is read whole, so a list that names only some slices
+    (or a slice that is not there) is refused instead of scoring every slice of the folder."""
+    recs = find_volumes(tiny_dataset, "val")
+    rel = [[str(p.relative_to(tiny_dataset)) for p in paths] for r in recs for paths in (r.image_paths, r.label_paths)]
+    images, labels = rel[0::2], rel[1::2]
+    (tmp_path / "val_images.txt").write_text("".join(f"{p}\n" for vol in images for p in vol))
+    (tmp_path / "val_labels.txt").write_text("".join(f"{p}\n" for vol in labels for p in vol))
+    assert find_volumes(tiny_dataset, "val", tmp_path) == recs  # every slice listed: the same volumes
+    n = len(images[0])
+    partial = [vol[:3] if i == 0 else vol for i, vol in enumerate(images)]
+    (tmp_path / "val_images.txt").write_text("".join(f"{p}\n" for vol in partial for p in vol))
+    with pytest.raises(DatasetError, match=rf"lists 3 slice files of .*, which holds {n}; not listed: \['4.bmp'"):
+        find_volumes(tiny_dataset, "val", tmp_path)
+    extra = [[*vol, vol[0].replace("/1.bmp", f"/{n + 1}.bmp")] if i == 0 else vol for i, vol in enumerate(images)]
+    (tmp_path / "val_images.txt").write_text("".join(f"{p}\n" for vol in extra for p in vol))
+    with pytest.raises(DatasetError, match=rf"not in the folder: \['{n + 1}.bmp'\]"):
+        find_volumes(tiny_dataset, "val", tmp_path)

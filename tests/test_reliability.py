@@ -272,6 +272,29 @@ def test_a_crop_larger_than_the_slices_is_reported_once(data, tmp_path, caplog):
     assert item["image"].shape[1:] == (max(h, w) + 1,) * 2 and (item["label"] == IGNORE_INDEX).any()
 
 
+def test_a_case_in_two_splits_is_refused(data, tmp_path):
+    """A training eye copied (same patient ID) or linked (same files) into validation would choose model_best on
+    seen data; the run stops before training, naming both cases."""
+    import shutil
+
+    for how in ("copy", "link"):
+        root = _copy(data, tmp_path / how)
+        train = find_volumes(root, "train")[0]
+        dst = root / "Edema_validationset"
+        if how == "copy":  # the same patient ID in both splits
+            shutil.copytree(train.image_paths[0].parent, dst / "original_images" / f"{train.pid}.img")
+            shutil.copytree(train.label_paths[0].parent, dst / "label_images" / train.label_paths[0].parent.name)
+            match = rf"train case '{train.pid}' and val case '{train.pid}' are patient '{train.pid}'"
+        else:  # another name, the same folders
+            (dst / "original_images" / "LINKED.img").symlink_to(train.image_paths[0].parent)
+            (dst / "label_images" / "LINKED_labelMark").symlink_to(train.label_paths[0].parent)
+            match = rf"train case '{train.pid}' and val case 'LINKED' are the same files"
+        run = tmp_path / how / "run"
+        with pytest.raises(DatasetError, match=match):
+            train_script.main(_argv(root, run, "--epochs", "1", "--steps-per-epoch", "1"))
+        assert not (run / "checkpoint" / "checkpoint_latest.pth.tar").exists()
+
+
 def test_palette_bmp_is_read_and_16_bit_bmp_is_rejected(tmp_path):
     grey = (np.arange(64 * 48) % 256).astype(np.uint8).reshape(64, 48)
     Image.fromarray(grey).convert("P").save(tmp_path / "pal.bmp")

@@ -395,3 +395,45 @@ def test_non_finite_settings_and_empty_checkpoints_are_clear_errors(run, tmp_pat
         load_checkpoint(tmp_path / "empty.pth.tar")
     (tmp_path / "c.yaml").write_text("lr: 1e-3\n")  # YAML 1.1 would read a string
     assert train_settings(argparse.Namespace(config=str(tmp_path / "c.yaml"))).lr == 0.001
+
+
+def test_the_oct_task_refuses_class_and_detection_counts_it_cannot_score():
+    """5 classes would score and write a class no label holds; 3 would train without PED and score it 0; a model
+    without a detection head asked for --detection head gave the segmentation's scores under the head's name."""
+    from tasks import get_task
+    from utils.config import Settings
+
+    task = get_task("oct")
+    for bad, match in (
+        ({"num_classes": 5, "class_weights": [1, 5, 10, 20, 1]}, "segments 4 classes .* not num_classes 5"),
+        ({"num_classes": 3, "class_weights": [1, 5, 10]}, "not num_classes 3"),
+        ({"num_detect": 2}, "detects 3 lesions .* not num_detect 2"),
+        ({"num_detect": 0, "detection": "head"}, "no detection head .* use --detection seg"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            task(Settings(**bad).validate())
+    assert task(Settings(num_detect=0, detection="seg").validate()).settings.num_detect == 0  # seg-only models
+
+
+def test_bscans_of_another_size_than_the_training_slices_are_reported_once_per_size(caplog):
+    """Without --resize B-scans are predicted at their own size: a model trained on 1024-row scans run on 496-row
+    ones sees everything at twice the scale. Within 10% of a training size (a few rows cropped) is quiet."""
+    import logging
+
+    from tasks import get_task
+    from utils.config import Settings
+
+    state = {"normalization": {"mean": [0.2] * 3, "std": [0.2] * 3, "slice_sizes": [[1024, 512]]}}
+    task = get_task("oct")(Settings().validate(), states=[state])
+    with caplog.at_level(logging.WARNING, "tasks.oct"):
+        for hw in ((1024, 512), (1000, 512), (496, 512), (496, 512), (1024, 1024)):
+            task._check_size(hw)
+    found = [r.getMessage() for r in caplog.records]
+    assert len(found) == 2 and found[0].startswith("B-scans of 496x512 pixels, but the model was trained on 1024x512")
+    assert found[1].startswith("B-scans of 1024x1024")
+    resized = get_task("oct")(Settings(resize=[1024, 512]).validate(), states=[state])
+    caplog.clear()
+    resized._check_size((496, 512))  # brought to the training size by --resize: nothing to say
+    old = get_task("oct")(Settings().validate(), states=[{"normalization": {"mean": [0.2] * 3, "std": [0.2] * 3}}])
+    old._check_size((496, 512))  # a checkpoint from before slice sizes were recorded: nothing to compare with
+    assert not caplog.records

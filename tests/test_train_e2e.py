@@ -76,6 +76,7 @@ def test_checkpoint_carries_settings_and_normalization(trained):
     ckpt = load_checkpoint(trained["out"] / "checkpoint" / "model_best.pth.tar")
     assert ckpt["model_name"] == "unet" and ckpt["settings"]["loss"] == "mix_3"
     assert 0 < ckpt["normalization"]["mean"][0] < 1
+    assert ckpt["normalization"]["slice_sizes"] == [[128, 64]]  # what inference compares B-scans with
     assert json.loads((trained["out"] / "settings.json").read_text())["batch_size"] == 8
 
 
@@ -94,6 +95,7 @@ def test_eval_writes_metrics_and_pictures(trained, tmp_path):
     # eval reproduces validation exactly
     assert result["dice_mean"] + result["auc_mean"] == pytest.approx(best["best_score"], abs=1e-9)
     assert (tmp_path / "ev" / "metrics.json").exists() and (tmp_path / "ev" / "per_volume.csv").exists()
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["detection"] == "combined"  # how AUC was got
     gifs = sorted((tmp_path / "ev" / "vis").glob("*.gif"))
     assert len(gifs) == 3 and len(list((tmp_path / "ev" / "vis" / gifs[0].stem).glob("*.png"))) == 12
     fused = eval_script.main(

@@ -66,22 +66,40 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict, path: str | Pat
     model.load_state_dict(state_dict)
 
 
-def shrink_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """A deployable copy: floating-point weights in ``dtype``, no optimiser state (loads like any checkpoint)."""
+def shrink_checkpoint(
+    src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16, force: bool = False
+) -> Path:
+    """A deployable copy: floating-point weights in ``dtype``, no optimiser state (loads like any checkpoint, but
+    cannot be resumed). Never written over ``src``; over an existing ``dst`` only with ``force``; atomically."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
+        raise FileExistsError(
+            f"{dst} is the checkpoint being shrunk; writing over it would lose its optimiser state and "
+            "full-precision weights: name another file"
+        )
+    if dst.is_dir():
+        raise FileExistsError(f"{dst} is a folder; name the file to write, e.g. {dst / src.name}")
+    if dst.exists() and not force:
+        raise FileExistsError(f"{dst} already exists; pass --force to replace it, or name another file")
     state = load_checkpoint(src)
     state["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state["state_dict"].items()}
     drop = ("format_version", "optimizer", "rng_states", "train_sums", "step")
     save_checkpoint(dst, {k: v for k, v in state.items() if k not in drop})
-    return Path(dst)
+    return dst
 
 
 if __name__ == "__main__":
     import argparse
+    import sys
 
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     ap = argparse.ArgumentParser(description="Write an optimiser-free copy of a checkpoint for shipping")
     ap.add_argument("src")
     ap.add_argument("dst")
     ap.add_argument("--dtype", choices=sorted(dtypes), default="bf16", help="weight precision (default bf16)")
+    ap.add_argument("--force", action="store_true", help="replace DST if it exists (never SRC itself)")
     a = ap.parse_args()
-    print(f"wrote {shrink_checkpoint(a.src, a.dst, dtypes[a.dtype])}")
+    try:
+        print(f"wrote {shrink_checkpoint(a.src, a.dst, dtypes[a.dtype], a.force)}")
+    except (CheckpointError, OSError) as e:  # FileExistsError included
+        sys.exit(f"error: {e}")

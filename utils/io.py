@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import socket
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 try:
     import fcntl
@@ -171,11 +174,56 @@ def output_lock(path: str | Path) -> FolderLock:
     return FolderLock(path.parent / f".{path.name}.lock", path)
 
 
+def _manifest(path: Path) -> list[str] | None:
+    """The top-level entries the toolkit's run wrote into the output folder ``path``, from its ``OUTPUT_MARKER``;
+    None for a marker without a manifest (folders written before the marker listed them)."""
+    marker = path / OUTPUT_MARKER
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileExistsError(
+            f"{marker}: unreadable output marker ({e}); --force cannot tell what this toolkit wrote there: move the "
+            "folder away or choose another --out"
+        ) from None
+    entries = info.get("entries") if isinstance(info, dict) else None
+    return [str(e) for e in entries] if isinstance(entries, list) else None
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """Top-level entries of the output folder ``path`` that its run did not write (a training run saved into it, a
+    user's notes): what ``--force`` must not delete. Empty when the marker has no manifest (older outputs)."""
+    path = Path(path)
+    listed = _manifest(path)
+    if listed is None:
+        return []
+    return sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER and p.name not in listed)
+
+
+def _remove_replaced(old: Path, entries: list[str] | None) -> None:
+    """Delete the folder an output replaced: only the entries its run wrote, and the folder if nothing else is left
+    (an entry that appeared while this run worked is kept, in ``old``); all of it when its marker has no manifest."""
+    if entries is None:
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    for name in [*entries, OUTPUT_MARKER]:
+        p = old / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    try:
+        old.rmdir()
+    except OSError:
+        left = ", ".join(sorted(p.name for p in old.iterdir())[:3])
+        log.warning(f"kept {old}: it holds {left}, written there while this run worked; move it where it belongs")
+
+
 def check_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[str, str | Path]] = ()) -> None:
     """Refuse an output folder that would lose data: a file; a folder that is or holds a protected path (``(what,
     path)``: the dataset, a checkpoint being read, the cache); an existing non-empty folder without ``force``, or
     with it but not written by this toolkit (no ``OUTPUT_MARKER``: the dataset, a run folder, a folder inside
-    either, or anything else a user made)."""
+    either, or anything else a user made), or written by it but holding entries it did not write (see
+    :func:`foreign_entries`)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} is a file, not a folder; choose a folder for the outputs")
@@ -192,6 +240,13 @@ def check_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[st
                 f"{path} was not written by this toolkit (it has no {OUTPUT_MARKER}); --force replaces only the "
                 "toolkit's own output folders: move it away or choose another --out"
             )
+        foreign = foreign_entries(path)
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise FileExistsError(
+                f"{path} holds {', '.join(foreign[:3])}{more}, not written by the toolkit's run there; --force "
+                "replaces only what that run wrote: move them away or choose another --out"
+            )
 
 
 @contextmanager
@@ -205,11 +260,18 @@ def staged_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[s
     path = Path(path).resolve()  # one folder, however it is spelled (a link, ".", a relative path)
     with output_lock(path):
         check_output_dir(path, force, protected)
+        # the entries of the folder being replaced that its run wrote: none of an empty folder, all (None) of an
+        # older output without a manifest
+        replaced = _manifest(path) if (path / OUTPUT_MARKER).is_file() else []
         stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".staging-"))
         os.chmod(stage, 0o777 & ~UMASK)
+        marker = {"written_by": "retina-lesion", "command": sys.argv}
         try:
-            save_json_atomic(stage / OUTPUT_MARKER, {"written_by": "retina-lesion", "command": sys.argv})
+            save_json_atomic(stage / OUTPUT_MARKER, marker)
             yield stage
+            # the manifest: what a later --force may delete here, and nothing else
+            entries = sorted(p.name for p in stage.iterdir() if p.name != OUTPUT_MARKER)
+            save_json_atomic(stage / OUTPUT_MARKER, {**marker, "entries": entries})
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -217,7 +279,7 @@ def staged_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[s
             old = path.with_name(path.name + ".old-" + stage.name.rsplit("-", 1)[-1])
             path.rename(old)
             stage.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_replaced(old, replaced)
         else:
             stage.rename(path)
 
