@@ -113,9 +113,8 @@ def list_slices(folder: Path) -> tuple[Path, ...]:
     expected = list(range(1, len(order) + 1))
     if order != expected:
         missing = sorted(set(range(1, order[-1] + 1)) - set(order))[:10]
-        raise DatasetError(
-            f"{folder}: slices must be numbered 1..N without gaps; missing {missing}, found {len(order)} files"
-        )
+        found = f"numbered {order[0]}..{order[-1]}" if order[0] == 0 else f"missing {missing}"
+        raise DatasetError(f"{folder}: slices must be numbered 1..N without gaps; {found}, found {len(order)} files")
     return tuple(numbered[n] for n in order)
 
 
@@ -166,6 +165,8 @@ def open_image(path: Path):
         with im:
             im.load()
             yield im
+    except DatasetError:  # raised by the caller's own checks (an unsupported mode): not a damaged file
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise file_error(path, e) from e
@@ -212,7 +213,8 @@ def detection_targets(label_volume: np.ndarray, num_lesions: int = 3) -> np.ndar
 
 def volume_pid(image_dir: Path) -> str:
     """``<PID>.img`` -> ``<PID>``."""
-    return image_dir.name[: -len(IMAGE_SUFFIX)] if image_dir.name.endswith(IMAGE_SUFFIX) else image_dir.name
+    name = image_dir.name
+    return name[: -len(IMAGE_SUFFIX)] if name.lower().endswith(IMAGE_SUFFIX.lower()) else name
 
 
 def _volume_record(image_dir: Path, label_dir: Path | None) -> VolumeRecord:
@@ -224,11 +226,13 @@ def _volume_record(image_dir: Path, label_dir: Path | None) -> VolumeRecord:
             raise DatasetError(f"{label_dir}: label folder for volume {pid} not found")
         labels = list_slices(label_dir)
         if len(labels) != len(images):
-            have = {p.name for p in labels}
-            missing = [p.name for p in images if p.name not in have][:10]
+            have, want = {p.name for p in labels}, {p.name for p in images}
+            if len(labels) < len(images):
+                odd = "missing label slices " + str([p.name for p in images if p.name not in have][:10])
+            else:
+                odd = "label slices without an image " + str([p.name for p in labels if p.name not in want][:10])
             raise DatasetError(
-                f"{label_dir}: {len(labels)} label slices for {len(images)} image slices in {image_dir}; "
-                f"missing label slices {missing}"
+                f"{label_dir}: {len(labels)} label slices for {len(images)} image slices in {image_dir}; {odd}"
             )
     return VolumeRecord(pid, images, labels)
 

@@ -121,8 +121,13 @@ def test_grey_rgb_and_palette_accepted_colour_and_16_bit_rejected(tmp_path):
     with pytest.raises(DatasetError, match="colour.bmp: colour image"):
         read_grey(tmp_path / "colour.bmp")
     Image.fromarray(grey.astype(np.uint16) * 200).save(tmp_path / "deep.png")
-    with pytest.raises(DatasetError, match="deep.png: image mode"):
+    with pytest.raises(DatasetError, match="deep.png: image mode") as e:
         read_grey(tmp_path / "deep.png")
+    assert "corrupt" not in str(e.value)  # a valid file of another mode, not a damaged one
+    Image.fromarray(grey > 127).save(tmp_path / "bits.png")
+    with pytest.raises(DatasetError, match=r"bits.png: image mode '1'") as e:
+        read_grey(tmp_path / "bits.png")
+    assert "corrupt" not in str(e.value)
 
 
 def test_cache_decodes_once_and_notices_edits(dataset_copy, monkeypatch):
@@ -189,3 +194,27 @@ def test_list_files_of_slice_files_name_whole_volumes(tiny_dataset, tmp_path):
     (tmp_path / "val_images.txt").write_text("".join(f"{p}\n" for vol in extra for p in vol))
     with pytest.raises(DatasetError, match=rf"not in the folder: \['{n + 1}.bmp'\]"):
         find_volumes(tiny_dataset, "val", tmp_path)
+
+
+def test_label_and_numbering_messages_say_what_is_wrong(dataset_copy):
+    """More label slices than images, and slices numbered from 0, used to say "missing []"; an upper-case .IMG
+    folder is the same patient as .img (test.py and predict.py name its outputs alike)."""
+    import shutil
+
+    rec = find_volumes(dataset_copy, "train")[0]
+    label_dir = rec.label_paths[0].parent
+    shutil.copy(label_dir / "1.bmp", label_dir / "9.bmp")
+    with pytest.raises(
+        DatasetError, match=r"9 label slices for 8 image slices .*; label slices without an image \['9.bmp'\]"
+    ):
+        find_volumes(dataset_copy, "train")
+    (label_dir / "9.bmp").unlink()
+    image_dir = rec.image_paths[0].parent
+    for i in range(1, 9):
+        (image_dir / f"{i}.bmp").rename(image_dir / f"{i - 1}.bmp")
+    with pytest.raises(DatasetError, match=r"numbered 1..N without gaps; numbered 0..7, found 8 files"):
+        find_volumes(dataset_copy, "train")
+    for i in reversed(range(8)):
+        (image_dir / f"{i}.bmp").rename(image_dir / f"{i + 1}.bmp")
+    image_dir.rename(image_dir.with_name(f"{rec.pid}.IMG"))
+    assert find_volumes(dataset_copy, "train")[0].pid == rec.pid
