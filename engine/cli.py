@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -76,6 +77,11 @@ def train_settings(args: argparse.Namespace) -> Settings:
     given = {k: v for k, v in vars(args).items() if k not in ("config", "resume")}
     settings = resolve_settings(given, getattr(args, "config", None), task_defaults)
     check_names(settings)
+    # absolute paths in settings.json and every checkpoint: eval.py / test.py run from another folder must read the
+    # data the model was trained on, not whatever that folder's data/... holds
+    for key in ("data_dir", "cache_dir", "list_dir"):
+        if getattr(settings, key):
+            setattr(settings, key, os.path.abspath(getattr(settings, key)))
     return settings
 
 

@@ -300,6 +300,12 @@ class Trainer:
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
         self.best_score = float(state.get("best_score", state.get("best_dice", -math.inf)))
+        if math.isfinite(self.best_score) and not (self.ckpt_dir / BEST).is_file():
+            log.warning(
+                f"{self.ckpt_dir / BEST} is missing (deleted?): the best score so far ({self.best_score:.4f}) has no "
+                "weights, so the next epoch's checkpoint becomes model_best"
+            )
+            self.best_score = -math.inf
         self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
         if "normalization" in state:
             self.normalization = state["normalization"]
@@ -499,9 +505,9 @@ class Trainer:
             self.stale = 0 if is_best else self.stale + 1
             if self.dist.is_main:
                 state = self.checkpoint_state(epoch + 1)
+                if is_best:  # the best first: a run killed between the two writes resumes from the epoch before,
+                    save_checkpoint(self.ckpt_dir / BEST, state)  # never from one whose best_score has no file
                 save_checkpoint(self.ckpt_dir / LATEST, state)
-                if is_best:
-                    save_checkpoint(self.ckpt_dir / BEST, state)
                 if self.s.save_every_checkpoint:
                     save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
                 logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})

@@ -142,6 +142,24 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
     assert load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 1
 
 
+def test_a_kill_between_the_best_and_the_latest_checkpoint_loses_no_best_model(data, tmp_path, monkeypatch):
+    """model_best is written before checkpoint_latest: a run killed between the two writes resumes from the epoch
+    before (and redoes it), never from a latest whose best_score has no weights. A model_best deleted by hand is
+    reported on resume and the next epoch becomes the best."""
+    import engine.trainer as trainer_mod
+
+    run = tmp_path / "run"
+    order = []
+    real_save = trainer_mod.save_checkpoint
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", lambda p, st: order.append(Path(p).name) or real_save(p, st))
+    train_script.main(_argv(data, run, "--epochs", "1", "--steps-per-epoch", "1"))
+    assert order == ["model_best.pth.tar", "checkpoint_latest.pth.tar"]  # epoch 1 is the best so far
+    (run / "checkpoint" / "model_best.pth.tar").unlink()
+    train_script.main([*_argv(data, run, "--epochs", "2", "--steps-per-epoch", "1"), "--resume", "auto"])
+    assert "model_best.pth.tar is missing (deleted?)" in (run / "train.log").read_text()
+    assert load_checkpoint(run / "checkpoint" / "model_best.pth.tar")["epoch"] == 2
+
+
 def test_resume_refuses_another_model(data, tmp_path):
     run = tmp_path / "run"
     train_script.main(_argv(data, run, "--epochs", "1", "--steps-per-epoch", "1"))
@@ -293,6 +311,31 @@ def test_a_case_in_two_splits_is_refused(data, tmp_path):
         with pytest.raises(DatasetError, match=match):
             train_script.main(_argv(root, run, "--epochs", "1", "--steps-per-epoch", "1"))
         assert not (run / "checkpoint" / "checkpoint_latest.pth.tar").exists()
+
+
+def test_a_run_records_absolute_data_paths_so_eval_elsewhere_reads_the_same_data(data, tmp_path, monkeypatch):
+    """Trained with `-d oct` (relative) in one folder, evaluated from another folder that has its own `oct/`:
+    eval.py's default data is the training folder's, not the one that happens to sit under the new cwd."""
+    import json
+    import shutil
+
+    import eval as eval_script
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copytree(data, tmp_path / "a" / "oct")
+    shutil.copytree(data, tmp_path / "b" / "oct")
+    shutil.rmtree(tmp_path / "b" / "oct" / "Edema_validationset")  # another data set of the same name
+    monkeypatch.chdir(tmp_path / "a")
+    train_script.main([*FAST, "-d", "oct", "--out", "run", "--cache-dir", "cache", "--epochs", "1"])
+    ckpt = tmp_path / "a" / "run" / "checkpoint" / "model_best.pth.tar"
+    settings = load_checkpoint(ckpt)["settings"]
+    a = tmp_path / "a"
+    assert settings["data_dir"] == str(a / "oct") and settings["cache_dir"] == str(a / "cache")
+    assert json.loads((tmp_path / "a" / "run" / "settings.json").read_text())["data_dir"] == settings["data_dir"]
+    monkeypatch.chdir(tmp_path / "b")
+    result = eval_script.main(["--seg-path", str(ckpt), "--out", "ev"])
+    assert result["data_dir"] == str(tmp_path / "a" / "oct") and result["volumes"] == 1
 
 
 def test_palette_bmp_is_read_and_16_bit_bmp_is_rejected(tmp_path):
