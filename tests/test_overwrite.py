@@ -209,3 +209,24 @@ def test_resume_refuses_a_shrunk_checkpoint_naming_it(run, tmp_path, monkeypatch
     assert {k: v for k, v in after.items() if k.name not in own} == {
         k: v for k, v in before.items() if k.name not in own
     }
+
+
+def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_on_that_output(tmp_path):
+    """A SIGKILLed eval/test leaves <out>.staging-XXXX (with the toolkit's marker) beside the output; the next run
+    on that output holds its lock, so no live run writes those: they are removed. A folder of that name without
+    the marker is somebody else's and stays, as does another output's staging folder."""
+    out = tmp_path / "ev"
+    dead = tmp_path / "ev.staging-dead1"
+    dead.mkdir()
+    (dead / OUTPUT_MARKER).write_text(json.dumps({"written_by": "retina-lesion", "command": []}))
+    (dead / "metrics.json").write_text("{}")
+    foreign = tmp_path / "ev.staging-mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    other = tmp_path / "ev2.staging-dead2"
+    other.mkdir()
+    (other / OUTPUT_MARKER).write_text("{}")
+    with staged_output_dir(out, force=False) as stage:
+        (stage / "metrics.json").write_text("{}")
+    assert not dead.exists() and (foreign / "notes.txt").read_text() == "mine" and other.is_dir()
+    assert (out / "metrics.json").is_file() and [p.name for p in tmp_path.glob("ev.staging-*")] == ["ev.staging-mine"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
 import os
@@ -249,6 +250,15 @@ def check_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[st
             )
 
 
+def _remove_stale_stages(path: Path) -> None:
+    """Staging folders of ``path`` left by runs that were killed (SIGKILL, out of memory, power): the caller holds
+    ``path``'s lock, so no live run is writing them. Only folders holding this toolkit's marker are removed."""
+    for stale in path.parent.glob(glob.escape(path.name) + ".staging-*"):
+        if stale.is_dir() and (stale / OUTPUT_MARKER).is_file():
+            log.info(f"removing {stale}, the unfinished output of a run that was killed")
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
 def staged_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[str, str | Path]] = ()):
     """Yield a staging folder that becomes ``path`` only when the block succeeds, holding ``path``'s lock
@@ -260,6 +270,7 @@ def staged_output_dir(path: str | Path, force: bool, protected: Sequence[tuple[s
     path = Path(path).resolve()  # one folder, however it is spelled (a link, ".", a relative path)
     with output_lock(path):
         check_output_dir(path, force, protected)
+        _remove_stale_stages(path)
         # the entries of the folder being replaced that its run wrote: none of an empty folder, all (None) of an
         # older output without a manifest
         replaced = _manifest(path) if (path / OUTPUT_MARKER).is_file() else []
