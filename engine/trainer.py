@@ -163,7 +163,7 @@ class Trainer:
         self.task = build_task(s)
         self.train_records = self.task.records("train", s.data_dir, s.list_dir)
         self.val_records = self.task.records("val", s.data_dir, s.list_dir)
-        self.task.check_disjoint({"train": self.train_records, "val": self.val_records, **self._test_split()})
+        self.task.check_disjoint(self.train_records, {"val": self.val_records, **self._test_split()})
         if self.dist.is_main:  # decodes the training data once (into the cache), for every process
             self._normalization()
         barrier(self.dist)
@@ -243,6 +243,8 @@ class Trainer:
             for path in candidates:
                 try:
                     state = load_checkpoint(path, mmap=True)
+                    if "optimizer" not in state:  # a shipped copy (python -m utils.checkpoint): not resumable
+                        continue
                     progress[path] = (int(state["epoch"]), int(state.get("step", 0)), path.name == LATEST)
                 except CheckpointError as e:
                     log.warning(f"--resume auto: skipping {e}")
@@ -256,6 +258,27 @@ class Trainer:
             log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
             return None
         return Path(resume)
+
+    def _best_score_on_resume(self, resumed: float) -> float:
+        """The score model_best.pth.tar holds (decided by the main process, the one that writes it): the resumed
+        checkpoint's own best score may be lower (a run killed between writing model_best and checkpoint_latest, then
+        resumed from checkpoint_latest), and a later, worse epoch must not replace model_best. A missing model_best
+        (deleted) is reported, and the next epoch's checkpoint becomes the best."""
+        best = resumed
+        if self.dist.is_main:
+            path = self.ckpt_dir / BEST
+            if path.is_file():
+                try:
+                    best = max(best, float(load_checkpoint(path, mmap=True).get("best_score", -math.inf)))
+                except CheckpointError as e:
+                    log.warning(f"{e}; the next better epoch replaces it")
+            elif math.isfinite(best):
+                log.warning(
+                    f"{path} is missing (deleted?): the best score so far ({best:.4f}) has no weights, so the next "
+                    "epoch's checkpoint becomes model_best"
+                )
+                best = -math.inf
+        return float(broadcast_object(best, self.dist))  # every process counts stale epochs alike (early stopping)
 
     def _test_split(self) -> dict[str, list]:
         """The test split's records where the data set has one (checked against training and validation)."""
@@ -299,13 +322,7 @@ class Trainer:
             rngs = state["rng_states"]  # one per process; another process count re-seeds instead
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
-        self.best_score = float(state.get("best_score", state.get("best_dice", -math.inf)))
-        if math.isfinite(self.best_score) and not (self.ckpt_dir / BEST).is_file():
-            log.warning(
-                f"{self.ckpt_dir / BEST} is missing (deleted?): the best score so far ({self.best_score:.4f}) has no "
-                "weights, so the next epoch's checkpoint becomes model_best"
-            )
-            self.best_score = -math.inf
+        self.best_score = self._best_score_on_resume(float(state.get("best_score", state.get("best_dice", -math.inf))))
         self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
         if "normalization" in state:
             self.normalization = state["normalization"]
@@ -505,8 +522,8 @@ class Trainer:
             self.stale = 0 if is_best else self.stale + 1
             if self.dist.is_main:
                 state = self.checkpoint_state(epoch + 1)
-                if is_best:  # the best first: a run killed between the two writes resumes from the epoch before,
-                    save_checkpoint(self.ckpt_dir / BEST, state)  # never from one whose best_score has no file
+                if is_best:  # the best first: a run killed between the two writes never has a best_score whose
+                    save_checkpoint(self.ckpt_dir / BEST, state)  # weights are in no file
                 save_checkpoint(self.ckpt_dir / LATEST, state)
                 if self.s.save_every_checkpoint:
                     save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)

@@ -106,25 +106,35 @@ class Task(ABC):
     def input_paths(self, records: list) -> list[Path]:
         """The files and folders ``records`` are read from (an output folder must never replace one of them)."""
 
-    def check_disjoint(self, splits: dict[str, list]) -> None:
-        """Refuse a case that is in two splits (``{split: records}``), by name or by the files it is read from
-        (a copy or a link): a validation case that is also trained on chooses ``model_best`` on seen data and
-        reports a score it does not have."""
+    #: case names identify a case across splits (patient IDs); False where each split numbers its own (1.png ...)
+    names_are_ids: ClassVar[bool] = True
+
+    def _identity(self, record) -> list:
+        """What makes two records the same case: the name (where names are IDs) and the files read, resolved (the
+        first slice file too, so a split made of per-file links is caught)."""
+        files = [*self.input_paths([record]), *list(getattr(record, "image_paths", ()) or ())[:1]]
+        keys = [("path", Path(p).resolve()) for p in files]
+        return ([("name", record.name)] if self.names_are_ids else []) + keys
+
+    def check_disjoint(self, train: list, held_out: dict[str, list]) -> None:
+        """Refuse a training case that is also in a held-out split (``{split: records}``), by name or by the files it
+        is read from (a copy or a link): validated on, it chooses ``model_best`` on seen data; tested on, it reports
+        a score the model does not have. A held-out split that holds every training case is the data folder itself
+        (a layout without a test folder) and is passed over."""
         from data.oct import DatasetError
 
-        seen: dict[object, tuple[str, object]] = {}
-        for split, records in splits.items():
-            for r in records:
-                keys = [("name", r.name)] + [("path", p.resolve()) for p in self.input_paths([r])]
-                for key in keys:
-                    if key in seen and seen[key][0] != split:
-                        other_split, other = seen[key]
-                        how = f"patient {r.name!r}" if key[0] == "name" else f"the same files ({key[1]})"
-                        raise DatasetError(
-                            f"{other_split} case {other.name!r} and {split} case {r.name!r} are {how}: a case "
-                            "must be in one split only; remove it from one of them"
-                        )
-                    seen.setdefault(key, (split, r))
+        seen = {key: r for r in train for key in self._identity(r)}
+        for split, records in held_out.items():
+            clashes = [(r, key) for r in records for key in self._identity(r) if key in seen]
+            if split != "val" and len({id(seen[k]) for _, k in clashes}) == len(train):
+                continue  # e.g. a flat vessel folder: its "test" split is every photo
+            for r, key in clashes[:1]:
+                other = seen[key]
+                how = f"patient {r.name!r}" if key[0] == "name" else f"the same files ({key[1]})"
+                raise DatasetError(
+                    f"train case {other.name!r} and {split} case {r.name!r} are {how}: a case must be in one split "
+                    "only; remove it from one of them"
+                )
 
     @abstractmethod
     def load(self, record):

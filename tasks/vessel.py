@@ -80,6 +80,7 @@ class VesselEvaluator(Evaluator):
 @register_task
 class VesselTask(Task):
     name = "vessel"
+    names_are_ids = False  # train/image/1.png and test/image/1.png are different photos
     defaults = {
         "name": "unet",
         "num_classes": 2,

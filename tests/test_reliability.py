@@ -143,9 +143,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
 
 
 def test_a_kill_between_the_best_and_the_latest_checkpoint_loses_no_best_model(data, tmp_path, monkeypatch):
-    """model_best is written before checkpoint_latest: a run killed between the two writes resumes from the epoch
-    before (and redoes it), never from a latest whose best_score has no weights. A model_best deleted by hand is
-    reported on resume and the next epoch becomes the best."""
+    """model_best is written before checkpoint_latest, so no best_score lacks its weights. Resumed from a latest
+    whose best_score is lower than model_best's (a kill between the two writes), model_best keeps the higher one.
+    A model_best deleted by hand is reported on resume and the next epoch becomes the best. --resume auto passes
+    over a shipped (optimiser-free) copy in the checkpoint folder."""
     import engine.trainer as trainer_mod
 
     run = tmp_path / "run"
@@ -158,6 +159,18 @@ def test_a_kill_between_the_best_and_the_latest_checkpoint_loses_no_best_model(d
     train_script.main([*_argv(data, run, "--epochs", "2", "--steps-per-epoch", "1"), "--resume", "auto"])
     assert "model_best.pth.tar is missing (deleted?)" in (run / "train.log").read_text()
     assert load_checkpoint(run / "checkpoint" / "model_best.pth.tar")["epoch"] == 2
+    from utils.checkpoint import save_checkpoint, shrink_checkpoint
+
+    best = load_checkpoint(run / "checkpoint" / "model_best.pth.tar")
+    save_checkpoint(run / "checkpoint" / "model_best.pth.tar", {**best, "best_score": 1e9})  # unbeatable
+    latest = run / "checkpoint" / "checkpoint_latest.pth.tar"
+    argv = [*_argv(data, run, "--epochs", "3", "--steps-per-epoch", "1"), "--resume", str(latest)]
+    train_script.main(argv)
+    assert load_checkpoint(run / "checkpoint" / "model_best.pth.tar")["epoch"] == 2  # epoch 3 did not beat 1e9
+    shrink_checkpoint(latest, run / "checkpoint" / "shipped.pth.tar")  # epoch 3, the furthest, but no optimiser
+    latest.write_bytes(latest.read_bytes()[:100])  # damaged: --resume auto must fall back to model_best
+    train_script.main([*_argv(data, run, "--epochs", "4", "--steps-per-epoch", "1"), "--resume", "auto"])
+    assert load_checkpoint(latest)["epoch"] == 4 and "model_best.pth.tar at epoch 3" in (run / "train.log").read_text()
 
 
 def test_resume_refuses_another_model(data, tmp_path):
@@ -311,6 +324,40 @@ def test_a_case_in_two_splits_is_refused(data, tmp_path):
         with pytest.raises(DatasetError, match=match):
             train_script.main(_argv(root, run, "--epochs", "1", "--steps-per-epoch", "1"))
         assert not (run / "checkpoint" / "checkpoint_latest.pth.tar").exists()
+    # per-file links (cp -rs) into the test split: other folders, the same slice files
+    root = _copy(data, tmp_path / "files")
+    train = find_volumes(root, "train")[0]
+    for part, paths in (("original_images", train.image_paths), ("label_images", train.label_paths)):
+        folder = root / "Edema_testset" / part / ("LINKS.img" if part == "original_images" else "LINKS_labelMark")
+        folder.mkdir()
+        for p in paths:
+            (folder / p.name).symlink_to(p)
+    with pytest.raises(DatasetError, match=rf"train case '{train.pid}' and test case 'LINKS' are the same files"):
+        train_script.main(_argv(root, tmp_path / "files" / "run", "--epochs", "1", "--steps-per-epoch", "1"))
+    # the test split linked to the validation split (no test labels were released): fine, it is not trained on
+    root = _copy(data, tmp_path / "valtest")
+    shutil.rmtree(root / "Edema_testset")
+    (root / "Edema_testset").symlink_to(root / "Edema_validationset")
+    train_script.main(_argv(root, tmp_path / "valtest" / "run", "--epochs", "1", "--steps-per-epoch", "1"))
+
+
+def test_vessel_splits_may_reuse_names_and_a_flat_folder_is_its_own_test_split(tmp_path):
+    """Vessel photos are numbered per split (train/image/1.png, test/image/1.png: different photos); without a
+    test folder the test split is every photo, training ones included, which is not a leak to refuse."""
+    from data.photos import PhotoRecord
+    from tasks import get_task
+
+    task = get_task("vessel")(Settings(task="vessel", num_classes=2, num_detect=0, class_weights=[1, 1]).validate())
+    for d in ("train", "test"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "1.png").write_bytes(b"x")
+        (tmp_path / d / "2.png").write_bytes(b"x")
+    train = [PhotoRecord(n, tmp_path / "train" / f"{n}.png", None, None) for n in ("1", "2")]
+    test = [PhotoRecord(n, tmp_path / "test" / f"{n}.png", None, None) for n in ("1", "2")]
+    task.check_disjoint(train, {"val": [], "test": test})  # same names, other photos
+    task.check_disjoint(train[:1], {"val": train[1:], "test": train})  # flat: test = every photo
+    with pytest.raises(DatasetError, match=r"train case '1' and val case '1' are the same files"):
+        task.check_disjoint(train, {"val": train[:1]})
 
 
 def test_a_run_records_absolute_data_paths_so_eval_elsewhere_reads_the_same_data(data, tmp_path, monkeypatch):
