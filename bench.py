@@ -220,9 +220,15 @@ TARGETS = {
 
 # Kernel / operator names: convolutions and matrix products (cuDNN, CUTLASS, oneDNN), and the layout changes that
 # cuDNN runs around them (memory-bound: counted with the element-wise work).
-_LAYOUT = re.compile(r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_|contiguous", re.I)
+# Inductor names its fused element-wise kernels after the operations they came from (``triton_poi_fused_convolution_
+# relu_0`` is the bias and ReLU after a convolution, ``cpp_fused_convolution_0`` a layout copy): memory-bound, whatever
+# the name says; its matrix templates (``triton_tem_``) are convolutions and products.
+_LAYOUT = re.compile(
+    r"nchwToNhwc|nhwcToNchw|transpose|permute|copy_|contiguous|^triton_(poi|red|per)_|^cpp_fused|^triton_for_", re.I
+)
 _CONV = re.compile(
-    r"conv|xmma|gemm|cutlass|wgrad|dgrad|fprop|winograd|fft2d|mkldnn|onednn|\baten::(addmm|mm|bmm)\b", re.I
+    r"conv|xmma|gemm|cutlass|wgrad|dgrad|fprop|winograd|fft2d|mkldnn|onednn|^triton_tem_|\baten::(addmm|mm|bmm)\b",
+    re.I,
 )
 
 

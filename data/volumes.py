@@ -300,28 +300,27 @@ def _as_volume(a: np.ndarray, path: Path) -> np.ndarray:
     return a
 
 
-# A volume's grey range is min..max unless its extremes are a few stray voxels (hot or dead pixels, a saturated
-# marker, an export's fill value): when the voxels between the 0.01st and 99.99th percentiles span less than half of
-# min..max, min..max would squeeze almost every voxel into a fraction of 0..255 and a model would see a dim, flat
-# scan and find no fluid. Then that percentile range is used and the outliers are clipped, with a warning.
+# 16-bit and float volumes are mapped to 0..255 by their 0.01st..99.99th percentiles, the voxels outside clipped:
+# min..max would let a few stray voxels (hot or dead pixels, a saturated marker, an export's fill value) squeeze the
+# whole scan into a few greys, and a model would see a dim, flat scan and find no fluid. The same rule for every
+# volume (a scanner's volumes all look alike to the model); "lower"/"higher" percentiles are voxel values, so a small
+# volume keeps its min..max. A bulk of one value (a blank scan with a few marks) falls back to min..max.
 TAIL = 1e-4
-GREY_RULE = "range-or-percentiles-1e-4"  # part of the decode cache's key for volume files
 _QUANTILE_SAMPLE = 4_000_000
+GREY_RULE = f"percentiles-{TAIL:g}-sample-{_QUANTILE_SAMPLE}"  # part of the decode cache key and of checkpoints
 
 
-def _grey_range(a: np.ndarray) -> tuple[float, float, bool]:
-    """(lo, hi, robust): the range mapped to 0..255, and whether it is the percentile range rather than min..max."""
-    lo, hi = float(a.min()), float(a.max())
+def _grey_range(a: np.ndarray) -> tuple[float, float]:
+    """(lo, hi): the range mapped to 0..255 (``GREY_RULE``)."""
     sample = a[:: max(1, a.shape[0] // 32)].ravel()  # up to ~32 B-scans: the percentiles of the bulk, not of a copy
     sample = sample[:: max(1, sample.size // _QUANTILE_SAMPLE)]
-    q_lo, q_hi = (float(q) for q in np.quantile(sample, [TAIL, 1 - TAIL]))
-    if q_lo < q_hi and q_hi - q_lo < 0.5 * (hi - lo):
-        return q_lo, q_hi, True
-    return lo, hi, False
+    lo = float(np.quantile(sample, TAIL, method="lower"))
+    hi = float(np.quantile(sample, 1 - TAIL, method="higher"))
+    return (lo, hi) if lo < hi else (float(a.min()), float(a.max()))
 
 
 def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
-    """uint8 as it is; other types scaled to 0..255 by the volume's range (``_grey_range``), with one warning."""
+    """uint8 as it is; other types scaled to 0..255 by ``_grey_range``, with one warning."""
     if a.dtype.kind not in "uif":
         raise VolumeFormatError(f"{path}: {a.dtype} data is not image intensities")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
@@ -330,23 +329,21 @@ def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
         raise VolumeFormatError(f"{path}: every voxel is {a.min()}: a blank volume; check the export")
     if a.dtype == np.uint8:
         return np.ascontiguousarray(a)
-    lo, hi, robust = _grey_range(a)
+    lo, hi = _grey_range(a)
     out = np.empty(a.shape, dtype=np.uint8)
     clipped = 0
     for z in range(a.shape[0]):  # one B-scan at a time: float64 without a float64 copy of the volume
         x = a[z].astype(np.float64)
-        if robust:
-            clipped += int(np.count_nonzero((x < lo) | (x > hi)))
-            np.clip(x, lo, hi, out=x)
+        clipped += int(np.count_nonzero((x < lo) | (x > hi)))
+        np.clip(x, lo, hi, out=x)
         out[z] = np.round((x - lo) * (255.0 / (hi - lo)))
-    if robust:
-        log.warning(
-            f"{path}: {a.dtype} intensities {float(a.min()):g}..{float(a.max()):g}, but {100 - 200 * TAIL:g}% of the "
-            f"voxels lie within {lo:g}..{hi:g}: scaled to 0..255 by that range and {clipped} outlying voxels "
-            f"({100 * clipped / a.size:.3g}%) clipped (hot or dead pixels? a fill value?)"
-        )
-    else:
-        log.warning(f"{path}: {a.dtype} intensities {lo:g}..{hi:g} scaled to 0..255 by the volume's range")
+    note = f"; {clipped} voxels ({100 * clipped / a.size:.2g}%) outside it clipped" if clipped else ""
+    if clipped > 2 * TAIL * a.size:  # more than the percentiles' own share: outliers
+        note += " (hot or dead pixels? a fill value?)"
+    log.warning(
+        f"{path}: {a.dtype} intensities {float(a.min()):g}..{float(a.max()):g} scaled to 0..255 by the volume's "
+        f"0.01st..99.99th percentiles {lo:g}..{hi:g}{note}"
+    )
     return out
 
 
@@ -466,32 +463,45 @@ def _slice_files(folder: Path) -> tuple[Path, ...]:
 
 
 def _check_numbering(folder: Path, files: list[Path]) -> None:
-    """Numbered slices (``1.bmp``, ``img_007.png``: the last digit run is the slice number) must be one series
-    without gaps (a constant step: ``2.png, 4.png, ...`` is every other B-scan): a stray copy (``1 (copy).bmp``)
-    or a missing file would shift every later B-scan by one, and fluid volumes and affected B-scans with them,
-    without a word."""
-    numbered = [(re.sub(r"\d+(?=\D*$)", "#", p.name.lower()), p) for p in files if re.search(r"\d", p.name)]
-    if not numbered:
+    """Numbered slices must be one series without gaps: the names share their text and differ in one run of digits
+    (``1.bmp``, ``img_007.png``, ``scan_001_512x496.png``: the run that changes is the slice number), with a constant
+    step (``2.png, 4.png, ...`` is every other B-scan). A stray copy (``1 (copy).bmp``), a second series
+    (``OD_1``, ``OS_1``) or a missing file would shift every later B-scan by one, and fluid volumes and affected
+    B-scans with them, without a word."""
+    if len(files) < 2 or not all(re.search(r"\d", p.name) for p in files):
+        if any(re.search(r"\d", p.name) for p in files):
+            odd = [p.name for p in files if not re.search(r"\d", p.name)]
+            _odd_names(folder, odd, next(p for p in files if re.search(r"\d", p.name)))
         return  # no numbers to check: natural order of the names
-    patterns: dict[str, list[Path]] = {}
-    for pattern, p in numbered:
-        patterns.setdefault(pattern, []).append(p)
-    unnumbered = [p for p in files if not re.search(r"\d", p.name)]
-    if len(patterns) > 1 or unnumbered:
-        groups = sorted(patterns.values(), key=len, reverse=True)
-        odd = [g[0].name for g in groups[1:]] + [p.name for p in unnumbered]
+    parts = [re.split(r"(\d+)", p.name.lower()) for p in files]  # text, digits, text, digits, ..., text
+    groups: dict[tuple, list[Path]] = {}
+    for p, q in zip(files, parts):
+        groups.setdefault(tuple(q[0::2]), []).append(p)
+    if len(groups) > 1:  # the most common naming is the series; the others are strays
+        ranked = sorted(groups.values(), key=len, reverse=True)
+        _odd_names(folder, [p.name for g in ranked[1:] for p in g], ranked[0][0])
+    first = parts[0]
+    varying = [i for i in range(1, len(first), 2) if len({int(q[i]) for q in parts}) > 1]
+    if len(varying) != 1:
         raise VolumeFormatError(
-            f"{folder}: {', '.join(odd[:3])} {'does' if len(odd) == 1 else 'do'} not follow the slice names of "
-            f"{groups[0][0].name} ... (one numbered series per folder); remove or move the odd files"
+            f"{folder}: the slice names ({files[0].name}, {files[1].name}, ...) differ in {len(varying)} runs of "
+            "digits; name the slices with one slice number each"
         )
-    numbers = [int(re.findall(r"\d+", p.name)[-1]) for p in files]
-    step = min((b - a for a, b in zip(numbers, numbers[1:])), default=1)  # every k-th B-scan exported: step k
+    numbers = [int(q[varying[0]]) for q in parts]  # files are in natural order, so these increase
+    step = min(b - a for a, b in zip(numbers, numbers[1:]))  # every k-th B-scan exported: step k
     if numbers != list(range(numbers[0], numbers[0] + step * len(numbers), step)):
         missing = sorted(set(range(numbers[0], numbers[-1] + 1, step)) - set(numbers))[:10]
         raise VolumeFormatError(
             f"{folder}: slices must be numbered without gaps; missing {missing} between {files[0].name} and "
             f"{files[-1].name}"
         )
+
+
+def _odd_names(folder: Path, odd: list[str], example: Path) -> None:
+    raise VolumeFormatError(
+        f"{folder}: {', '.join(odd[:3])} {'does' if len(odd) == 1 else 'do'} not follow the slice names of "
+        f"{example.name} ... (one numbered series per folder); remove or move the odd files"
+    )
 
 
 def _read_slices(folder: Path) -> tuple[np.ndarray, None]:

@@ -78,8 +78,9 @@ def train_settings(args: argparse.Namespace) -> Settings:
     settings = resolve_settings(given, getattr(args, "config", None), task_defaults)
     check_names(settings)
     # absolute paths in settings.json and every checkpoint: eval.py / test.py run from another folder must read the
-    # data the model was trained on, not whatever that folder's data/... holds
-    for key in ("data_dir", "cache_dir", "list_dir"):
+    # data the model was trained on, not whatever that folder's data/... holds (the decode cache stays as given: it
+    # is keyed by file identity, and another machine may not be able to create the trainer's absolute folder)
+    for key in ("data_dir", "list_dir"):
         if getattr(settings, key):
             setattr(settings, key, os.path.abspath(getattr(settings, key)))
     return settings

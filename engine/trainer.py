@@ -239,17 +239,20 @@ class Trainer:
             # the furthest checkpoint (epoch, then step) that loads; writes are atomic, but a file may have been
             # damaged since; file times say nothing (a copy or a restore changes them)
             candidates = sorted(self.ckpt_dir.glob("*.pth.tar"))
-            progress = {}
+            progress, shipped = {}, []
             for path in candidates:
                 try:
                     state = load_checkpoint(path, mmap=True)
                     if "optimizer" not in state:  # a shipped copy (python -m utils.checkpoint): not resumable
+                        shipped.append(path)
                         continue
                     progress[path] = (int(state["epoch"]), int(state.get("step", 0)), path.name == LATEST)
                 except CheckpointError as e:
                     log.warning(f"--resume auto: skipping {e}")
             if progress:
                 return max(progress, key=progress.get)
+            if shipped:  # only copies without optimiser state: say so (_load's message), not "damaged"
+                return max(shipped, key=lambda p: p.name == LATEST)
             if candidates:  # starting anew would overwrite them, and refusing to start would be a dead end
                 raise CheckpointError(
                     f"--resume auto: no checkpoint in {self.ckpt_dir} loads ({', '.join(p.name for p in candidates)} "

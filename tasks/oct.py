@@ -19,7 +19,7 @@ from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset, neighbour_indices
 from data.oct import LESION_NAMES, SPLIT_FOLDERS, VolumeRecord, detection_targets, find_volumes
 from data.retouch import find_retouch_volumes, is_retouch
-from data.volumes import read_volume, volume_name
+from data.volumes import GREY_RULE, read_volume, volume_name
 from engine.predictor import Prediction, Predictor
 from metrics import detection_auc, summarize_dice, volume_dice
 from metrics.quantify import quantify
@@ -138,6 +138,14 @@ class OctTask(Task):
         super().__init__(settings, cache_dir, states, weights, scale)
         self._cache: VolumeCache | None = None
         self._sizes_warned: set[tuple[int, int]] = set()
+        for st in self.states:
+            rules = (st.get("normalization") or {}).get("grey_rules", [])
+            if any(rule != GREY_RULE for rule in rules):
+                log.warning(
+                    f"the model was trained on 16-bit volumes mapped to 8 bits by {rules}, and this version maps them "
+                    f"by {GREY_RULE!r}: such inputs look different to it than in training; retrain, or predict with "
+                    "the version it was trained with"
+                )
         lesions = len(LESION_NAMES)
         if settings.num_classes != lesions + 1:  # the label greys (and RETOUCH values) name exactly these classes
             raise ValueError(
@@ -204,9 +212,11 @@ class OctTask(Task):
         every = max(1, len(records) // 10)
         progress = Progress(len(records), "decoding and normalisation", log, every=every, seconds=30, unit="volume")
         try:
-            return compute_normalization(records, self.cache, on_volume=progress.update)
+            stats = compute_normalization(records, self.cache, on_volume=progress.update)
         finally:
             progress.close()
+        rules = sorted({r.image_key for r in records} - {""})  # how volume files became 8-bit (data.volumes)
+        return {**stats, "grey_rules": rules} if rules else stats
 
     # B-scans whose rows differ from every training size by more than this are another scanner's or another depth
     # range's: the layers and fluid the model learned appear at another scale in pixels.

@@ -46,6 +46,7 @@ def test_kernel_kinds_and_targets_by_hand():
         "aten::mkldnn_convolution",
         "aten::convolution_backward",
         "aten::addmm",
+        "triton_tem_fused_convolution_0",
     ]
     memory = [
         "void cudnn::ops::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16, float, false, true>",
@@ -54,6 +55,9 @@ def test_kernel_kinds_and_targets_by_hand():
         "Memcpy HtoD (Pinned -> Device)",
         "aten::native_batch_norm",
         "aten::copy_",
+        "triton_poi_fused_convolution_relu_3",
+        "triton_red_fused__native_batch_norm_legit_functional_convolution_7",
+        "cpp_fused_convolution_0",
     ]
     assert [bench.kernel_kind(k) for k in conv] == ["conv"] * len(conv)
     assert [bench.kernel_kind(k) for k in memory] == ["memory"] * len(memory)

@@ -230,3 +230,25 @@ def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_on_that_out
         (stage / "metrics.json").write_text("{}")
     assert not dead.exists() and (foreign / "notes.txt").read_text() == "mine" and other.is_dir()
     assert (out / "metrics.json").is_file() and [p.name for p in tmp_path.glob("ev.staging-*")] == ["ev.staging-mine"]
+
+
+def test_a_marker_naming_paths_outside_the_folder_deletes_nothing_and_browser_clutter_is_no_obstacle(tmp_path):
+    """--force deletes what the marker lists: a listed "../victim" or absolute path is refused, not followed; the
+    .DS_Store / Thumbs.db a file browser leaves in an output does not count as somebody's files."""
+    out = tmp_path / "ev"
+    with staged_output_dir(out, force=False) as stage:
+        (stage / "metrics.json").write_text("{}")
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "data.txt").write_text("keep")
+    for evil in (["../victim"], [str(tmp_path / "victim")], [".."]):
+        marker = json.loads((out / OUTPUT_MARKER).read_text())
+        (out / OUTPUT_MARKER).write_text(json.dumps({**marker, "entries": evil}))
+        with pytest.raises(FileExistsError, match="not names of entries in the folder"), staged_output_dir(out, True):
+            pass
+        assert (tmp_path / "victim" / "data.txt").read_text() == "keep"
+    (out / OUTPUT_MARKER).write_text(json.dumps({**marker, "entries": ["metrics.json"]}))
+    (out / ".DS_Store").write_bytes(b"\0")
+    (out / "Thumbs.db").write_bytes(b"\0")
+    with staged_output_dir(out, force=True) as stage:
+        (stage / "metrics.json").write_text('{"new": 1}')
+    assert json.loads((out / "metrics.json").read_text()) == {"new": 1} and not list(tmp_path.glob("ev.old-*"))

@@ -97,6 +97,24 @@ def test_a_new_grey_rule_decodes_cached_volume_files_again(retouch, tmp_path, mo
     assert len(list((tmp_path / "cache").glob("*-image-*.npy"))) == 2
 
 
+def test_a_model_trained_under_another_grey_rule_is_reported(retouch, tmp_path, caplog):
+    """Checkpoints of volume-file data record how 16-bit volumes became 8-bit; another rule is warned about."""
+    import logging
+
+    from data.volumes import GREY_RULE
+    from tasks import get_task
+    from utils.config import Settings
+
+    task = get_task("oct")(Settings(data_dir=str(retouch), val_count=2, cache_dir=str(tmp_path / "c")).validate())
+    stats = task.normalization(find_retouch_volumes(retouch, "train", val_count=2))
+    assert stats["grey_rules"] == [GREY_RULE]
+    with caplog.at_level(logging.WARNING, "tasks.oct"):
+        get_task("oct")(Settings().validate(), states=[{"normalization": stats}])
+        assert not caplog.records
+        get_task("oct")(Settings().validate(), states=[{"normalization": {**stats, "grey_rules": ["min-max"]}}])
+    assert len(caplog.records) == 1 and "mapped to 8 bits by ['min-max']" in caplog.records[0].getMessage()
+
+
 def test_retouch_trains_and_evaluates_through_the_drivers(retouch, tmp_path):
     run = tmp_path / "run"
     argv = [*FAST, "-d", str(retouch), "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--val-count", "2"]

@@ -187,7 +187,16 @@ def _manifest(path: Path) -> list[str] | None:
             "folder away or choose another --out"
         ) from None
     entries = info.get("entries") if isinstance(info, dict) else None
-    return [str(e) for e in entries] if isinstance(entries, list) else None
+    if not isinstance(entries, list):
+        return None
+    # plain names only: a marker edited to list "../x" or "/x" must not make --force delete outside the folder
+    bad = [e for e in entries if not isinstance(e, str) or e in ("", ".", "..") or Path(e).name != e or "\\" in e]
+    if bad:
+        raise FileExistsError(
+            f"{marker}: the output marker lists {bad[:3]}, which are not names of entries in the folder; --force "
+            "cannot tell what this toolkit wrote there: move the folder away or choose another --out"
+        )
+    return entries
 
 
 def foreign_entries(path: str | Path) -> list[str]:
@@ -197,7 +206,17 @@ def foreign_entries(path: str | Path) -> list[str]:
     listed = _manifest(path)
     if listed is None:
         return []
-    return sorted(p.name for p in path.iterdir() if p.name != OUTPUT_MARKER and p.name not in listed)
+    return sorted(
+        p.name for p in path.iterdir() if p.name != OUTPUT_MARKER and p.name not in listed and not _is_clutter(p.name)
+    )
+
+
+# What file browsers leave in any folder they show (Finder, Explorer): not a user's data, replaced with the output.
+CLUTTER = {".ds_store", "thumbs.db", "desktop.ini", "._.ds_store"}
+
+
+def _is_clutter(name: str) -> bool:
+    return name.lower() in CLUTTER or name.startswith("._")
 
 
 def _remove_replaced(old: Path, entries: list[str] | None) -> None:
@@ -206,7 +225,8 @@ def _remove_replaced(old: Path, entries: list[str] | None) -> None:
     if entries is None:
         shutil.rmtree(old, ignore_errors=True)
         return
-    for name in [*entries, OUTPUT_MARKER]:
+    clutter = [p.name for p in old.iterdir() if _is_clutter(p.name)]
+    for name in [*entries, *clutter, OUTPUT_MARKER]:
         p = old / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
