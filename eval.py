@@ -31,6 +31,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def check_val_count(args, task, split: str, data_dir) -> None:
+    """``--split val --val-count N`` on the training data with another N than the run's would score cases the model
+    was trained on as validation."""
+    if split != "val" or args.val_count is None or not task.states:
+        return
+    trained = task.states[0]["settings"]
+    same_data = Path(data_dir).resolve() == Path(trained.get("data_dir", "")).resolve()
+    if same_data and trained.get("val_count") is not None and trained["val_count"] != args.val_count:
+        raise ValueError(
+            f"--val-count {args.val_count}, but the model was trained holding out {trained['val_count']} cases of "
+            f"{data_dir}: the validation split would hold cases it was trained on; drop --val-count"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     from engine.cli import build_predictor, checkpoints, default_out, driver_session, inference_task, protected_paths
     from engine.evaluate import evaluate
@@ -43,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         settings, task = inference_task(args, paths)
         split = args.split or task.eval_split
         data_dir = args.data_dir or settings.data_dir
+        check_val_count(args, task, split, data_dir)
         records = task.records(split, data_dir, args.list_dir)
         predictor = build_predictor(args, paths, info)
         final = Path(args.out or default_out(paths, f"eval_{split}"))
@@ -66,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
                     task.noun: len(records),
                     "seconds": round(time.time() - t0, 2),
                     "tta": args.tta,
+                    "scale": args.scale,
                     **({"detection": settings.detection} if task.detects else {}),
                 }
             )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from PIL import Image, ImageOps
 from scipy import ndimage
 from skimage import measure
 
@@ -45,27 +46,64 @@ class Photo:
     fov: np.ndarray
 
 
+def _plain_tiff(path: Path) -> np.ndarray | None:
+    """A TIFF's pixels through tifffile when they mean what they hold (grey with black = 0, or RGB) and stand
+    upright; None for any other TIFF (a palette, white = 0 as ImageJ saves masks, CMYK, a rotated orientation tag),
+    which PIL decodes into colours (or names what it cannot). Raw values of those would be wrong without an error."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            photometric = int(page.photometric) if page.photometric is not None else 1
+            orientation = page.tags.get("Orientation")
+            upright = orientation is None or int(orientation.value) == 1
+            if photometric in (1, 2) and upright:  # MINISBLACK, RGB
+                return np.asarray(tif.asarray())
+            if not page.dtype or page.dtype.itemsize > 1:
+                raise DatasetError(
+                    f"{path}: a {page.dtype} TIFF with photometric {photometric} and orientation "
+                    f"{orientation.value if orientation else 1}: save it as upright grey or RGB"
+                )
+            return None
+    except FileNotFoundError as e:
+        raise file_error(path, e) from e
+    except DatasetError:
+        raise
+    except Exception:  # not a TIFF tifffile reads (e.g. a JPEG named .tif): PIL names the problem
+        return None
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as viewers show it: an orientation tag (phones, some cameras) applied, with one info line."""
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation in (None, 1):
+        return im
+    log.info(f"{im.filename or 'image'}: orientation tag {orientation} applied (read as displayed)")
+    return ImageOps.exif_transpose(im)
+
+
 def read_array(path: Path) -> np.ndarray:
-    """An image file as an array of its own type (uint8, uint16, float): TIFFs through tifffile (16-bit and
-    multi-channel TIFFs that PIL cannot hold), everything else through PIL."""
+    """An image file as an array of its own type (uint8, uint16, float), upright as viewers show it: plain TIFFs
+    through tifffile (16-bit and multi-channel TIFFs that PIL cannot hold), everything else through PIL."""
     if Path(path).suffix.lower() in (".tif", ".tiff"):
-        try:
-            return np.asarray(tifffile.imread(path))
-        except FileNotFoundError as e:
-            raise file_error(path, e) from e
-        except Exception:  # not a TIFF tifffile reads (e.g. a JPEG named .tif): PIL below names the problem
-            pass
-    with open_image(path) as im:
+        a = _plain_tiff(path)
+        if a is not None:
+            return a
+    with open_image(path) as raw:
+        im = _upright(raw)
         if im.mode == "P":  # a palette: its colours (DRIVE's 2nd_manual labels use the index; see read_binary)
             return np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
         if im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
             return np.asarray(im.convert("RGB"))
+        if im.mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(im).astype(np.uint16)
         return np.asarray(im)
 
 
 def to_uint8(a: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     """Any image array -> uint8: 8-bit as it is; floats in [0, 1] times 255; other types scaled by their range
-    (0..max, or min..max when negative), never saturated (a 16-bit photo is not clipped to 255)."""
+    (from 0, or from the minimum when negative) up to their maximum, never saturated; but when the brightest
+    0.01% of the values more than double that range (one hot pixel in 12-bit data saved as 16-bit would squeeze
+    the photo into a few greys), up to the 99.99th percentile, the outliers clipped with a warning."""
     if a.dtype == np.uint8:
         return a
     if a.dtype == bool:
@@ -76,8 +114,17 @@ def to_uint8(a: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     if a.dtype.kind == "f" and lo >= 0 and hi <= 1:
         lo, hi = 0.0, 1.0
-    elif lo >= 0:
-        lo = 0.0
+    else:
+        lo = min(lo, 0.0)
+        top = float(np.quantile(x, 1 - 1e-4, method="higher"))
+        if hi - lo > 2 * (top - lo) > 0:
+            clipped = int(np.count_nonzero(x > top))
+            log.warning(
+                f"{path}: {a.dtype} values up to {hi:g}, but 99.99% lie at or below {top:g}: scaled by {lo:g}..{top:g}"
+                f" and {clipped} brighter pixels clipped (hot pixels?)"
+            )
+            hi = top
+            x = np.minimum(x, top)
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     return np.round((x - lo) * scale).astype(np.uint8)
 
@@ -101,10 +148,13 @@ def read_binary(path: Path) -> np.ndarray:
     """A label or mask as bool. 0/1 (DRIVE's 2nd_manual GIFs: palette indices 0/1) and 0/M (0/255) are exact; any
     other values (a label saved with lossy compression) are binarised at the midpoint of the type's range, with one
     warning naming the file and the share of pixels that were neither 0 nor the maximum."""
-    with open_image(path) as im:
+    with open_image(path) as raw:
+        im = _upright(raw)
         if im.mode == "P":  # palette indices 0/1 in DRIVE's 2nd_manual: the index, not the colour, is the label
             idx = np.asarray(im)
-            if set(np.unique(idx).tolist()) <= {0, 1}:
+            palette = im.getpalette() or [0, 0, 0, 255, 255, 255]
+            dark_first = sum(palette[0:3]) <= sum(palette[3:6])  # index 0 white: the colours, not the indices
+            if set(np.unique(idx).tolist()) <= {0, 1} and dark_first:
                 return idx > 0
     a = read_array(path)
     if a.ndim == 3:
@@ -174,15 +224,21 @@ def find_photos(root: str | Path, split: str, manual: str = "1st_manual") -> lis
             raise ValueError(f"DRIVE has splits {sorted(DRIVE_SPLITS)}, got {split!r}")
         base = root / DRIVE_SPLITS[split]
         suffix = "1" if manual == "1st_manual" else "2"
-        records = []
-        for img in sorted((base / "images").glob("*.tif")):
+        records, owner = [], {}
+        for img in _stem_map(base / "images").values():  # any image type: a photo is never skipped silently
             nn = img.stem.split("_")[0]
             label = base / manual / f"{nn}_manual{suffix}.gif"
             fov = base / "mask" / f"{img.stem}_mask.gif"
+            if label.exists() and label in owner:  # "01_test (2).tif", "01_left" / "01_right": one label for two
+                raise DatasetError(
+                    f"{owner[label]} and {img} would both be scored against {label} (DRIVE names labels by the "
+                    "number before the first '_'); remove the copy or rename the photos NN_<split>"
+                )
+            owner[label] = img
             records.append(PhotoRecord(img.stem, img, label if label.exists() else None, fov if fov.exists() else None))
         if not records:
-            raise DatasetError(f"{base / 'images'}: no .tif photographs found")
-        return records
+            raise DatasetError(f"{base / 'images'}: no photographs found")
+        return sorted(records, key=lambda r: r.name)
     base = root / split if (root / split / "image").is_dir() else root
     if not (base / "image").is_dir():
         raise DatasetError(f"{root}: neither the DRIVE layout (training/images) nor image/ and mask/ folders")

@@ -110,11 +110,21 @@ class Task(ABC):
     names_are_ids: ClassVar[bool] = True
 
     def _identity(self, record) -> list:
-        """What makes two records the same case: the name (where names are IDs) and the files read, resolved (the
-        first slice file too, so a split made of per-file links is caught)."""
-        files = [*self.input_paths([record]), *list(getattr(record, "image_paths", ()) or ())[:1]]
+        """What makes two records the same case: the name (where names are IDs), the files read, resolved (the
+        middle slice file too, so a split made of per-file links is caught), and the bytes of that image file (a
+        copy under another name: a B-scan through the macula or a photo holds noise no two scans share, where an
+        edge B-scan may be blank; volume files, whose headers two cases can share, are not read whole for this)."""
+        import hashlib
+
+        slices = list(getattr(record, "image_paths", ()) or ())
+        first = slices[len(slices) // 2] if slices else getattr(record, "image", None)
+        files = [*self.input_paths([record]), *([first] if first is not None else [])]
         keys = [("path", Path(p).resolve()) for p in files]
+        if first is not None and Path(first).suffix.lower() in self.HASHED and Path(first).is_file():
+            keys.append(("content", hashlib.blake2b(Path(first).read_bytes(), digest_size=16).hexdigest()))
         return ([("name", record.name)] if self.names_are_ids else []) + keys
+
+    HASHED = (".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
 
     def check_disjoint(self, train: list, held_out: dict[str, list]) -> None:
         """Refuse a training case that is also in a held-out split (``{split: records}``), by name or by the files it
@@ -130,7 +140,11 @@ class Task(ABC):
                 continue  # e.g. a flat vessel folder: its "test" split is every photo
             for r, key in clashes[:1]:
                 other = seen[key]
-                how = f"patient {r.name!r}" if key[0] == "name" else f"the same files ({key[1]})"
+                how = {
+                    "name": f"patient {r.name!r}",
+                    "path": f"the same files ({key[1]})",
+                    "content": "copies of one scan (their middle B-scans or photos are byte for byte the same)",
+                }[key[0]]
                 raise DatasetError(
                     f"train case {other.name!r} and {split} case {r.name!r} are {how}: a case must be in one split "
                     "only; remove it from one of them"

@@ -113,6 +113,7 @@ class VesselTask(Task):
         thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
         self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
         self._photos: OrderedDict[Path, Photo] = OrderedDict()  # the last few decoded photos
+        self._unscaled: set[str] = set()  # photos --scale auto could not measure (warned once each)
         # the training photos' field-of-view diameter (pixels), which ``--scale auto`` brings every photo to
         diameters = [(s.get("normalization") or {}).get("fov_diameter") for s in self.states]
         known = [(d, w) for d, w in zip(diameters, self.weights) if d]
@@ -167,6 +168,15 @@ class VesselTask(Task):
         if self.scale != "auto":
             return float(self.scale)
         if self.train_diameter is None:
+            return 1.0
+        if sample.fov.all():  # no dark border: the frame is a crop, and its size says nothing of the pixel scale
+            if sample.name not in self._unscaled:
+                self._unscaled.add(sample.name)
+                log.warning(
+                    f"{sample.name}: no field-of-view border found (a crop inside the fundus?), so --scale auto "
+                    "cannot measure the pixel scale: predicted as it is; give --scale FACTOR if it differs from "
+                    "the training photos'"
+                )
             return 1.0
         factor = self.train_diameter / fov_diameter(sample.fov)
         return 1.0 if abs(factor - 1) < 0.05 else factor
@@ -277,6 +287,13 @@ class Segmenter:
             rgb = np.round(rgb * 255).astype(np.uint8)
         elif rgb.dtype != np.uint8:
             raise ValueError(f"expected a uint8 photo or floats in [0, 1], got {rgb.dtype}")
-        photo = Photo("photo", np.ascontiguousarray(rgb), None, fov_from_photo(rgb) if fov is None else fov)
+        if fov is None:
+            fov = fov_from_photo(rgb)
+        else:  # a 0/254 JPEG mask or a 0/128 one is a mask too: the bitwise AND with it reported no vessels at all
+            fov = np.asarray(fov)
+            if fov.shape != rgb.shape[:2]:
+                raise ValueError(f"fov is {fov.shape}, the photo {rgb.shape[:2]}: one field-of-view pixel per pixel")
+            fov = fov if fov.dtype == bool else fov > (float(fov.max()) / 2 if fov.max() > 0 else 0)
+        photo = Photo("photo", np.ascontiguousarray(rgb), None, fov)
         p = self.task.predict(self.predictor, photo)
         return p.prob, p.mask

@@ -324,6 +324,14 @@ def test_a_case_in_two_splits_is_refused(data, tmp_path):
         with pytest.raises(DatasetError, match=match):
             train_script.main(_argv(root, run, "--epochs", "1", "--steps-per-epoch", "1"))
         assert not (run / "checkpoint" / "checkpoint_latest.pth.tar").exists()
+    # a copy under another patient ID: other folders, other names, the same B-scans
+    root = _copy(data, tmp_path / "renamed")
+    train = find_volumes(root, "train")[0]
+    dst = root / "Edema_validationset"
+    shutil.copytree(train.image_paths[0].parent, dst / "original_images" / "RENAMED.img")
+    shutil.copytree(train.label_paths[0].parent, dst / "label_images" / "RENAMED_labelMark")
+    with pytest.raises(DatasetError, match=rf"train case '{train.pid}' and val case 'RENAMED' are copies of one scan"):
+        train_script.main(_argv(root, tmp_path / "renamed" / "run", "--epochs", "1", "--steps-per-epoch", "1"))
     # per-file links (cp -rs) into the test split: other folders, the same slice files
     root = _copy(data, tmp_path / "files")
     train = find_volumes(root, "train")[0]
@@ -350,14 +358,17 @@ def test_vessel_splits_may_reuse_names_and_a_flat_folder_is_its_own_test_split(t
     task = get_task("vessel")(Settings(task="vessel", num_classes=2, num_detect=0, class_weights=[1, 1]).validate())
     for d in ("train", "test"):
         (tmp_path / d).mkdir()
-        (tmp_path / d / "1.png").write_bytes(b"x")
-        (tmp_path / d / "2.png").write_bytes(b"x")
+        for n in ("1", "2"):
+            (tmp_path / d / f"{n}.png").write_bytes(f"photo {d} {n}".encode())
     train = [PhotoRecord(n, tmp_path / "train" / f"{n}.png", None, None) for n in ("1", "2")]
     test = [PhotoRecord(n, tmp_path / "test" / f"{n}.png", None, None) for n in ("1", "2")]
     task.check_disjoint(train, {"val": [], "test": test})  # same names, other photos
     task.check_disjoint(train[:1], {"val": train[1:], "test": train})  # flat: test = every photo
     with pytest.raises(DatasetError, match=r"train case '1' and val case '1' are the same files"):
         task.check_disjoint(train, {"val": train[:1]})
+    (tmp_path / "test" / "9.png").write_bytes((tmp_path / "train" / "2.png").read_bytes())  # a copy, renamed
+    with pytest.raises(DatasetError, match=r"train case '2' and test case '9' are copies of one scan"):
+        task.check_disjoint(train, {"test": [*test, PhotoRecord("9", tmp_path / "test" / "9.png", None, None)]})
 
 
 def test_a_run_records_absolute_data_paths_so_eval_elsewhere_reads_the_same_data(data, tmp_path, monkeypatch):

@@ -140,6 +140,7 @@ def test_short_cpu_training_beats_all_background(low_res):
     assert result["f1"] > 0.4 and result["photos"] == 2
     saved = json.loads((root / "ev" / "metrics.json").read_text())
     assert set(saved) >= {"auc_roc", "auc_pr", "f1", "iou", "accuracy", "sensitivity", "specificity", "threshold"}
+    assert saved["scale"] == "auto"  # how the photos were brought to the training scale: part of the result
     assert all((root / "ev" / f).exists() for f in ("roc.png", "pr.png", "per_image.csv"))
     assert len(list((root / "ev" / "vis").glob("*_blend.png"))) == 2
 
