@@ -3,6 +3,7 @@ predict.py --report from volumes in other formats."""
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,11 +109,13 @@ def test_a_model_trained_under_another_grey_rule_is_reported(retouch, tmp_path, 
     task = get_task("oct")(Settings(data_dir=str(retouch), val_count=2, cache_dir=str(tmp_path / "c")).validate())
     stats = task.normalization(find_retouch_volumes(retouch, "train", val_count=2))
     assert stats["grey_rules"] == [GREY_RULE]
+    caplog.clear()
     with caplog.at_level(logging.WARNING, "tasks.oct"):
         get_task("oct")(Settings().validate(), states=[{"normalization": stats}])
-        assert not caplog.records
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         get_task("oct")(Settings().validate(), states=[{"normalization": {**stats, "grey_rules": ["min-max"]}}])
-    assert len(caplog.records) == 1 and "mapped to 8 bits by ['min-max']" in caplog.records[0].getMessage()
+    found = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(found) == 1 and "mapped to 8 bits by ['min-max']" in found[0]
 
 
 def test_retouch_trains_and_evaluates_through_the_drivers(retouch, tmp_path):
@@ -128,9 +131,15 @@ def test_retouch_trains_and_evaluates_through_the_drivers(retouch, tmp_path):
         rows = (out / "per_volume.csv").read_text().splitlines()
         assert len(rows) == 3 and rows[1].startswith(("TRAIN", "TEST"))
         assert 0 <= json.loads((out / "metrics.json").read_text())["dice_mean"] <= 1
-    # the data options replace the checkpoint's settings on the inference command line
+    # the data options replace the checkpoint's settings on the inference command line: on other data; on the
+    # training data another --val-count would score training cases as validation
+    with pytest.raises(ValueError, match="--val-count 3, but the model was trained holding out 2 cases"):
+        eval_script.main(["--seg-path", str(ckpt), "--split", "val", "--val-count", "3", "--out", str(tmp_path / "x")])
+    other = tmp_path / "other"
+    shutil.copytree(retouch, other)
     out = tmp_path / "eval_val3"
-    eval_script.main(["--seg-path", str(ckpt), "--split", "val", "--val-count", "3", "--out", str(out)])
+    argv = ["--seg-path", str(ckpt), "-d", str(other), "--split", "val", "--val-count", "3", "--out", str(out)]
+    eval_script.main(argv)
     assert len((out / "per_volume.csv").read_text().splitlines()) == 4
 
 
