@@ -163,6 +163,15 @@ def read_binary(path: Path) -> np.ndarray:
     if len(values) == 1 or (len(values) == 2 and values[0] == 0):  # 0/1, 0/255, 0/65535, or one value
         return a > 0
     top = 1.0 if a.dtype.kind == "f" else float(np.iinfo(a.dtype).max) if a.dtype.kind in "ui" else 1.0
+    if 0 < float(a.max()) <= top / 8:  # a 0/1 label saved lossily (values 0..2): the type's midpoint would empty it
+        counts = np.bincount(a.ravel().astype(np.int64)) if a.dtype.kind in "ui" else None
+        common = np.sort(np.argsort(counts)[-2:]) if counts is not None else np.array([0.0, float(a.max())])
+        cut = float(common.mean())  # between the two most frequent values: background and vessel
+        log.warning(
+            f"{path}: the label holds {len(values)} values, all at or below {float(a.max()):g} (a 0/1 label saved "
+            f"with lossy compression?); binarised at {cut:g}"
+        )
+        return a > cut
     off = float(np.mean((a != 0) & (a != top)))
     middle = float(np.mean((a > 0.25 * top) & (a < 0.75 * top)))
     log.warning(
@@ -245,9 +254,10 @@ def find_photos(root: str | Path, split: str, manual: str = "1st_manual") -> lis
     images = _stem_map(base / "image")
     labels = _stem_map(base / "mask") if (base / "mask").is_dir() else {}
     fovs = _stem_map(base / "fov") if (base / "fov").is_dir() else {}
-    unmatched = sorted(set(labels) - set(images))
-    if unmatched:
-        raise DatasetError(f"{base / 'mask'}: masks without a photo of the same name: {unmatched[:5]}")
+    for folder, found in (("mask", labels), ("fov", fovs)):  # a field-of-view mask not used would go unnoticed
+        unmatched = sorted(set(found) - set(images))
+        if unmatched:
+            raise DatasetError(f"{base / folder}: masks without a photo of the same name: {unmatched[:5]}")
     records = [PhotoRecord(s, p, labels.get(s), fovs.get(s)) for s, p in images.items()]
     if not records:
         raise DatasetError(f"{base / 'image'}: no photographs found")

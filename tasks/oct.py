@@ -86,8 +86,9 @@ class OctEvaluator(Evaluator):
     def update(self, record, sample: Volume, prediction: Prediction) -> dict[str, float]:
         if sample.labels is None:
             raise ValueError(
-                f"{record.name}: no labels to evaluate against (no label_images/{record.name}_labelMark folder for "
-                "this split); evaluate a labelled split, or predict with test.py"
+                f"{record.name}: no labels to evaluate against (no usable label_images/{record.name}_labelMark "
+                "folder for this split; a damaged one is named in a warning above); evaluate a labelled split, or "
+                "predict with test.py"
             )
         # the truth goes to the prediction's device: 16 confusion counts come back, not a volume
         d = volume_dice(prediction.labels, sample.labels, len(self.class_names) + 1)

@@ -140,3 +140,24 @@ def test_eval_refuses_a_val_count_that_would_score_training_photos(tmp_path):
     eval_script.check_val_count(SimpleNamespace(val_count=8), task, "test", tmp_path)  # not the validation split
     eval_script.check_val_count(SimpleNamespace(val_count=8), task, "val", tmp_path / "other")  # other data
     eval_script.check_val_count(SimpleNamespace(val_count=4), task, "val", tmp_path)  # the run's own
+
+
+def test_a_lossy_0_1_label_is_cut_at_its_own_midpoint_and_unmatched_fov_masks_are_refused(tmp_path, caplog):
+    """A 0/1 label saved as JPEG holds 0..2: cut at the type's midpoint (127.5) it was empty. A field-of-view mask
+    whose name matches no photo was ignored (the mask computed from the photo instead) without a word."""
+    label = np.zeros((40, 30), np.uint8)
+    label[10:20, 5:15] = 1
+    noisy = label.copy()
+    noisy[10, 5] = 2  # what JPEG leaves of a 0/1 label
+    noisy[0, 0] = 1
+    Image.fromarray(noisy).save(tmp_path / "l.png")
+    with caplog.at_level(logging.WARNING, "data.photos"):
+        got = read_binary(tmp_path / "l.png")
+    assert got[10:20, 5:15].all() and got.sum() == 101 and "binarised at 0.5" in caplog.text
+    for d in ("image", "mask", "fov"):
+        (tmp_path / "set" / d).mkdir(parents=True)
+    Image.fromarray(_photo()).save(tmp_path / "set" / "image" / "a.png")
+    Image.fromarray(label * 255).save(tmp_path / "set" / "mask" / "a.png")
+    Image.fromarray(label * 255).save(tmp_path / "set" / "fov" / "a_mask.png")
+    with pytest.raises(DatasetError, match=r"fov: masks without a photo of the same name: \['a_mask'\]"):
+        find_photos(tmp_path / "set", "train")

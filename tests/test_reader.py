@@ -218,3 +218,21 @@ def test_label_and_numbering_messages_say_what_is_wrong(dataset_copy):
         (image_dir / f"{i}.bmp").rename(image_dir / f"{i + 1}.bmp")
     image_dir.rename(image_dir.with_name(f"{rec.pid}.IMG"))
     assert find_volumes(dataset_copy, "train")[0].pid == rec.pid
+
+
+def test_a_damaged_label_folder_in_the_test_split_does_not_stop_test_py(dataset_copy, caplog):
+    """test.py never reads test labels: one label slice missing there is a warning and the volume is read without
+    labels; in a labelled split (train, val) it stays an error."""
+    import logging
+
+    rec = find_volumes(dataset_copy, "test")[0]
+    assert rec.label_paths is not None
+    rec.label_paths[-1].unlink()
+    with caplog.at_level(logging.WARNING, "data.oct"):
+        again = find_volumes(dataset_copy, "test")[0]
+    assert again.label_paths is None and again.image_paths == rec.image_paths
+    assert "read without labels" in caplog.text and "missing label slices" in caplog.text
+    train = find_volumes(dataset_copy, "train")[0]
+    train.label_paths[-1].unlink()
+    with pytest.raises(DatasetError, match="missing label slices"):
+        find_volumes(dataset_copy, "train")
