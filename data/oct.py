@@ -294,8 +294,9 @@ def find_volumes(root: str | Path, split: str, list_dir: str | Path | None = Non
                 raise
             # the test split's labels are optional (test.py never reads them): a damaged label folder must not stop
             # a submission; the volume is read without labels, and evaluating it says there are none
+            record = _volume_record(image_dir, None)  # an error of the image folder itself stands as it is
             log.warning(f"{e}; this test volume is read without labels")
-            records.append(_volume_record(image_dir, None))
+            records.append(record)
     return sorted(records, key=lambda r: r.pid)
 
 

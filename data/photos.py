@@ -46,30 +46,55 @@ class Photo:
     fov: np.ndarray
 
 
+# TIFF orientation tag -> the array as viewers show it (the same as Pillow's ``ImageOps.exif_transpose``)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
 def _plain_tiff(path: Path) -> np.ndarray | None:
-    """A TIFF's pixels through tifffile when they mean what they hold (grey with black = 0, or RGB) and stand
-    upright; None for any other TIFF (a palette, white = 0 as ImageJ saves masks, CMYK, a rotated orientation tag),
-    which PIL decodes into colours (or names what it cannot). Raw values of those would be wrong without an error."""
+    """A TIFF's pixels through tifffile when they are grey or RGB values (white-is-zero grey, as ImageJ saves masks,
+    turned back into black-is-zero), upright as viewers show them (its orientation tag applied); None for other
+    TIFFs (a palette, CMYK, YCbCr), which PIL decodes into colours, or names what it cannot. Raw values of those
+    would have been wrong without an error."""
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             photometric = int(page.photometric) if page.photometric is not None else 1
+            if photometric not in (0, 1, 2):  # MINISWHITE, MINISBLACK, RGB
+                if page.dtype is not None and page.dtype.itemsize > 1:
+                    raise DatasetError(
+                        f"{path}: a {page.dtype} TIFF with photometric {photometric}: save it as grey or RGB"
+                    )
+                return None
+            if len(tif.pages) > 1 and tif.pages[1].shape == page.shape:  # not a thumbnail: a stack of images
+                raise DatasetError(f"{path}: a stack of {len(tif.pages)} images; a photo or a mask is one image")
+            a = np.asarray(tif.asarray(key=0))
             orientation = page.tags.get("Orientation")
-            upright = orientation is None or int(orientation.value) == 1
-            if photometric in (1, 2) and upright:  # MINISBLACK, RGB
-                return np.asarray(tif.asarray())
-            if not page.dtype or page.dtype.itemsize > 1:
-                raise DatasetError(
-                    f"{path}: a {page.dtype} TIFF with photometric {photometric} and orientation "
-                    f"{orientation.value if orientation else 1}: save it as upright grey or RGB"
-                )
-            return None
     except FileNotFoundError as e:
         raise file_error(path, e) from e
     except DatasetError:
         raise
     except Exception:  # not a TIFF tifffile reads (e.g. a JPEG named .tif): PIL names the problem
         return None
+    if photometric == 0:  # white is zero
+        if a.dtype == bool:
+            a = ~a
+        elif a.dtype.kind in "ui":
+            a = np.iinfo(a.dtype).max - a
+        else:
+            a = float(a.max()) - a
+    turn = _ORIENT.get(int(orientation.value) if orientation is not None else 1)
+    if turn is not None:
+        log.info(f"{path}: orientation tag {orientation.value} applied (read as displayed)")
+        a = np.ascontiguousarray(turn(a))
+    return a
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -116,7 +141,10 @@ def to_uint8(a: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
         lo, hi = 0.0, 1.0
     else:
         lo = min(lo, 0.0)
-        top = float(np.quantile(x, 1 - 1e-4, method="higher"))
+        # the "higher" 99.99th percentile, by a partial sort of the stored integers (np.quantile sorts a float copy)
+        flat = a.reshape(-1)
+        k = min(flat.size - 1, int(np.ceil((1 - 1e-4) * (flat.size - 1))))
+        top = float(np.partition(flat, k)[k])
         if hi - lo > 2 * (top - lo) > 0:
             clipped = int(np.count_nonzero(x > top))
             log.warning(
@@ -164,7 +192,7 @@ def read_binary(path: Path) -> np.ndarray:
         return a > 0
     top = 1.0 if a.dtype.kind == "f" else float(np.iinfo(a.dtype).max) if a.dtype.kind in "ui" else 1.0
     if 0 < float(a.max()) <= top / 8:  # a 0/1 label saved lossily (values 0..2): the type's midpoint would empty it
-        counts = np.bincount(a.ravel().astype(np.int64)) if a.dtype.kind in "ui" else None
+        counts = np.bincount(a.ravel().astype(np.int64)) if a.dtype.kind in "ui" and a.min() >= 0 else None
         common = np.sort(np.argsort(counts)[-2:]) if counts is not None else np.array([0.0, float(a.max())])
         cut = float(common.mean())  # between the two most frequent values: background and vessel
         log.warning(
@@ -254,6 +282,8 @@ def find_photos(root: str | Path, split: str, manual: str = "1st_manual") -> lis
     images = _stem_map(base / "image")
     labels = _stem_map(base / "mask") if (base / "mask").is_dir() else {}
     fovs = _stem_map(base / "fov") if (base / "fov").is_dir() else {}
+    # HRF and DRIVE name field-of-view masks <stem>_mask
+    fovs = {s.removesuffix("_mask") if s.removesuffix("_mask") in images else s: p for s, p in fovs.items()}
     for folder, found in (("mask", labels), ("fov", fovs)):  # a field-of-view mask not used would go unnoticed
         unmatched = sorted(set(found) - set(images))
         if unmatched:
@@ -322,8 +352,11 @@ def photo_normalization(photos: list[Photo]) -> dict:
     """Per-channel mean and std in [0, 1] over the field of view of the training photos, and their pixel scale: the
     median field-of-view diameter in pixels (inference rescales other cameras' photos to it)."""
     pix = np.concatenate([p.rgb[p.fov].astype(np.float64) / 255 for p in photos])
+    # crops without a border say nothing of the pixel scale: without any photo that has one, none is recorded and
+    # --scale auto leaves photos as they are
+    sizes = [fov_diameter(p.fov) for p in photos if not p.fov.all()]
     return {
         "mean": pix.mean(0).tolist(),
         "std": np.maximum(pix.std(0), 1e-6).tolist(),
-        "fov_diameter": float(np.median([fov_diameter(p.fov) for p in photos])),
+        "fov_diameter": float(np.median(sizes)) if sizes else None,
     }

@@ -109,33 +109,60 @@ class Task(ABC):
     #: case names identify a case across splits (patient IDs); False where each split numbers its own (1.png ...)
     names_are_ids: ClassVar[bool] = True
 
+    def _sampled_files(self, record) -> list[Path]:
+        """The image files whose bytes identify a case: a photo, or a volume's B-scans at a quarter, half and three
+        quarters (through the macula: noise no two scans share, where an edge B-scan may be blank). Volume files,
+        whose headers two cases can share and whose data is large, are not read for this."""
+        slices = list(getattr(record, "image_paths", ()) or ())
+        if slices:
+            n = len(slices)
+            files = [slices[i] for i in sorted({n // 4, n // 2, (3 * n) // 4})]
+        else:
+            files = [getattr(record, "image", None)] if getattr(record, "image", None) is not None else []
+        return [Path(f) for f in files if Path(f).suffix.lower() in self.HASHED and Path(f).is_file()]
+
+    HASHED = (".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm")
+
     def _identity(self, record) -> list:
-        """What makes two records the same case: the name (where names are IDs), the files read, resolved (the
-        middle slice file too, so a split made of per-file links is caught), and the bytes of that image file (a
-        copy under another name: a B-scan through the macula or a photo holds noise no two scans share, where an
-        edge B-scan may be blank; volume files, whose headers two cases can share, are not read whole for this)."""
+        """What makes two records the same case: the name (where names are IDs) and the files read, resolved (the
+        sampled image files too, so a split made of per-file links is caught)."""
+        files = [*self.input_paths([record]), *self._sampled_files(record)]
+        return ([("name", record.name)] if self.names_are_ids else []) + [("path", Path(p).resolve()) for p in files]
+
+    def _content_keys(self, train: list, others: list) -> dict[int, tuple]:
+        """``id(record) -> ("content", hash)`` for the records whose sampled files have sizes that occur on both
+        sides (only those can be copies: the rest is never read)."""
         import hashlib
 
-        slices = list(getattr(record, "image_paths", ()) or ())
-        first = slices[len(slices) // 2] if slices else getattr(record, "image", None)
-        files = [*self.input_paths([record]), *([first] if first is not None else [])]
-        keys = [("path", Path(p).resolve()) for p in files]
-        if first is not None and Path(first).suffix.lower() in self.HASHED and Path(first).is_file():
-            keys.append(("content", hashlib.blake2b(Path(first).read_bytes(), digest_size=16).hexdigest()))
-        return ([("name", record.name)] if self.names_are_ids else []) + keys
+        def sizes(r):
+            return tuple(p.stat().st_size for p in self._sampled_files(r))
 
-    HASHED = (".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
+        train_sizes = {sizes(r) for r in train}
+        shared = {sizes(r) for r in others if sizes(r) and sizes(r) in train_sizes}
+        keys = {}
+        for r in [*train, *others]:
+            if sizes(r) in shared:
+                h = hashlib.blake2b(digest_size=16)
+                for p in self._sampled_files(r):
+                    h.update(p.read_bytes())
+                keys[id(r)] = ("content", h.hexdigest())
+        return keys
 
     def check_disjoint(self, train: list, held_out: dict[str, list]) -> None:
-        """Refuse a training case that is also in a held-out split (``{split: records}``), by name or by the files it
-        is read from (a copy or a link): validated on, it chooses ``model_best`` on seen data; tested on, it reports
-        a score the model does not have. A held-out split that holds every training case is the data folder itself
-        (a layout without a test folder) and is passed over."""
+        """Refuse a training case that is also in a held-out split (``{split: records}``), by name, by the files it
+        is read from (a link), or by their bytes (a copy under another name): validated on, it chooses
+        ``model_best`` on seen data; tested on, it reports a score the model does not have. A held-out split that
+        holds every training case is the data folder itself (a layout without a test folder) and is passed over."""
         from data.oct import DatasetError
 
-        seen = {key: r for r in train for key in self._identity(r)}
+        content = self._content_keys(train, [r for records in held_out.values() for r in records])
+
+        def identity(r):
+            return self._identity(r) + ([content[id(r)]] if id(r) in content else [])
+
+        seen = {key: r for r in train for key in identity(r)}
         for split, records in held_out.items():
-            clashes = [(r, key) for r in records for key in self._identity(r) if key in seen]
+            clashes = [(r, key) for r in records for key in identity(r) if key in seen]
             if split != "val" and len({id(seen[k]) for _, k in clashes}) == len(train):
                 continue  # e.g. a flat vessel folder: its "test" split is every photo
             for r, key in clashes[:1]:
@@ -143,7 +170,7 @@ class Task(ABC):
                 how = {
                     "name": f"patient {r.name!r}",
                     "path": f"the same files ({key[1]})",
-                    "content": "copies of one scan (their middle B-scans or photos are byte for byte the same)",
+                    "content": "copies of one scan (their B-scans or photos are byte for byte the same)",
                 }[key[0]]
                 raise DatasetError(
                     f"train case {other.name!r} and {split} case {r.name!r} are {how}: a case must be in one split "

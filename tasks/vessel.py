@@ -120,7 +120,8 @@ class VesselTask(Task):
         self.train_diameter = float(np.average([d for d, _ in known], weights=[w for _, w in known])) if known else None
         if self.states and self.train_diameter is None and scale == "auto":
             log.warning(
-                "the checkpoint records no training pixel scale (it predates it): photos are predicted at their "
+                "the checkpoint records no training pixel scale (it predates it, or no training photo had a "
+                "field-of-view border): photos are predicted at their "
                 "native size, as with --scale none; give --scale FACTOR for photos of another camera"
             )
 

@@ -349,6 +349,21 @@ def test_a_case_in_two_splits_is_refused(data, tmp_path):
     train_script.main(_argv(root, tmp_path / "valtest" / "run", "--epochs", "1", "--steps-per-epoch", "1"))
 
 
+def test_two_eyes_that_share_one_blank_b_scan_are_not_called_copies(data, tmp_path):
+    """Copies are told by the B-scans at a quarter, half and three quarters together: two eyes whose middle
+    B-scans are the same bytes (a blank slice in an export) are different cases."""
+    import shutil
+
+    from tasks import get_task
+
+    root = _copy(data, tmp_path)
+    train, val = find_volumes(root, "train")[0], find_volumes(root, "val")[0]
+    mid = len(train.image_paths) // 2
+    shutil.copy(val.image_paths[mid], train.image_paths[mid])
+    task = get_task("oct")(Settings(data_dir=str(root)).validate())
+    task.check_disjoint(find_volumes(root, "train"), {"val": find_volumes(root, "val")})  # no error
+
+
 def test_vessel_splits_may_reuse_names_and_a_flat_folder_is_its_own_test_split(tmp_path):
     """Vessel photos are numbered per split (train/image/1.png, test/image/1.png: different photos); without a
     test folder the test split is every photo, training ones included, which is not a leak to refuse."""
