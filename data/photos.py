@@ -275,6 +275,10 @@ def find_photos(root: str | Path, split: str, manual: str = "1st_manual") -> lis
             records.append(PhotoRecord(img.stem, img, label if label.exists() else None, fov if fov.exists() else None))
         if not records:
             raise DatasetError(f"{base / 'images'}: no photographs found")
+        unlabelled = [r.name for r in records if r.label is None]
+        if unlabelled and len(unlabelled) < len(records):  # the split is labelled, but these photos are not
+            expect = f"{base / manual}/<NN>_manual{suffix}.gif"
+            log.warning(f"{base / 'images'}: no label for {', '.join(unlabelled[:5])} (expected at {expect})")
         return sorted(records, key=lambda r: r.name)
     base = root / split if (root / split / "image").is_dir() else root
     if not (base / "image").is_dir():

@@ -174,3 +174,27 @@ def test_a_lossy_0_1_label_is_cut_at_its_own_midpoint_and_unmatched_fov_masks_ar
     Image.fromarray(label * 255).save(tmp_path / "set" / "fov" / "b.png")
     with pytest.raises(DatasetError, match=r"fov: masks without a photo of the same name: \['b'\]"):
         find_photos(tmp_path / "set", "train")
+
+
+def test_an_unlabelled_photo_in_a_labelled_drive_split_is_named_and_not_copied_silently(tmp_path, caplog):
+    """A label saved under another name (02_manual1.png) left photo 02 unlabelled without a word until eval failed
+    on it; the rescaling tool dropped such photos without a count."""
+    from tools.rescale_photos import write_rescaled
+
+    base = tmp_path / "DRIVE" / "test"
+    for d in ("images", "1st_manual", "mask"):
+        (base / d).mkdir(parents=True)
+    (tmp_path / "DRIVE" / "training" / "images").mkdir(parents=True)
+    for nn in ("01", "02"):
+        Image.fromarray(_photo()).save(base / "images" / f"{nn}_test.tif")
+    label = np.zeros((40, 30), np.uint8)
+    label[5:9] = 255
+    Image.fromarray(label).save(base / "1st_manual" / "01_manual1.gif")
+    Image.fromarray(label).save(base / "1st_manual" / "02_manual1.png")  # not where DRIVE's layout looks
+    with caplog.at_level(logging.WARNING):
+        records = find_photos(tmp_path / "DRIVE", "test")
+        write_rescaled(tmp_path / "DRIVE", tmp_path / "x2", 2.0, splits=("test",))
+    assert [r.label is None for r in records] == [False, True]
+    assert "no label for 02_test (expected at" in caplog.text and "1st_manual/<NN>_manual1.gif" in caplog.text
+    assert "1 photos without a label were not copied: test/02_test" in caplog.text
+    assert [p.name for p in (tmp_path / "x2" / "test" / "image").iterdir()] == ["01_test.png"]

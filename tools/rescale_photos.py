@@ -10,6 +10,7 @@ neighbour. eval.py reads the copy like any data set:
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from PIL import Image
 
 from data.photos import find_photos, load_photo
 from utils.io import save_image_atomic, staged_output_dir
+
+log = logging.getLogger(__name__)
 
 
 def rescale(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, factor: float):
@@ -30,16 +33,20 @@ def rescale(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, factor: float):
 
 
 def write_rescaled(src: str | Path, out: str | Path, factor: float, splits=("train", "test"), force=False) -> Path:
+    skipped: list[str] = []
     with staged_output_dir(out, force, [("the source photos", Path(src))]) as stage:
         for split in splits:
             for rec in find_photos(src, split):
                 p = load_photo(rec)
-                if p.label is None:
+                if p.label is None:  # a scale test needs the reference: say which photos were left out
+                    skipped.append(f"{split}/{rec.name}")
                     continue
                 photo, lab, field = rescale(p.rgb, p.label, p.fov, factor)
                 for sub, array in (("image", photo), ("mask", lab.astype(np.uint8) * 255), ("fov", field * 255)):
                     (stage / split / sub).mkdir(parents=True, exist_ok=True)
                     save_image_atomic(stage / split / sub / f"{rec.name}.png", array.astype(np.uint8))
+    if skipped:
+        log.warning(f"{len(skipped)} photos without a label were not copied: {', '.join(skipped[:5])}")
     return Path(out)
 
 
