@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from utils.io import IGNORED_FILES
+
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
@@ -25,7 +27,6 @@ IMAGE_SUFFIX, LABEL_SUFFIX = ".img", "_labelMark"
 CLASS_NAMES = ("background", "REA", "SRF", "PED")
 LESION_NAMES = CLASS_NAMES[1:]
 LABEL_GREY_VALUES = (0, 255, 191, 128)  # index = class
-IGNORED_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 _SLICE_NAME = re.compile(r"^(\d+)\.bmp$", re.IGNORECASE)
 
 _LUT = np.full(256, 255, dtype=np.uint8)  # 255 marks a grey value outside the mapping

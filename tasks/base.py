@@ -134,18 +134,17 @@ class Task(ABC):
         sides (only those can be copies: the rest is never read)."""
         import hashlib
 
-        def sizes(r):
-            return tuple(p.stat().st_size for p in self._sampled_files(r))
-
-        train_sizes = {sizes(r) for r in train}
-        shared = {sizes(r) for r in others if sizes(r) and sizes(r) in train_sizes}
+        files = {id(r): self._sampled_files(r) for r in [*train, *others]}
+        sizes = {k: tuple(p.stat().st_size for p in fs) for k, fs in files.items()}
+        train_sizes = {sizes[id(r)] for r in train}
+        shared = {sizes[id(r)] for r in others if sizes[id(r)] and sizes[id(r)] in train_sizes}
         keys = {}
-        for r in [*train, *others]:
-            if sizes(r) in shared:
+        for k, fs in files.items():
+            if sizes[k] in shared:
                 h = hashlib.blake2b(digest_size=16)
-                for p in self._sampled_files(r):
+                for p in fs:
                     h.update(p.read_bytes())
-                keys[id(r)] = ("content", h.hexdigest())
+                keys[k] = ("content", h.hexdigest())
         return keys
 
     def check_disjoint(self, train: list, held_out: dict[str, list]) -> None:

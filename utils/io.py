@@ -211,12 +211,13 @@ def foreign_entries(path: str | Path) -> list[str]:
     )
 
 
-# What file browsers leave in any folder they show (Finder, Explorer): not a user's data, replaced with the output.
-CLUTTER = {".ds_store", "thumbs.db", "desktop.ini", "._.ds_store"}
+# What file browsers leave in any folder they show (Finder, Explorer): not a user's data. Readers skip these;
+# --force replaces them with the output (with macOS's "._" resource files).
+IGNORED_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
 def _is_clutter(name: str) -> bool:
-    return name.lower() in CLUTTER or name.startswith("._")
+    return name.lower() in IGNORED_FILES or name.startswith("._")
 
 
 def _remove_replaced(old: Path, entries: list[str] | None) -> None:
