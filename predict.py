@@ -81,15 +81,17 @@ def main(argv: list[str] | None = None) -> list[Path]:
     setup_logging()
     paths = checkpoints(args)
     settings, task = task_for(paths, weights=args.fusion_weights, scale=args.scale, detection=args.detection)
-    names: dict[str, Path] = {}
+    taken: dict[str, Path] = {}  # output name -> the input whose outputs take it; checked before any prediction
     for path in args.inputs:
-        name = task.input_name(path)
-        if name in task.reserved_names:
-            own = ", ".join(task.reserved_names)
-            raise ValueError(f"{path}: its name {name!r} is one of the output folder's own ({own}); rename it")
-        if name in names:
-            raise ValueError(f"{names[name]} and {path} would both be written as {name!r}; predict them separately")
-        names[name] = path
+        for name in task.output_names(task.input_name(path)):
+            if name in task.reserved_names:
+                own = ", ".join(task.reserved_names)
+                raise ValueError(f"{path}: its name {name!r} is one of the output folder's own ({own}); rename it")
+            if name in taken:
+                raise ValueError(
+                    f"{taken[name]} and {path} would both be written as {name!r}; rename one or predict them separately"
+                )
+            taken[name] = path
     given = {k: getattr(args, k) for k in ("cube", "spacing") if getattr(args, k) is not None}
     for option in given:
         if option not in task.input_options:
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     predictor = build_predictor(args, paths)
     protected = [("a checkpoint being read", Path(p)) for p in paths]
     protected += [("an input being read", Path(i)) for i in args.inputs]
+    # a scan folder's parent holds the other scans of its data split: predictions among them break the split
+    protected += [("the folder holding the scan folder " + str(i), Path(i).parent) for i in args.inputs if i.is_dir()]
     final = args.out.resolve()
     written: list[Path] = []
     rows: list[dict] = []

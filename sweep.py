@@ -91,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: a worker ended with exit status {code}")
         return 0
     from engine.cli import train_settings
+    from engine.run_folder import check_outside_inputs
 
     space = load_space(args.space)
     base = train_settings(args.train_args)
+    check_outside_inputs(Path(args.out), base)  # before the study's journal and locks are created there
     study = load_study(args.study, args.storage, args.pruner, args.sampler_seed)
     done = Worker(study, space, base, args.out, args.trials).run()
     log.info(f"this worker ran {done} trials; the study {args.study!r} is in {args.storage}")

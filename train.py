@@ -82,7 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("run")
     add_setting(g, "--out", help="run folder", default_text="runs/<name>_<loss>")
-    g.add_argument("--resume", help="a checkpoint, or 'auto' for the newest checkpoint of the run folder")
+    g.add_argument(
+        "--resume",
+        help="continue a run: a checkpoint, or 'auto' for the furthest checkpoint of the run folder. The run keeps its "
+        "own settings; only epochs, patience, workers, logging, device, precision and compile may change",
+    )
+    g.add_argument(
+        "--finetune",
+        metavar="CKPT",
+        help="start a new run (a new --out) from CKPT's weights, with any settings; its checkpoints record CKPT",
+    )
     add_setting(g, "--seed", type=int, help="seed of weights, data order and augmentation")
     add_setting(g, "--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast", default_text="on a GPU")
     add_setting(
@@ -132,13 +141,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from engine.cli import driver_session, train_settings
+    from engine.cli import driver_session, given_settings, train_settings
     from engine.trainer import Trainer
 
     args = parse_args(argv)
     settings = train_settings(args)
+    resume, finetune = getattr(args, "resume", None), getattr(args, "finetune", None)
     with driver_session() as info:
-        return Trainer(settings, resume=getattr(args, "resume", None), dist_info=info).fit()
+        trainer = Trainer(settings, resume, dist_info=info, given=given_settings(args), finetune=finetune)
+        return trainer.fit()
 
 
 if __name__ == "__main__":

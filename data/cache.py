@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -12,25 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from data.oct import DatasetError, VolumeRecord, file_error
-from utils.io import save_npy_atomic
+from utils.io import files_fingerprint, save_npy_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(os.environ.get("OCT_CACHE_DIR", Path.home() / ".cache" / "retina-lesion"))
 
 
 def _key(paths: tuple[Path, ...], extra: str = "") -> str:
-    """What identifies the slice files' contents without reading them: path, size, modification time, and the
-    inode and status-change time. A rewrite changes the ctime even when the mtime is put back (``cp -p`` onto the
-    file, ``touch -r``, ``tar x``, which also makes a new inode), and nothing but the kernel can set the ctime."""
-    h = hashlib.sha1(extra.encode())
-    for p in paths:
-        try:
-            st = p.stat()
-            where = p.resolve()
-        except OSError as e:
-            raise file_error(p, e) from e
-        h.update(f"{where}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}\n".encode())
-    return h.hexdigest()[:16]
+    """The slice files' identity without reading them (``utils.io.files_fingerprint``: path, size, modification
+    time, inode and status-change time); a file that cannot be looked at is a ``DatasetError`` naming it."""
+    return files_fingerprint(paths, extra, error=file_error)
 
 
 class CacheError(RuntimeError):
@@ -41,20 +31,26 @@ class VolumeCache:
     """``load(record)`` -> (image (N, H, W) uint8, labels (N, H, W) uint8 class indices or None), memory-mapped.
 
     Entries are keyed by every slice file's path and file-system identity (``_key``), so a file changed in any way
-    is decoded again; a damaged entry is decoded again too.
+    is decoded again; a damaged entry is decoded again too. A read-only cache (a shared or read-only mount) serves
+    the entries it holds; only a missing one needs a write.
     """
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
         self.dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+        if self.dir.is_dir():  # an existing cache may be read-only: nothing is written until an entry is missing
+            return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise self._error(e) from e
 
-    def _error(self, e: OSError) -> CacheError:
+    def _error(self, e: OSError, entry: Path | None = None) -> CacheError:
+        what = f"cannot write the decode cache ({e.strerror or e})"
+        if entry is not None:  # the entries it holds were read: this one is new (or damaged)
+            what = f"cannot add {entry.name} to the decode cache ({e.strerror or e}), which serves only what it holds"
         return CacheError(
-            f"{self.dir}: cannot write the decode cache ({e.strerror or e}); point --cache-dir (or $OCT_CACHE_DIR) "
-            "at a writable folder with room for the decoded volumes (about 1 byte per voxel, twice with labels)"
+            f"{self.dir}: {what}; point --cache-dir (or $OCT_CACHE_DIR) at a writable folder with room for the "
+            "decoded volumes (about 1 byte per voxel, twice with labels)"
         )
 
     def _entry(self, rec, kind: str, paths: tuple[Path, ...], extra: str = "") -> Path:
@@ -72,7 +68,7 @@ class VolumeCache:
         try:
             save_npy_atomic(path, array)
         except OSError as e:
-            raise self._error(e) from e
+            raise self._error(e, path) from e
         took = time.monotonic() - t0
         log.debug(f"decoded {rec.pid} {kind}: {len(paths)} files from {paths[0].parent} ({took:.1f}s)")
         return np.load(path, mmap_mode="r")

@@ -51,6 +51,11 @@ class VolumeRecord:
         return len(self.image_paths)
 
     @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this record reads."""
+        return (*self.image_paths, *(self.label_paths or ()))
+
+    @property
     def name(self) -> str:
         return self.pid
 
@@ -154,17 +159,52 @@ def file_error(path: Path, e: OSError) -> DatasetError:
     return DatasetError(f"{path}: cannot read the file ({e.strerror or e}); check it and its permissions")
 
 
+# Pillow refuses images over 2 x 89 M pixels as decompression bombs (and warns above 89 M), yet a valid wide-field
+# montage or a high-resolution scan can be larger (15000 x 15000: 225 M). ``open_image`` reads any image up to this
+# many pixels whose decoded size fits in the memory free, and refuses larger ones as too large, not damaged.
+MAX_PIXELS = 2**31
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow then warns only above this limit and refuses only above twice it
+
+
+def _free_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _too_large(path: Path, size: str, why: str) -> DatasetError:
+    return DatasetError(f"{path}: the image is too large to read ({size}, {why}); crop or downscale it")
+
+
 @contextmanager
 def open_image(path: Path):
-    """``PIL.Image.open`` + ``load`` whose failures are ``DatasetError``s naming the file and the cause."""
+    """``PIL.Image.open`` + ``load`` whose failures are ``DatasetError``s naming the file and the cause; an image
+    larger than ``MAX_PIXELS`` or than the memory free is refused as too large before it is decoded."""
     try:
         im = Image.open(path)
     except OSError as e:
         if e.errno is not None:  # the operating system's (not found, permission, link loop), not the image's
             raise file_error(path, e) from e
         raise DatasetError(f"{path}: not a readable image ({e}); the file is corrupt or truncated, replace it") from e
-    except Image.DecompressionBombError as e:
+    except Image.DecompressionBombError as e:  # over 2 x MAX_PIXELS (65536 x 65536): no scanner's or camera's
         raise DatasetError(f"{path}: the header claims an image too large to be real ({e}); the file is damaged") from e
+    w, h = im.size
+    size = f"{w} x {h} = {w * h:,} pixels"
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise _too_large(path, size, f"more than this reader's limit of {MAX_PIXELS:,}")
+    # decoded bytes: 4 per band for 32-bit modes (I, F), 2 for 16-bit ones (I;16...), else 1
+    depth = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
+    need, free = w * h * len(im.getbands()) * depth, _free_memory()
+    if free is not None and need > free:
+        im.close()
+        raise _too_large(path, size, f"{need:,} bytes decoded, more than the {free:,} bytes of memory free")
     try:
         with im:
             im.load()

@@ -35,15 +35,22 @@ class PhotoRecord:
     label: Path | None
     fov: Path | None
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this record reads."""
+        return tuple(p for p in (self.image, self.label, self.fov) if p is not None)
+
 
 @dataclass
 class Photo:
-    """One decoded photograph: rgb (H, W, 3) uint8, label (H, W) bool or None, fov (H, W) bool."""
+    """One decoded photograph: rgb (H, W, 3) uint8, label (H, W) bool or None, fov (H, W) bool; ``path``: the file
+    it was read from (what messages about it name), None for an array handed over in Python."""
 
     name: str
     rgb: np.ndarray
     label: np.ndarray | None
     fov: np.ndarray
+    path: Path | None = None
 
 
 # TIFF orientation tag -> the array as viewers show it (the same as Pillow's ``ImageOps.exif_transpose``)
@@ -320,7 +327,7 @@ def load_photo(rec: PhotoRecord) -> Photo:
             raise DatasetError(
                 f"{rec.image}: {what} is {a.shape[0]}x{a.shape[1]}, photo is {rgb.shape[0]}x{rgb.shape[1]}"
             )
-    return Photo(rec.name, rgb, label, fov)
+    return Photo(rec.name, rgb, label, fov, rec.image)
 
 
 class PhotoPatchDataset(torch.utils.data.Dataset):

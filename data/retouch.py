@@ -72,6 +72,11 @@ class FileVolumeRecord:
     def name(self) -> str:
         return self.pid
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this record reads (a MetaImage header and its data file)."""
+        return (*self.image_paths, *(self.label_paths or ()))
+
     @cached_property
     def image_paths(self) -> tuple[Path, ...]:
         return volume_files(self.image_file)

@@ -14,6 +14,7 @@ some patients have no lesion. Output is a pure function of the seed.
 from __future__ import annotations
 
 import argparse
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,4 +376,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError, RuntimeError) as e:  # an --out that must not be replaced, a full disk
+        sys.exit("error: " + " ".join(str(e).split()))

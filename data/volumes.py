@@ -115,8 +115,8 @@ def read_volume(
     else:
         (raw, from_file), name = _READERS[fmt](path), path.name
     image = _to_uint8(_as_volume(raw, path), path)
-    try:
-        own = _resolve_spacing(path, from_file, name, image.shape)
+    try:  # with --spacing given, saying that the file's spacing is unknown (pass --spacing) would only confuse
+        own = _resolve_spacing(path, from_file, name, image.shape, explain=given is None)
     except VolumeFormatError:
         if given is None:
             raise
@@ -213,36 +213,29 @@ def volume_depth(path: str | Path) -> int:
 CIRRUS_ROWS = 1024  # samples per A-scan of both cube protocols
 
 
-def cirrus_spacing(name: str, shape: tuple[int, int, int]) -> tuple[float, float, float] | None:
+def cirrus_spacing(name: str, shape: tuple[int, int, int], explain: bool = True) -> tuple[float, float, float] | None:
     """Spacing (between B-scans, along depth, between A-scans) in mm of a Cirrus cube from the size in its name
     (``Macular Cube 512x128``: 512 A-scans x 128 B-scans over 6 x 6 x 2 mm) and the volume's shape (Z, H, W).
 
-    None when the name gives no size, or (with a note in the log) a size that is not a known cube or does not match
-    the shape.
+    None when the name gives no size, or (with a note in the log unless ``explain`` is off) a size that is not a
+    known cube or does not match the shape.
     """
     m = _CUBE_SIZE.search(name)
     if m is None:
         return None
     ascans, bscans = int(m[1]), int(m[2])
     z, h, w = shape
+    why = None
     if (ascans, bscans) not in CIRRUS_CUBES:
         known = ", ".join(f"{a}x{b}" for a, b in CIRRUS_CUBES)
-        log.info(
-            f"{name}: {ascans}x{bscans} is not a Cirrus cube size this reader knows ({known}); the spacing is "
-            "unknown (pass --spacing)"
-        )
-        return None
-    if (w, z) != (ascans, bscans):
-        log.info(
-            f"{name}: the name says {ascans}x{bscans} (A-scans x B-scans) but the volume has {w} A-scans and {z} "
-            "B-scans; the spacing is unknown (pass --spacing)"
-        )
-        return None
-    if h != CIRRUS_ROWS:
-        log.info(
-            f"{name}: a Cirrus {ascans}x{bscans} cube has {CIRRUS_ROWS} rows over 2 mm, this volume {h} (resized?); "
-            "the spacing is unknown (pass --spacing)"
-        )
+        why = f"{ascans}x{bscans} is not a Cirrus cube size this reader knows ({known})"
+    elif (w, z) != (ascans, bscans):
+        why = f"the name says {ascans}x{bscans} (A-scans x B-scans) but the volume has {w} A-scans and {z} B-scans"
+    elif h != CIRRUS_ROWS:
+        why = f"a Cirrus {ascans}x{bscans} cube has {CIRRUS_ROWS} rows over 2 mm, this volume {h} (resized?)"
+    if why is not None:
+        if explain:
+            log.info(f"{name}: {why}; the spacing is unknown (pass --spacing)")
         return None
     width, length, depth = CIRRUS_CUBES[ascans, bscans]
     return (length / bscans, depth / h, width / ascans)
@@ -377,9 +370,10 @@ def _check_spacing(spacing: Sequence[float]) -> Spacing:
 
 
 def _resolve_spacing(
-    path: Path, from_file: PartialSpacing | None, name: str, shape: tuple[int, int, int]
+    path: Path, from_file: PartialSpacing | None, name: str, shape: tuple[int, int, int], explain: bool = True
 ) -> Spacing | None:
-    """The file's spacing (checked), else the Cirrus cube size in the name, else None."""
+    """The file's spacing (checked), else the Cirrus cube size in the name, else None (saying why unless
+    ``explain`` is off: --spacing was given)."""
     if from_file is not None and None not in from_file:
         if not all(math.isfinite(v) and v > 0 for v in from_file):
             raise VolumeFormatError(
@@ -387,9 +381,9 @@ def _resolve_spacing(
                 "zero, negative and non-finite values are invalid: pass --spacing to set it"
             )
         return float(from_file[0]), float(from_file[1]), float(from_file[2])
-    if from_file is not None:
+    if from_file is not None and explain:
         log.warning(f"{path}: the file gives only part of the spacing {from_file} mm; pass --spacing to set it")
-    return cirrus_spacing(name, shape)
+    return cirrus_spacing(name, shape, explain)
 
 
 def _require(module: str, package: str, path: Path) -> ModuleType:

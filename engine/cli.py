@@ -68,13 +68,27 @@ def add_setting(group, *flags: str, help: str, default_text: str | None = None, 
     action.help = help + suffix
 
 
+NOT_SETTINGS = ("config", "resume", "finetune")  # train.py options that are not fields of Settings
+
+
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The settings a training command line names, itself or through ``--config`` (train.py's options default to
+    absent): what a resumed run checks against its own."""
+    from utils.config import load_config_file
+
+    given = {k for k in vars(args) if k not in NOT_SETTINGS}
+    if getattr(args, "config", None):
+        given |= {k.replace("-", "_") for k in load_config_file(args.config)}
+    return given
+
+
 def train_settings(args: argparse.Namespace) -> Settings:
     """Defaults < task defaults < ``--config`` file < options given on the command line; names checked."""
     from engine.trainer import check_names
     from tasks import task_defaults
     from utils.config import resolve_settings
 
-    given = {k: v for k, v in vars(args).items() if k not in ("config", "resume")}
+    given = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
     settings = resolve_settings(given, getattr(args, "config", None), task_defaults)
     check_names(settings)
     # absolute paths in settings.json and every checkpoint: eval.py / test.py run from another folder must read the
@@ -122,15 +136,15 @@ def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: st
 
 
 def scale_arg(text: str) -> str | float:
-    """``--scale``: auto, none, or a positive factor."""
+    """``--scale``: auto, none, or a finite positive factor (inf resized photos to nothing, with a traceback)."""
     if text in ("auto", "none"):
         return text
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"auto, none or a positive number, not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"a scale factor must be > 0, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a scale factor must be a finite number > 0, got {text}")
     return value
 
 

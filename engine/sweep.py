@@ -15,6 +15,7 @@ Many workers share one study through its storage: an Optuna journal file on a sh
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -30,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from utils.config import Settings, load_config_file
-from utils.io import FolderLock, atomic_write, save_csv_atomic
+from utils.io import FolderLock, atomic_write, output_file
 
 try:
     import fcntl
@@ -349,11 +350,14 @@ class Worker:
         old = self.out / f"trial_{retry_of:03d}" / "checkpoint"
         if not (old / latest).exists():
             return None
-        if (old / best).exists():
-            (run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
-            with atomic_write(run_dir / "checkpoint" / best) as f:
-                f.write((old / best).read_bytes())
-        return str(old / latest)
+        # the retry's folder continues the dead trial's line of training (a run folder holds one): its checkpoints
+        # are copied in and resumed there
+        (run_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+        for name in (best, latest):  # the best first, as the trainer writes them
+            if (old / name).exists():
+                with atomic_write(run_dir / "checkpoint" / name) as f:
+                    f.write((old / name).read_bytes())
+        return "auto"
 
 
 # ------------------------------------------------------------------------------------------------- results
@@ -410,8 +414,13 @@ def write_report(study, out: Path) -> list[Path]:
         raise ValueError(f"study {study.study_name!r} has no trials yet")
     columns = list(dict.fromkeys(k for r in rows for k in r))
     written = [out / "trials.csv", out / "trials.md"]
-    save_csv_atomic(written[0], rows, columns)
-    with atomic_write(written[1], "w") as f:
+    # each report replaces the previous one's files, and only those (utils.io.output_file)
+    advice = "move it out of the report folder"
+    with output_file(written[0], True, advice=advice) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+    with output_file(written[1], True, advice=advice) as tmp, open(tmp, "w") as f:
         f.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
         for r in rows:
             f.write("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |\n")
@@ -419,7 +428,7 @@ def write_report(study, out: Path) -> list[Path]:
     if best:
         settings = json.loads((Path(best[0].user_attrs["run_dir"]) / "settings.json").read_text())
         settings.pop("out", None)
-        with atomic_write(out / "best.yaml", "w") as f:
+        with output_file(out / "best.yaml", True, advice=advice) as tmp, open(tmp, "w") as f:
             f.write(f"# trial {best[0].number} of study {study.study_name}: score {best[0].value:.6f}\n")
             yaml.safe_dump(settings, f, sort_keys=False)
         written.append(out / "best.yaml")
@@ -459,8 +468,8 @@ def _plots(study, out: Path) -> list[Path]:
         fig = ax.figure
         fig.set_size_inches(7, 4)
         fig.tight_layout()
-        with atomic_write(out / name) as f:
-            fig.savefig(f, format="png", dpi=100)
+        with output_file(out / name, True, advice="move it out of the report folder") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
         written.append(out / name)
     return written

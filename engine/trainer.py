@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.transforms import Augment
+from engine import run_folder
 from engine.evaluate import evaluate
 from engine.predictor import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
+from engine.run_folder import BEST, LATEST
 from losses import build_loss, parse_loss_spec
 from models import build_model, list_models
 from tasks import build_task, get_task
@@ -35,16 +37,16 @@ from utils.distributed import (
     device_for,
     gather_objects,
 )
-from utils.io import FolderInUse, FolderLock, NotWritable, save_json_atomic
+from utils.io import FolderInUse, FolderLock, NotWritable, save_json_atomic, sha256_of
 from utils.log import Progress, RunLogger, log_to_file
 
 log = logging.getLogger(__name__)
-LATEST, BEST = "checkpoint_latest.pth.tar", "model_best.pth.tar"
 
 
 def check_names(s: Settings) -> None:
-    """The task, model and loss named in the settings exist (before any data is read)."""
-    get_task(s.task)
+    """The task, model and loss named in the settings exist, and ``--select`` names figures of the task's validation
+    (before any data is read)."""
+    get_task(s.task).check_select(s.select)
     if s.name not in list_models():
         raise ValueError(f"Unknown model {s.name!r}; valid names: {', '.join(list_models())}")
     parse_loss_spec(s.loss)
@@ -119,22 +121,24 @@ class Trainer:
         device: torch.device | None = None,
         dist_info: DistInfo | None = None,
         on_epoch: Callable[[int, float, dict[str, float]], None] | None = None,
+        given: Collection[str] | None = None,
+        finetune: str | None = None,
     ) -> None:
         """``on_epoch(epoch, score, metrics)`` is called on the main process after each epoch's checkpoint is saved
-        (a hyper-parameter search reports the score there, and may stop the run by raising)."""
+        (a hyper-parameter search reports the score there, and may stop the run by raising). ``given``: the
+        settings the user named (command line, config file), which a resume checks against the run's own (None:
+        all of them); ``finetune``: a checkpoint whose weights start a new run."""
         check_names(settings)
+        if finetune and resume:
+            raise ValueError("--finetune starts a new run from a checkpoint, --resume continues a run: give one")
         self.on_epoch = on_epoch
-        self.s = s = settings
+        self.s = settings
+        self.given, self.finetune = given, finetune
         self.dist = dist_info or DistInfo()
         self.device = device or (device_for(self.dist) if self.dist.enabled else default_device())
-        if s.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"--batch-size {s.batch_size} is the global batch and must divide among "
-                f"{self.dist.world_size} processes"
-            )
-        self.local_batch = s.batch_size // self.dist.world_size
-        self.run_dir = default_run_dir(s)
+        self.run_dir = default_run_dir(settings)
         self.ckpt_dir = self.run_dir / "checkpoint"
+        run_folder.check_location(self.run_dir, settings)  # before the lock creates the folder
         self._lock = self._lock_run_folder()  # before anything in the run folder is read or written
         try:
             with self._log_file():
@@ -144,17 +148,27 @@ class Trainer:
             raise
 
     def _setup(self, resume: str | None) -> None:
+        resume_path = run_folder.choose_resume(resume, self.run_dir)
+        self.start_epoch = 0
+        if resume_path is not None:  # the run's own settings, with only what does not change what it learns
+            state = load_checkpoint(resume_path, mmap=True)
+            self.s = run_folder.resumed_settings(state, self.s, self.given, resume_path)
+            self.start_epoch = int(state["epoch"])
+        self.s.validate()
         s = self.s
-        resume_path = self._resume_path(resume)
-        if resume_path is None and (any(self.ckpt_dir.glob("*.pth.tar")) or (self.run_dir / "log.csv").exists()):
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run; continue it with --resume auto, or choose another --out"
+        if s.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"--batch-size {s.batch_size} is the global batch and must divide among "
+                f"{self.dist.world_size} processes"
             )
+        self.local_batch = s.batch_size // self.dist.world_size
+        if self.nothing_to_do:  # a finished run: nothing is read or written (fit says so in one line)
+            self.task, self.stop_signal = build_task(s), None
+            self.best_score = float(state.get("best_score", state.get("best_dice", -math.inf)))
+            return
         barrier(self.dist)  # every process has looked before the main one writes
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if s.lr_mode == "step" and s.step >= s.epochs:
-            log.warning(f"--lr-mode step with --step {s.step} never decays the learning rate in {s.epochs} epochs")
 
         seed_everything(s.seed + self.dist.rank)
         if s.deterministic:
@@ -164,8 +178,12 @@ class Trainer:
         self.train_records = self.task.records("train", s.data_dir, s.list_dir)
         self.val_records = self.task.records("val", s.data_dir, s.list_dir)
         self.task.check_disjoint(self.train_records, {"val": self.val_records, **self._test_split()})
+        source = run_folder.data_source(s, self.train_records, self.task)
         if self.dist.is_main:  # decodes the training data once (into the cache), for every process
-            self._normalization()
+            under_way = resume_path is not None or run_folder.holds_run(self.run_dir)
+            self.normalization = run_folder.normalization(
+                self.run_dir, source, lambda: self.task.normalization(self.train_records), under_way
+            )
         barrier(self.dist)
         self.normalization = json.loads((self.run_dir / "normalization.json").read_text())
 
@@ -190,12 +208,15 @@ class Trainer:
         self.optimizer = make_optimizer(s, self.model.parameters())
 
         self.train_set = self.task.train_dataset(self.train_records, augment_for(s))
-        self.start_epoch, self.best_score, self.stale = 0, -math.inf, 0
+        self.best_score, self.stale = -math.inf, 0
         self.task_state: dict = {}  # validation figures the checkpoints carry (``Task.state_keys``)
         self.resume_step, self.resume_sums, self.resume_rng = 0, {}, None
         self.stop_signal: int | None = None
+        self.origin: dict | None = None  # the checkpoint a fine-tune started from
         if resume_path is not None:
-            self._load(resume_path)
+            self._load(resume_path, source)
+        elif self.finetune:
+            self._load_finetune(Path(self.finetune))
         options = self.task.predictor_options(s)
         self.predictor = Predictor(
             [Member(self.model, self.normalization["mean"], self.normalization["std"], options.get("resize"))],
@@ -207,6 +228,11 @@ class Trainer:
         )
         if self.dist.is_main:
             save_json_atomic(self.run_dir / "settings.json", s.to_dict())
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """A resumed run that has already trained ``--epochs`` epochs."""
+        return self.start_epoch >= self.s.epochs
 
     # ----------------------------------------------------------------------------------------------- setup
     def _lock_run_folder(self) -> FolderLock | None:
@@ -232,57 +258,6 @@ class Trainer:
         """Log lines of the main process are also kept in ``<run>/train.log``."""
         return log_to_file(self.run_dir / "train.log" if self.dist.is_main else None)
 
-    def _resume_path(self, resume: str | None) -> Path | None:
-        if not resume:
-            return None
-        if resume == "auto":
-            # the furthest checkpoint (epoch, then step) that loads; writes are atomic, but a file may have been
-            # damaged since; file times say nothing (a copy or a restore changes them)
-            candidates = sorted(self.ckpt_dir.glob("*.pth.tar"))
-            progress, shipped = {}, []
-            for path in candidates:
-                try:
-                    state = load_checkpoint(path, mmap=True)
-                    if "optimizer" not in state:  # a shipped copy (python -m utils.checkpoint): not resumable
-                        shipped.append(path)
-                        continue
-                    progress[path] = (int(state["epoch"]), int(state.get("step", 0)), path.name == LATEST)
-                except CheckpointError as e:
-                    log.warning(f"--resume auto: skipping {e}")
-            if progress:
-                return max(progress, key=progress.get)
-            if shipped:  # only copies without optimiser state: say so (_load's message), not "damaged"
-                return max(shipped, key=lambda p: p.name == LATEST)
-            if candidates:  # starting anew would overwrite them, and refusing to start would be a dead end
-                raise CheckpointError(
-                    f"--resume auto: no checkpoint in {self.ckpt_dir} loads ({', '.join(p.name for p in candidates)} "
-                    "are damaged); resume one explicitly with --resume PATH, or move them away to start anew"
-                )
-            log.info(f"--resume auto: no checkpoint in {self.ckpt_dir}, starting a new run")
-            return None
-        return Path(resume)
-
-    def _best_score_on_resume(self, resumed: float) -> float:
-        """The score model_best.pth.tar holds (decided by the main process, the one that writes it): the resumed
-        checkpoint's own best score may be lower (a run killed between writing model_best and checkpoint_latest, then
-        resumed from checkpoint_latest), and a later, worse epoch must not replace model_best. A missing model_best
-        (deleted) is reported, and the next epoch's checkpoint becomes the best."""
-        best = resumed
-        if self.dist.is_main:
-            path = self.ckpt_dir / BEST
-            if path.is_file():
-                try:
-                    best = max(best, float(load_checkpoint(path, mmap=True).get("best_score", -math.inf)))
-                except CheckpointError as e:
-                    log.warning(f"{e}; the next better epoch replaces it")
-            elif math.isfinite(best):
-                log.warning(
-                    f"{path} is missing (deleted?): the best score so far ({best:.4f}) has no weights, so the next "
-                    "epoch's checkpoint becomes model_best"
-                )
-                best = -math.inf
-        return float(broadcast_object(best, self.dist))  # every process counts stale epochs alike (early stopping)
-
     def _test_split(self) -> dict[str, list]:
         """The test split's records where the data set has one (checked against training and validation)."""
         from data.oct import DatasetError
@@ -292,26 +267,8 @@ class Trainer:
         except (DatasetError, FileNotFoundError):
             return {}
 
-    def _normalization(self) -> None:
-        """``normalization.json``: the training data's statistics, computed once per run; recomputed when the run
-        folder holds statistics of other training data (e.g. a start that failed before its first checkpoint)."""
-        path = self.run_dir / "normalization.json"
-        source = {"data_dir": str(Path(self.s.data_dir).resolve()), "records": [r.name for r in self.train_records]}
-        if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("source") == source or any(self.ckpt_dir.glob("*.pth.tar")):
-                return  # this data's statistics, or a run under way (whose checkpoints carry their own)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_json_atomic(path, {**self.task.normalization(self.train_records), "source": source})
-
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path, source: dict) -> None:
         state = load_checkpoint(path, self.device)
-        if state["model_name"] != self.s.name:
-            raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, not {self.s.name!r}")
-        if state["settings"].get("task", Settings.task) != self.s.task:
-            raise CheckpointError(
-                f"{path}: a checkpoint of task {state['settings'].get('task')!r}, not {self.s.task!r}"
-            )
         if "optimizer" not in state:  # continuing with a fresh Adam state (and maybe bf16 weights) would be silent
             raise CheckpointError(
                 f"{path}: a deployable copy without optimiser state (python -m utils.checkpoint), which cannot be "
@@ -325,12 +282,30 @@ class Trainer:
             rngs = state["rng_states"]  # one per process; another process count re-seeds instead
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
-        self.best_score = self._best_score_on_resume(float(state.get("best_score", state.get("best_dice", -math.inf))))
+        resumed = float(state.get("best_score", state.get("best_dice", -math.inf)))
+        best = run_folder.best_score_on_resume(self.ckpt_dir, resumed) if self.dist.is_main else resumed
+        self.best_score = float(broadcast_object(best, self.dist))  # every process counts stale epochs alike
         self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
+        self.origin = state.get("finetuned_from")
         if "normalization" in state:
             self.normalization = state["normalization"]
+        run_folder.check_fingerprint(path, state.get("normalization"), source)
         where = f" step {self.resume_step}" if self.resume_step else ""
         log.info(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
+
+    def _load_finetune(self, path: Path) -> None:
+        """A new run that starts from ``path``'s weights (not its optimiser, epoch or best score); its checkpoints
+        record where they came from."""
+        state = load_checkpoint(path, self.device)
+        if state["model_name"] != self.s.name:
+            name = state["model_name"]
+            raise CheckpointError(f"{path}: holds a {name!r} model, not {self.s.name!r}; fine-tune with --name {name}")
+        if state["settings"].get("task", Settings.task) != self.s.task:
+            task = state["settings"].get("task")
+            raise CheckpointError(f"{path}: a checkpoint of task {task!r}, not {self.s.task!r}")
+        load_model_weights(self.model, state["state_dict"], path)
+        self.origin = {"checkpoint": str(path.resolve()), "sha256": sha256_of(path), "epoch": int(state["epoch"])}
+        log.info(f"fine-tuning from {path} (epoch {state['epoch']}), a new run in {self.run_dir}")
 
     def _loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
         """This process's share of the epoch's batches, minus the first ``skip_steps`` already done."""
@@ -474,11 +449,17 @@ class Trainer:
             "best_score": self.best_score,
             "score_key": self.score_key,
             "normalization": self.normalization,
+            **({"finetuned_from": self.origin} if self.origin else {}),
             **self.task_state,
         }
 
     def fit(self) -> dict[str, float]:
-        logger = RunLogger(self.run_dir, self.start_epoch) if self.dist.is_main else None
+        if self.nothing_to_do:  # one line in train.log, and nothing else written
+            with self._log_file():
+                log.info(f"nothing to do: the run has finished epoch {self.start_epoch}; --epochs is {self.s.epochs}")
+            self.close()
+            return {}
+        logger = RunLogger(self.run_dir) if self.dist.is_main else None
         previous = self._catch_signals()
         try:
             with self._log_file():
@@ -503,9 +484,9 @@ class Trainer:
     def _fit(self, logger: RunLogger | None) -> dict[str, float]:
         metrics: dict[str, float] = {}
         processes = f" in {self.dist.world_size} processes" if self.dist.enabled else ""
-        if self.start_epoch >= self.s.epochs:
-            log.info(f"nothing to do: the run has finished epoch {self.start_epoch}; --epochs is {self.s.epochs}")
-            return metrics
+        s = self.s
+        if s.lr_mode == "step" and s.step >= s.epochs:
+            log.warning(f"--lr-mode step with --step {s.step} never decays the learning rate in {s.epochs} epochs")
         log.info(
             f"training {self.s.name} ({self.task.name} task) on {len(self.train_set)} samples of "
             f"{len(self.train_records)} {self.task.noun}, validating on {len(self.val_records)}, "

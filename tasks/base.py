@@ -72,7 +72,7 @@ class Task(ABC):
     input_options: ClassVar[tuple[str, ...]] = ()
     #: whether ``quantify`` and ``write_report`` are implemented (predict.py --report)
     reports: ClassVar[bool] = False
-    #: names an input may not have: this task's own output files and folders would collide with its outputs
+    #: the output folder's own entries (files and folders not of one input): no input's ``output_names`` may be one
     reserved_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
@@ -193,9 +193,34 @@ class Task(ABC):
         """One self-contained HTML page for ``name`` under ``folder``; tasks with ``quantify`` write one."""
         raise NotImplementedError(f"the {self.name} task writes no reports")
 
+    @classmethod
+    def figure_names(cls) -> tuple[str, ...]:
+        """The figures validation produces (the keys of the evaluator's ``aggregate``), known without validating:
+        what ``--select`` may sum. By default ``summary_keys`` and those of ``score_key``; a task whose evaluator
+        produces others overrides this."""
+        return tuple(dict.fromkeys((*cls.summary_keys, *cls.score_key.split("+"))))
+
+    @classmethod
+    def check_select(cls, select: str) -> None:
+        """``--select`` (validation figures joined by "+"; "" for the task's ``score_key``) names only figures
+        this task's validation produces: checked at start, not after the first epoch."""
+        unknown = [k for k in select.split("+") if k not in cls.figure_names()] if select else []
+        if unknown:
+            raise ValueError(
+                f"--select {select}: the {cls.name} task's validation has no figure "
+                f"{' or '.join(repr(k) for k in unknown)}; choose from {', '.join(cls.figure_names())} (several joined "
+                "by +)"
+            )
+
     def input_name(self, path: Path) -> str:
         """The name ``read_input(path)``'s outputs are written under."""
         return path.stem
+
+    def output_names(self, name: str) -> tuple[str, ...]:
+        """The names the outputs of the input ``name`` take in the output folder (its files and folders, or the
+        stem they share): two inputs may not share one, and none may be in ``reserved_names``. By default ``name``
+        itself, for a task whose outputs are ``name`` plus fixed suffixes."""
+        return (name,)
 
     @abstractmethod
     def normalization(self, records: list) -> dict[str, list[float]]:

@@ -25,7 +25,7 @@ from metrics import detection_auc, summarize_dice, volume_dice
 from metrics.quantify import quantify
 from tasks import register_task
 from tasks.base import Evaluator, Task
-from utils.io import save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
+from utils.io import OUTPUT_MARKER, save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
 from utils.log import Progress
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ class OctTask(Task):
     detects = True
     input_options = ("cube", "spacing")
     reports = True
-    reserved_names = (SUBMISSION_FOLDER, "report", "index")
+    # predict.py's own outputs: the submission folder, the reports (with report/index.html) and the fluid table
+    reserved_names = (SUBMISSION_FOLDER, "report", "index", "quantify.csv", OUTPUT_MARKER)
 
     def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
         super().__init__(settings, cache_dir, states, weights, scale)
@@ -208,6 +209,11 @@ class OctTask(Task):
 
     def input_name(self, path: Path) -> str:
         return volume_name(path)
+
+    def output_names(self, name: str) -> tuple[str, ...]:
+        """``<name>`` (the pictures' folder, ``report/<name>.html``, ``segment/<name>_...``) and ``<name>.gif``: a
+        volume named ``A.gif`` would put its folder where ``A``'s GIF goes."""
+        return name, f"{name}.gif"
 
     def normalization(self, records: list[VolumeRecord]) -> dict[str, list[float]]:
         every = max(1, len(records) // 10)

@@ -7,7 +7,9 @@ The last ``--val-count`` training photos validate: they pick the best checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from utils.io import save_csv_atomic, save_image_atomic
 
 log = logging.getLogger(__name__)
 VESSEL_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+MAX_PIXELS = 2**28  # a photo resized beyond this (16384 x 16384) ran out of memory with a traceback: refused
 SUMMARY = ("auc_roc", "auc_pr", "f1", "iou", "accuracy", "sensitivity", "specificity", "threshold")
 
 
@@ -108,12 +111,12 @@ class VesselTask(Task):
     KEEP = 32
 
     def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
-        super().__init__(settings, cache_dir, states, weights, scale)
+        super().__init__(settings, cache_dir, states, weights, scale_value(scale))
         # fused checkpoints: their thresholds averaged with the fusion weights; none (training): chosen on validation
         thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
         self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
         self._photos: OrderedDict[Path, Photo] = OrderedDict()  # the last few decoded photos
-        self._unscaled: set[str] = set()  # photos --scale auto could not measure (warned once each)
+        self._warned: set[tuple[str, str]] = set()  # (photo, what): each warning once per photo (validation repeats)
         # the training photos' field-of-view diameter (pixels), which ``--scale auto`` brings every photo to
         diameters = [(s.get("normalization") or {}).get("fov_diameter") for s in self.states]
         known = [(d, w) for d, w in zip(diameters, self.weights) if d]
@@ -151,7 +154,7 @@ class VesselTask(Task):
         if path.is_dir():
             raise DatasetError(f"{path}: a folder; a vessel checkpoint predicts photographs (image files)")
         rgb = read_rgb(path)
-        return Photo(path.stem, rgb, None, fov_from_photo(rgb))
+        return Photo(path.stem, rgb, None, fov_from_photo(rgb), path)
 
     def normalization(self, records) -> dict[str, list[float]]:
         return photo_normalization([self.load(r) for r in records])
@@ -159,6 +162,9 @@ class VesselTask(Task):
     def train_dataset(self, records, augment) -> PhotoPatchDataset:
         s = self.settings
         samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
+        # patches where the rotated patch stays inside the photo: the photo's edges are the dark surround of the
+        # field of view, whose ignored pixels would fill a third of every tiled patch (OCT tiles the slice instead)
+        augment = dataclasses.replace(augment, placement="inside")
         return PhotoPatchDataset([self.load(r) for r in records], augment, samples, seed=s.seed)
 
     def scale_factor(self, sample: Photo) -> float:
@@ -171,26 +177,88 @@ class VesselTask(Task):
         if self.train_diameter is None:
             return 1.0
         if sample.fov.all():  # no dark border: the frame is a crop, and its size says nothing of the pixel scale
-            if sample.name not in self._unscaled:
-                self._unscaled.add(sample.name)
-                log.warning(
-                    f"{sample.name}: no field-of-view border found (a crop inside the fundus?), so --scale auto "
-                    "cannot measure the pixel scale: predicted as it is; give --scale FACTOR if it differs from "
-                    "the training photos'"
-                )
+            self._warn_once(
+                sample,
+                "unscaled",
+                "no field-of-view border found (a crop inside the fundus?), so --scale auto cannot measure the pixel "
+                "scale: predicted as it is; give --scale FACTOR if it differs from the training photos'",
+            )
             return 1.0
         factor = self.train_diameter / fov_diameter(sample.fov)
         return 1.0 if abs(factor - 1) < 0.05 else factor
 
+    def check_photo(self, sample: Photo, factor: float) -> None:
+        """What would give a wrong mask without an error, said before the model runs on a checkpoint's behalf
+        (training validation predicts its own photos): a photo smaller than the training patch, at its own size or
+        resized by ``factor``, or larger than ``MAX_PIXELS`` resized, is refused (``ValueError``); a field of view
+        under half the training photos' diameter after resizing, and more blue than red inside the field of view
+        (channels swapped), are warned once a photo."""
+        if not self.states:
+            return
+        who, patch = photo_name(sample), self.settings.crop_size
+        h, w = sample.rgb.shape[:2]
+        if h * w * factor * factor > MAX_PIXELS:  # before rounding: a factor of 1e307 makes no integer size
+            raise ValueError(
+                f"{who}: {h}x{w} pixels, {h * factor:.3g} x {w * factor:.3g} after {self._scaling(factor)}: more than "
+                f"{MAX_PIXELS} pixels to predict; pass a smaller --scale (auto brings the field of view to the "
+                "training photos' size)"
+            )
+        sh, sw = scaled_size(h, w, factor)
+        if patch and min(h, w) < patch:  # a thumbnail: resizing cannot bring back vessels its pixels do not hold
+            raise ValueError(
+                f"{who}: a {h}x{w} photo, smaller than the {patch}x{patch} patches the model was trained on (a "
+                "thumbnail?): too few pixels to show the vessels; predict the full-size photo"
+            )
+        if patch and min(sh, sw) < patch:
+            raise ValueError(
+                f"{who}: {h}x{w} pixels, {sh}x{sw} after {self._scaling(factor)}: smaller than the {patch}x{patch} "
+                "patches the model was trained on; pass a larger --scale (auto brings the field of view to the "
+                "training photos' size) or a larger photo"
+            )
+        if self.train_diameter and not sample.fov.all():  # a crop without a border has no measurable scale
+            seen = fov_diameter(sample.fov) * factor
+            if seen < self.train_diameter / 2:
+                self._warn_once(
+                    sample,
+                    "small",
+                    f"its field of view is {seen:.0f} pixels across after {self._scaling(factor)}, under half "
+                    f"the training photos' {self.train_diameter:.0f}: vessels look thinner than the model learned "
+                    f"them and many will be missed; give --scale auto (here "
+                    f"{self.train_diameter / fov_diameter(sample.fov):.3g})",
+                )
+        inside = sample.rgb[sample.fov] if sample.fov.any() else sample.rgb.reshape(-1, 3)  # (N, 3)
+        red, blue = inside[:, 0].mean(dtype=np.float64), inside[:, 2].mean(dtype=np.float64)
+        if blue > red:  # a fundus is red: blue brighter than red is a BGR array (OpenCV) or a swapped file
+            self._warn_once(
+                sample,
+                "bgr",
+                f"mean blue {blue:.0f} exceeds mean red {red:.0f} inside the field of view, where a fundus "
+                "photo is red: red and blue swapped (a BGR array from OpenCV's imread?); vessels are missed in such a "
+                "photo: convert it to RGB (cv2.cvtColor(img, cv2.COLOR_BGR2RGB), or img[..., ::-1])",
+            )
+
+    def _scaling(self, factor: float) -> str:
+        """How a photo was resized, for messages: ``--scale auto (x8.44)``, ``--scale 1e-09``."""
+        if isinstance(self.scale, str):
+            return f"--scale {self.scale} (x{factor:.3g})"
+        return f"--scale {self.scale:g}"
+
+    def _warn_once(self, sample: Photo, what: str, message: str) -> None:
+        key = (photo_name(sample), what)
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(f"{key[0]}: {message}")
+
     def predict(self, predictor: Predictor, sample: Photo) -> VesselPrediction:
         rgb = sample.rgb
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"{sample.name}: expected an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")
+            raise ValueError(f"{photo_name(sample)}: expected an (H, W, 3) uint8 photo, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
         factor = self.scale_factor(sample)
+        self.check_photo(sample, factor)
         if factor != 1.0:  # PIL's bilinear resize filters when it shrinks (no aliasing of thin vessels)
-            size = (max(1, round(w * factor)), max(1, round(h * factor)))
-            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+            sh, sw = scaled_size(h, w, factor)
+            rgb = np.asarray(Image.fromarray(rgb).resize((sw, sh), Image.BILINEAR))
         x = predictor.upload(np.ascontiguousarray(rgb.transpose(2, 0, 1))[None])  # (1, 3, h, w) uint8
         probs = predictor.predict(lambda a, b: x[a:b], 1, keep_probs=True).probs[:, 1:2]
         if factor != 1.0:  # probabilities back at the photo's native size
@@ -214,6 +282,31 @@ class VesselTask(Task):
         if not seg:
             return []
         return [save_image_atomic(folder / f"{name}_mask.png", prediction.mask.astype(np.uint8) * 255)]
+
+
+def scale_value(scale: str | float) -> str | float:
+    """``auto``, ``none`` or a finite factor > 0 (``--scale``, ``Segmenter``'s ``scale``), else ``ValueError``."""
+    if isinstance(scale, str) and scale in ("auto", "none"):
+        return scale
+    try:
+        if isinstance(scale, bool):
+            raise TypeError
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be auto, none or a number > 0, got {scale!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"a scale factor must be a finite number > 0, got {scale!r}")
+    return value
+
+
+def scaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
+    """(h, w) resized by ``factor``, at least one pixel each."""
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
+def photo_name(sample: Photo) -> str:
+    """What messages call a photo: its file, or the name it was given (``photo 3``: Segmenter's third array)."""
+    return str(sample.path) if sample.path is not None else sample.name
 
 
 def blend(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
@@ -257,6 +350,7 @@ class Segmenter:
     def __init__(self, predictor: Predictor, task: VesselTask) -> None:
         self.predictor = predictor
         self.task = task
+        self.count = 0  # photos predicted: the default name of the next one is photo <count + 1>
 
     @classmethod
     def from_checkpoint(cls, paths, device=None, weights=None, scale="auto", **predictor_kwargs) -> Segmenter:
@@ -266,6 +360,7 @@ class Segmenter:
         from utils.checkpoint import load_checkpoint
         from utils.config import Settings
 
+        scale = scale_value(scale)  # before any checkpoint is read
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         states = [load_checkpoint(p) for p in paths]
         settings = Settings.from_dict(states[0]["settings"], source=str(paths[0]))
@@ -278,23 +373,34 @@ class Segmenter:
     def threshold(self) -> float:
         return self.task.threshold
 
-    def predict(self, rgb: np.ndarray, fov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, rgb: np.ndarray, fov: np.ndarray | None = None, name: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """rgb (H, W, 3) uint8, or float in [0, 1] -> (vessel probability (H, W) float32, mask (H, W) bool);
-        outside ``fov`` (computed from the photo when not given) no vessels are reported."""
+        outside ``fov`` (computed from the photo when not given) no vessels are reported. Warnings and errors call
+        the photo ``name``, by default ``photo N`` for the Nth this segmenter was given (counted from 1). A photo
+        smaller than the training patch is refused (``ValueError``); one with a small field of view, or with blue
+        brighter than red (a BGR array), gets a warning."""
+        self.count += 1
+        name = name or f"photo {self.count}"
         rgb = np.asarray(rgb)
         if rgb.dtype.kind == "f":
             if rgb.size and (np.nanmin(rgb) < 0 or np.nanmax(rgb) > 1 or np.isnan(rgb).any()):
-                raise ValueError(f"a float photo must hold values in [0, 1], got {np.nanmin(rgb)}..{np.nanmax(rgb)}")
+                raise ValueError(
+                    f"{name}: a float photo must hold values in [0, 1], got {np.nanmin(rgb)}..{np.nanmax(rgb)}"
+                )
             rgb = np.round(rgb * 255).astype(np.uint8)
         elif rgb.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 photo or floats in [0, 1], got {rgb.dtype}")
+            raise ValueError(f"{name}: expected a uint8 photo or floats in [0, 1], got {rgb.dtype}")
         if fov is None:
             fov = fov_from_photo(rgb)
         else:  # a 0/254 JPEG mask or a 0/128 one is a mask too: the bitwise AND with it reported no vessels at all
             fov = np.asarray(fov)
             if fov.shape != rgb.shape[:2]:
-                raise ValueError(f"fov is {fov.shape}, the photo {rgb.shape[:2]}: one field-of-view pixel per pixel")
+                raise ValueError(
+                    f"{name}: fov is {fov.shape}, the photo {rgb.shape[:2]}: one field-of-view pixel per pixel"
+                )
             fov = fov if fov.dtype == bool else fov > (float(fov.max()) / 2 if fov.max() > 0 else 0)
-        photo = Photo("photo", np.ascontiguousarray(rgb), None, fov)
+        photo = Photo(name, np.ascontiguousarray(rgb), None, fov)
         p = self.task.predict(self.predictor, photo)
         return p.prob, p.mask

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # Before torch is imported, and inherited by every process a test starts (train.py, eval.py, torchrun workers): one
@@ -7,6 +8,8 @@ from pathlib import Path
 # machine. The suite's tolerances are CPU figures; GPU checks are bench.py's and scripts/gpu_session.sh's.
 os.environ["OMP_NUM_THREADS"] = "2"
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# the locks of the suite's output folders in a folder of the session's own, not the user's ~/.cache
+os.environ.setdefault("RETINA_LESION_LOCKS", tempfile.mkdtemp(prefix="retina-lesion-test-locks-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -42,7 +42,8 @@ def test_train_help_shows_groups_and_effective_defaults_per_task():
     assert "[default: 0; vessel: 96]" in flat and "[default: 16 32 64 128 256]" in flat
     assert "python -m data.synthetic" in flat and "python -m tools.export" in flat
     parser = train_script.build_parser()
-    settings_options = [a for a in parser._actions if a.option_strings and a.dest not in ("help", "config", "resume")]
+    not_settings = ("help", "config", "resume", "finetune")
+    settings_options = [a for a in parser._actions if a.option_strings and a.dest not in not_settings]
     assert len(settings_options) == 46 and all("[default:" in a.help for a in settings_options)
 
 

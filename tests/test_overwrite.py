@@ -86,7 +86,10 @@ def test_force_refuses_an_output_folder_holding_a_run_saved_into_it_later(run, t
     assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]
 
     shutil.move(nested, tmp_path / "finetune")  # moved away, --force replaces the eval's own output
-    (e7 / "metrics.json").write_text("{}")
+    (e7 / "metrics.json").write_text("{}")  # ... unless a user edited it since
+    _one_error_line(_cli(eval_script, [*ev, "--force"], monkeypatch), "metrics.json (changed since it was written)")
+    assert (e7 / "metrics.json").read_text() == "{}"
+    (e7 / "metrics.json").unlink()
     eval_script.main([*ev, "--force"])
     assert json.loads((e7 / "metrics.json").read_text())["split"] == "val"
     assert _tree(tmp_path / "finetune") == before
@@ -99,7 +102,10 @@ def test_force_names_up_to_three_foreign_entries_and_replaces_only_manifest_entr
         (stage / "segment" / "a.npy").write_bytes(b"a")
         (stage / "metrics.json").write_text("{}")
     assert _manifest(out) == ["metrics.json", "segment"]
-    (out / "segment" / "stale.npy").write_bytes(b"")  # inside an entry the run wrote: replaced with it
+    (out / "segment" / "stale.npy").write_bytes(b"")  # inside an entry the run wrote: foreign all the same
+    with pytest.raises(FileExistsError, match="segment/stale.npy, not written"), staged_output_dir(out, force=True):
+        pass
+    (out / "segment" / "stale.npy").unlink()
     for name in ("notes.txt", "b", "c", "d"):
         (out / name).write_text("mine")
     with pytest.raises(FileExistsError) as refused, staged_output_dir(out, force=True):
@@ -180,7 +186,12 @@ def test_shrink_never_writes_over_its_source_or_an_existing_file_without_force(r
         and done.stderr.strip() == f"error: {dst} already exists; pass --force to replace it, or name another file"
     ), done.stderr
     assert dst.read_bytes() == b"an earlier copy"
-    assert shrink_checkpoint(src, dst, force=True) == dst and "optimizer" not in load_checkpoint(dst)
+    with pytest.raises(FileExistsError, match="not written by this toolkit as a single output file"):  # the user's
+        shrink_checkpoint(src, dst, force=True)
+    assert dst.read_bytes() == b"an earlier copy"
+    dst.unlink()
+    assert shrink_checkpoint(src, dst) == dst and "optimizer" not in load_checkpoint(dst)
+    assert shrink_checkpoint(src, dst, force=True) == dst  # its own earlier copy: replaced with --force
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # written through a temporary file
     with pytest.raises(FileExistsError, match="is a folder; name the file"):
         shrink_checkpoint(src, tmp_path / "ckpt", force=True)
@@ -216,14 +227,14 @@ def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run_on_that_out
     on that output holds its lock, so no live run writes those: they are removed. A folder of that name without
     the marker is somebody else's and stays, as does another output's staging folder."""
     out = tmp_path / "ev"
-    dead = tmp_path / "ev.staging-dead1"
+    dead = tmp_path / "ev.staging-dead1xyz"  # tempfile.mkdtemp's 8 characters
     dead.mkdir()
     (dead / OUTPUT_MARKER).write_text(json.dumps({"written_by": "retina-lesion", "command": []}))
     (dead / "metrics.json").write_text("{}")
     foreign = tmp_path / "ev.staging-mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    other = tmp_path / "ev2.staging-dead2"
+    other = tmp_path / "ev2.staging-dead2xyz"
     other.mkdir()
     (other / OUTPUT_MARKER).write_text("{}")
     with staged_output_dir(out, force=False) as stage:
@@ -240,13 +251,23 @@ def test_a_marker_naming_paths_outside_the_folder_deletes_nothing_and_browser_cl
         (stage / "metrics.json").write_text("{}")
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "data.txt").write_text("keep")
+    marker = json.loads((out / OUTPUT_MARKER).read_text())
+    old_style = {k: v for k, v in marker.items() if k not in ("files", "dirs")}  # an earlier version's marker
     for evil in (["../victim"], [str(tmp_path / "victim")], [".."]):
-        marker = json.loads((out / OUTPUT_MARKER).read_text())
-        (out / OUTPUT_MARKER).write_text(json.dumps({**marker, "entries": evil}))
+        (out / OUTPUT_MARKER).write_text(json.dumps({**old_style, "entries": evil}))
         with pytest.raises(FileExistsError, match="not names of entries in the folder"), staged_output_dir(out, True):
             pass
         assert (tmp_path / "victim" / "data.txt").read_text() == "keep"
-    (out / OUTPUT_MARKER).write_text(json.dumps({**marker, "entries": ["metrics.json"]}))
+    # a marker listing files outside the folder (with their true size and time): names are never followed, only
+    # what lies in the folder is deleted
+    st = (tmp_path / "victim" / "data.txt").stat()
+    for evil in ("../victim/data.txt", str(tmp_path / "victim" / "data.txt")):
+        files = {**marker["files"], evil: [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]}
+        (out / OUTPUT_MARKER).write_text(json.dumps({**marker, "files": files}))
+        with staged_output_dir(out, force=True) as stage:
+            (stage / "metrics.json").write_text("{}")
+        assert (tmp_path / "victim" / "data.txt").read_text() == "keep"
+        marker = json.loads((out / OUTPUT_MARKER).read_text())
     (out / ".DS_Store").write_bytes(b"\0")
     (out / "Thumbs.db").write_bytes(b"\0")
     with staged_output_dir(out, force=True) as stage:

@@ -133,7 +133,7 @@ def test_the_python_api_takes_any_field_of_view_mask_and_warns_when_scale_cannot
         assert mask.dtype == bool and np.array_equal(mask, reference)
     with pytest.raises(ValueError, match="fov is"):
         seg.predict(rgb, fov[:-1])
-    crop = np.ascontiguousarray(rgb[200:300, 200:300])
+    crop = np.ascontiguousarray(rgb[200:400, 200:400])
     with caplog.at_level(logging.WARNING, "tasks.vessel"):
         seg.predict(crop)
     assert "--scale auto cannot measure the pixel scale" in caplog.text

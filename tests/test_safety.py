@@ -22,7 +22,7 @@ import train as train_script
 from data.cache import VolumeCache
 from data.oct import DatasetError, find_volumes, read_grey
 from engine.cli import cli_main
-from utils.io import OUTPUT_MARKER, FolderInUse, FolderLock
+from utils.io import OUTPUT_MARKER, FolderInUse, FolderLock, output_lock_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--name", "unet", "--channels", "4", "8", "8", "16", "16", "--batch-size", "4", "-j", "0", "--lr", "0.002"]
@@ -70,9 +70,9 @@ def test_force_never_replaces_the_dataset_the_run_folder_or_the_cache(run, tmp_p
     before = _tree(data)
     common = ["--seg-path", str(run["ckpt"]), "-d", str(data), "--cache-dir", str(run["cache"]), "--force"]
     cases = [
-        (test_script, ["--seg", "--det", *common, "--out", str(data)], "holds the dataset"),
+        (test_script, ["--seg", "--det", *common, "--out", str(data)], "is the dataset"),
         (eval_script, [*common, "--out", str(run["run"])], "holds a checkpoint being read"),
-        (eval_script, [*common, "--out", str(run["cache"])], "holds the decode cache"),
+        (eval_script, [*common, "--out", str(run["cache"])], "is the decode cache"),
     ]
     run_before, cache_before = _tree(run["run"]), _tree(run["cache"])
     for module, argv, needle in cases:
@@ -88,7 +88,9 @@ def test_force_never_replaces_the_dataset_the_run_folder_or_the_cache(run, tmp_p
     out = tmp_path / "sub"
     test_script.main(argv[:-3] + ["--out", str(out)])
     assert (out / OUTPUT_MARKER).is_file()
-    (out / "segment" / "stale.npy").write_bytes(b"")
+    (out / "segment" / "stale.npy").write_bytes(b"")  # a file it did not write, at any depth: refused
+    _one_error_line(_cli(test_script, [*argv[:-3], "--out", str(out), "--force"], monkeypatch), "segment/stale.npy")
+    (out / "segment" / "stale.npy").unlink()
     test_script.main(argv[:-3] + ["--out", str(out), "--force"])
     assert len(list((out / "segment").iterdir())) == 2 and (out / OUTPUT_MARKER).is_file()  # replaced whole
 
@@ -114,7 +116,7 @@ def test_a_second_eval_on_the_same_folder_stops_at_once_and_the_first_completes(
     out = tmp_path / "ev"
     argv = ["--seg-path", str(run["ckpt"]), "-d", str(run["data"]), "--cache-dir", str(run["cache"]), "--out", str(out)]
     first = _spawn("eval.py", argv)
-    _wait_for_lock(tmp_path / ".ev.lock", first)
+    _wait_for_lock(output_lock_path(out), first)
     first.send_signal(signal.SIGSTOP)  # the first run holds the folder, frozen mid-way
     try:
         t0 = time.time()

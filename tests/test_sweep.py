@@ -177,14 +177,15 @@ def test_one_study_one_way_of_training_and_failing_trials_stop_the_worker(data, 
         sweep_script.main([*args[:2], "--space", str(other), *args[4:]])
     with pytest.raises(ValueError, match="holds the trials of study 'one'"):
         sweep_script.main(["--study", "two", *args[2:]])
-    # a space whose every trial fails (crops larger than the 48 x 32 slices) stops, naming the error
-    crops = _space(tmp_path / "crop.yaml", "crop_size: {type: categorical, choices: [200, 300]}\n")
-    args, out = _common(data, tmp_path, "crop", crops, 20, "--epochs", "1", "--steps-per-epoch", "1")
+    # a space whose every trial fails (a learning rate that makes the second step's loss non-finite) stops, naming
+    # the error (crops larger than the slices no longer fail: they are centred and their padding ignored)
+    diverging = _space(tmp_path / "diverge.yaml", "lr: {type: float, low: 1.0e+29, high: 1.0e+30, log: true}\n")
+    args, out = _common(data, tmp_path, "diverge", diverging, 20, "--epochs", "1", "--steps-per-epoch", "2")
     with pytest.raises(RuntimeError, match="5 trials in a row failed"):
         sweep_script.main(args)
-    sweep_script.main(["--report", "--study", "crop", "--out", str(out)])
+    sweep_script.main(["--report", "--study", "diverge", "--out", str(out)])
     rows = list(csv.DictReader((out / "report" / "trials.csv").open()))
-    assert [r["state"] for r in rows] == ["FAIL"] * 5 and all(r["error"] for r in rows)
+    assert [r["state"] for r in rows] == ["FAIL"] * 5 and all("non-finite loss" in r["error"] for r in rows)
     assert not (out / "report" / "best.yaml").exists()
     with pytest.raises(SystemExit, match="--gpus: no CUDA GPU is visible here"):  # not one CPU worker per "GPU"
         sweep_script.main([*args, "--gpus", "0,1"])

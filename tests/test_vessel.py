@@ -98,7 +98,7 @@ def low_res(tmp_path_factory):
             Image.fromarray(p.label.astype(np.uint8) * 255).resize(size, Image.NEAREST).save(
                 root / split / "mask" / f"{r.name}.png"
             )
-    run = root / "run"
+    run = tmp_path_factory.mktemp("paired_run") / "run"  # a run folder never lies inside its data
     metrics = train_script.main(
         [
             "--task",
@@ -132,17 +132,18 @@ def low_res(tmp_path_factory):
     return root, run / "checkpoint" / "model_best.pth.tar", metrics
 
 
-def test_short_cpu_training_beats_all_background(low_res):
+def test_short_cpu_training_beats_all_background(low_res, tmp_path):
     root, ckpt, val = low_res
     # predicting background everywhere scores F1 0 (no true positives); the trained model must clearly beat it
     assert val["f1"] > 0.4 and val["auc_roc"] > 0.85, val
-    result = eval_script.main(["--seg-path", str(ckpt), "-d", str(root), "--out", str(root / "ev"), "--vis"])
+    ev = tmp_path / "ev"  # outside the data: an output never goes inside its inputs
+    result = eval_script.main(["--seg-path", str(ckpt), "-d", str(root), "--out", str(ev), "--vis"])
     assert result["f1"] > 0.4 and result["photos"] == 2
-    saved = json.loads((root / "ev" / "metrics.json").read_text())
+    saved = json.loads((ev / "metrics.json").read_text())
     assert set(saved) >= {"auc_roc", "auc_pr", "f1", "iou", "accuracy", "sensitivity", "specificity", "threshold"}
     assert saved["scale"] == "auto"  # how the photos were brought to the training scale: part of the result
-    assert all((root / "ev" / f).exists() for f in ("roc.png", "pr.png", "per_image.csv"))
-    assert len(list((root / "ev" / "vis").glob("*_blend.png"))) == 2
+    assert all((ev / f).exists() for f in ("roc.png", "pr.png", "per_image.csv"))
+    assert len(list((ev / "vis").glob("*_blend.png"))) == 2
 
 
 def test_predict_writes_a_mask_and_a_blend_of_the_photo_size(low_res, tmp_path):

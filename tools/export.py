@@ -10,6 +10,8 @@ metadata (``mean``, ``std``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import json
 import sys
 import warnings
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from models import model_from_checkpoint
-from utils.io import atomic_path
+from utils.io import check_output_file, output_file
 
 
 class ExportWrapper(nn.Module):
@@ -35,16 +37,28 @@ class ExportWrapper(nn.Module):
         return out.seg_logits, cls
 
 
-def export(ckpt: str | Path, fmt: str, out: str | Path, height: int, width: int, opset: int = 18) -> Path:
+def export(
+    ckpt: str | Path, fmt: str, out: str | Path, height: int, width: int, opset: int = 18, force: bool = False
+) -> Path:
+    """Write ``ckpt``'s model as ``fmt`` to ``out`` through the toolkit's one output writer: never over the
+    checkpoint itself, over another existing file only with ``force`` and only when the toolkit wrote it."""
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
+    if fmt == "onnx":
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(
+                f"--format onnx needs the {' and '.join(missing)} package{'s' * (len(missing) > 1)}: "
+                f"pip install {' '.join(missing)} (or export with --format torchscript)"
+            )
+    out = Path(out)
+    protected = [("the checkpoint being exported", Path(ckpt))]
+    check_output_file(out, force, protected)  # before the (slow) load and trace
     model, settings, state = model_from_checkpoint(ckpt)
     wrapper = ExportWrapper(model).eval()
     example = torch.randn(2, 3, height, width)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     norm = state.get("normalization") or {}
-    if fmt not in ("onnx", "torchscript"):
-        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
-    with atomic_path(out) as tmp:
+    with output_file(out, force, protected) as tmp:
         _write(wrapper, example, fmt, tmp, opset, norm, settings.name)
     return out
 
@@ -54,7 +68,10 @@ def _write(wrapper: nn.Module, example: torch.Tensor, fmt: str, tmp: Path, opset
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice; the graph is for one H x W
             traced = torch.jit.trace(wrapper, example, check_trace=False)
-        traced.save(str(tmp))
+        # serialised in memory and written by Python: libtorch's file writer aborts the process on a full disk
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        tmp.write_bytes(buffer.getvalue())
     elif fmt == "onnx":
         batch = torch.export.Dim("batch", min=1, max=1024)
         torch.onnx.export(
@@ -89,10 +106,11 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--height", type=int, default=1024, help="slice height the graph is built for")
     p.add_argument("--width", type=int, default=512, help="slice width the graph is built for")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--force", action="store_true", help="replace an earlier export of this toolkit at --out")
     a = p.parse_args(argv)
     suffix = ".onnx" if a.format == "onnx" else ".pt"
     out = Path(a.out) if a.out else Path(a.checkpoint).with_suffix("").with_suffix(suffix)
-    path = export(a.checkpoint, a.format, out, a.height, a.width, a.opset)
+    path = export(a.checkpoint, a.format, out, a.height, a.width, a.opset, a.force)
     print(f"wrote {path}")
     return path
 
@@ -100,5 +118,5 @@ def main(argv: list[str] | None = None) -> Path:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, OSError, RuntimeError) as e:  # FileExistsError, CheckpointError among them
+        sys.exit("error: " + " ".join(str(e).split()))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,20 @@ from utils.io import save_image_atomic, staged_output_dir
 log = logging.getLogger(__name__)
 
 
+MIN_SIDE, MAX_PIXELS = 32, 2**28  # a copy smaller than a training patch, or larger than memory, tests nothing
+
+
 def rescale(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, factor: float):
     """(photo, label, field of view) resized by ``factor``: uint8 (h, w, 3), bool (h, w), bool (h, w)."""
     h, w = label.shape
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"--factor must be a finite number > 0, got {factor}")
+    if min(h, w) * factor < MIN_SIDE or h * w * factor * factor > MAX_PIXELS:
+        raise ValueError(
+            f"--factor {factor:.3g} makes a {w}x{h} photo {w * factor:.3g} x {h * factor:.3g} pixels; a copy must be "
+            f"{MIN_SIDE} to {MAX_PIXELS:.3g} pixels: choose a factor nearer 1"
+        )
+    size = (round(w * factor), round(h * factor))
     photo = np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))
     lab = np.asarray(Image.fromarray(label.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) >= 128
     field = np.asarray(Image.fromarray(fov.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
@@ -58,10 +70,15 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--splits", nargs="+", default=["test"], choices=["train", "test"], help="splits to copy")
     p.add_argument("--force", action="store_true", help="replace an earlier copy written by this tool")
     a = p.parse_args(argv)
+    if not (math.isfinite(a.factor) and a.factor > 0):
+        raise ValueError(f"--factor must be a finite number > 0, got {a.factor}")
     path = write_rescaled(a.source, a.out, a.factor, a.splits, a.force)
     print(f"wrote {path}")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError, RuntimeError) as e:  # DatasetError, an --out that must not be replaced, a full disk
+        sys.exit("error: " + " ".join(str(e).split()))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from utils.io import atomic_write
+from utils.io import atomic_write, check_output_file, output_file
 
 FORMAT_VERSION = 2  # 2: settings gained log_every, best_dice became best_score (1 still loads)
 REQUIRED_KEYS = ("format_version", "model_name", "settings", "state_dict", "epoch")
@@ -70,7 +70,8 @@ def shrink_checkpoint(
     src: str | Path, dst: str | Path, dtype: torch.dtype = torch.bfloat16, force: bool = False
 ) -> Path:
     """A deployable copy: floating-point weights in ``dtype``, no optimiser state (loads like any checkpoint, but
-    cannot be resumed). Never written over ``src``; over an existing ``dst`` only with ``force``; atomically."""
+    cannot be resumed). Never written over ``src``; over an existing ``dst`` only with ``force`` and only when this
+    toolkit wrote it as an output (``utils.io.output_file``); atomically."""
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
         raise FileExistsError(
@@ -79,12 +80,13 @@ def shrink_checkpoint(
         )
     if dst.is_dir():
         raise FileExistsError(f"{dst} is a folder; name the file to write, e.g. {dst / src.name}")
-    if dst.exists() and not force:
-        raise FileExistsError(f"{dst} already exists; pass --force to replace it, or name another file")
+    protected = [("the checkpoint being shrunk", src)]
+    check_output_file(dst, force, protected)  # before the (slow) load
     state = load_checkpoint(src)
     state["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state["state_dict"].items()}
     drop = ("format_version", "optimizer", "rng_states", "train_sums", "step")
-    save_checkpoint(dst, {k: v for k, v in state.items() if k not in drop})
+    with output_file(dst, force, protected) as tmp:
+        torch.save({"format_version": FORMAT_VERSION, **{k: v for k, v in state.items() if k not in drop}}, tmp)
     return dst
 
 
@@ -101,5 +103,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     try:
         print(f"wrote {shrink_checkpoint(a.src, a.dst, dtypes[a.dtype], a.force)}")
-    except (CheckpointError, OSError) as e:  # FileExistsError included
-        sys.exit(f"error: {e}")
+    except (CheckpointError, OSError, RuntimeError, ValueError) as e:  # FileExistsError, FolderInUse, DiskFull
+        sys.exit("error: " + " ".join(str(e).split()))

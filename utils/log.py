@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
-
-from utils.io import save_csv_atomic
 
 FORMAT, DATEFMT = "%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"
 _OURS = "_retina_handler"  # marks the handlers this module adds, so a second setup replaces them
@@ -127,16 +126,13 @@ def _duration(s: float) -> str:
 
 
 class RunLogger:
-    """One CSV row per epoch (``log.csv``) and TensorBoard scalars (``tensorboard/``)."""
+    """One CSV row per epoch (``log.csv``) and TensorBoard scalars (``tensorboard/``), both append-only: a resumed
+    run adds rows and never rewrites earlier ones (after a resume from an earlier checkpoint an epoch may appear
+    twice: its last row is the one of the run's line)."""
 
-    def __init__(self, run_dir: Path, resume_epoch: int = 0) -> None:
+    def __init__(self, run_dir: Path) -> None:
         self.csv_path = run_dir / "log.csv"
-        self.rows = self._read()
-        # keep the rows of epochs that a resumed run has already done; drop any later, unfinished ones
-        keep = [r for r in self.rows if int(r["epoch"]) <= resume_epoch]
-        if len(keep) != len(self.rows):
-            self.rows = keep
-            save_csv_atomic(self.csv_path, keep, self._columns())
+        self.columns = self._header()
         try:
             from tensorboardX import SummaryWriter
 
@@ -144,20 +140,39 @@ class RunLogger:
         except ImportError:  # TensorBoard logging is optional
             self.tb = None
 
-    def _read(self) -> list[dict]:
+    def _header(self) -> list[str] | None:
         import csv
 
         if not self.csv_path.exists():
-            return []
+            return None
         with self.csv_path.open(newline="") as f:
-            return list(csv.DictReader(f))
-
-    def _columns(self) -> list[str]:
-        return list(dict.fromkeys(k for r in self.rows for k in r))
+            return next(csv.reader(f), None)
 
     def log(self, epoch: int, values: dict[str, float]) -> None:
-        self.rows.append({"epoch": epoch, **{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in values.items()}})
-        save_csv_atomic(self.csv_path, self.rows, self._columns())
+        import csv
+
+        row = {"epoch": epoch, **{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in values.items()}}
+        new = self.columns is None
+        if new:
+            self.columns = list(row)
+        elif set(row) - set(self.columns):
+            logging.getLogger(__name__).warning(
+                f"{self.csv_path}: figures {sorted(set(row) - set(self.columns))} are not among its columns; they are "
+                "in TensorBoard only"
+            )
+        if not new and self.csv_path.stat().st_size:  # a row cut short (a crash, a full disk) ends with this one's
+            with self.csv_path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    with self.csv_path.open("a", newline="") as g:
+                        g.write("\r\n")
+        with self.csv_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
