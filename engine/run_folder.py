@@ -50,11 +50,13 @@ def check_location(run_dir: Path, settings: Settings) -> None:
     out = run_dir.resolve()
     cache = check_outside_inputs(run_dir, settings)
     for parent in out.parents:  # another run's folder would hold two lines of training (and refuse its own resume)
-        if holds_run(parent):
+        if (parent / "settings.json").is_file() and any((parent / "checkpoint").glob("*.pth.tar")):
             raise FileExistsError(f"--out {run_dir} lies inside the run folder {parent}; choose a folder outside it")
     if not run_dir.is_dir():
         if run_dir.exists():
             raise FileExistsError(f"--out {run_dir} is a file; choose a folder for the run")
+        return
+    if holds_run(run_dir):  # a run's own folder, whatever its user keeps beside the run (notes, plots)
         return
     own = {*RUN_ENTRIES, *([cache.relative_to(out).parts[0]] if cache.is_relative_to(out) else [])}  # --cache-dir RUN/c
     other = sorted(
@@ -137,7 +139,7 @@ def resumed_settings(state: dict, current: Settings, given: Collection[str] | No
     if state["model_name"] != current.name and (given is None or "name" in given):
         raise CheckpointError(f"{path}: holds a {state['model_name']!r} model, not {current.name!r}")
     stored = dict(state["settings"])
-    if stored.get("task", Settings.task) != current.task and (given is None or "task" in given):
+    if stored.get("task", Settings.task) != current.task:  # the task decides how --data-dir is read: always named
         raise CheckpointError(f"{path}: a checkpoint of task {stored.get('task')!r}, not {current.task!r}")
     old = Settings.from_dict(stored, source=str(path))
     asked = [f.name for f in dataclasses.fields(Settings)] if given is None else list(given)

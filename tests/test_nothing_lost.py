@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_overwrite import _cli, _one_error_line  # the drivers' command line, in this process
 
 import eval as eval_script
 import predict as predict_script
 import train as train_script
-from engine.cli import cli_main
 from tools import export as export_tool
 from utils.checkpoint import load_checkpoint
 from utils.io import OUTPUT_MARKER, lock_dir
@@ -39,19 +39,6 @@ def world(tmp_path_factory):
 
 def _argv(data, out, cache, *extra):
     return [*TINY, *STEP, "-d", str(data), "--out", str(out), "--cache-dir", str(cache), *extra]
-
-
-def _cli(module, argv, monkeypatch) -> str:
-    """The driver's command line, in this process: what it printed as its error (SystemExit's message)."""
-    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
-    with pytest.raises(SystemExit) as stop:
-        cli_main(f"{module.__name__}.py", module.parse_args, module.main, relaunch=False)
-    return stop.value.code
-
-
-def _one_error_line(message, *needles):
-    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
-    assert "Traceback" not in message and all(n in message for n in needles), message
 
 
 def _snapshot(folder: Path) -> dict:

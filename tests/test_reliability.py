@@ -211,7 +211,9 @@ def test_resume_auto_skips_a_damaged_checkpoint_and_refuses_another_task_or_a_ne
     argv = [*_argv(data, run, "--epochs", "3", "--steps-per-epoch", "1"), "--resume", "auto"]
     final = train_script.main(argv)  # resumed from checkpoint_001, the newest one that loads
     assert "dice_mean" in final and load_checkpoint(latest)["epoch"] == 3
-    assert [r.split(",")[0] for r in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2", "3"]
+    # log.csv is append-only: the damaged line's epoch 2 stays, the resumed line's epoch 2 and 3 follow (the last
+    # row of an epoch is the run's)
+    assert [r.split(",")[0] for r in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2", "2", "3"]
     for path in ckpts.glob("*.pth.tar"):  # only the other task's checkpoint is left to resume
         path.unlink()
     other = {**good, "settings": {**good["settings"], "task": "vessel"}}
