@@ -59,7 +59,7 @@ def inference_fn(name: str, mode: str, device: torch.device, slices: int, amp: b
     eval.py / test.py run it (uint8 volume, neighbours stacked and normalised on the device, bf16, channels_last,
     compiled on a GPU, batch 32, argmax of the logits).
     """
-    from engine.predictor import Member, Predictor
+    from inference.predictor import Member, Predictor
     from tasks.oct import predict_volume
 
     torch.manual_seed(0)
@@ -158,8 +158,8 @@ def training_step(name: str, mode: str, device: torch.device, data: Path, worker
     from data.dataset import SliceDataset
     from data.oct import find_volumes
     from data.transforms import Augment
-    from engine.predictor import normalize
     from engine.trainer import Trainer
+    from inference.predictor import normalize
     from losses import build_loss
     from utils.config import Settings
 
@@ -356,12 +356,12 @@ def check_agreement(
     """A trained checkpoint's fast path (bf16 — by default on a GPU only —, channels_last, compiled on a GPU)
     against fp32 eager: the fraction of pixels given the same class and the change in mean Dice, over ``splits``."""
     from engine.cli import task_for
-    from engine.predictor import Predictor
+    from tasks import load_predictor
 
     settings, task = task_for([str(ckpt)], cache_dir)
     records = [r for split in splits for r in task.records(split, data or settings.data_dir)]
-    fp32 = Predictor.from_checkpoints([ckpt], device=device, amp=False, compile=False, batch_size=8)
-    fast = Predictor.from_checkpoints([ckpt], device=device, batch_size=32, compile=None, amp=amp)
+    fp32 = load_predictor([ckpt], device=device, amp=False, compile=False, batch_size=8)
+    fast = load_predictor([ckpt], device=device, batch_size=32, compile=None, amp=amp)
     same = total = 0
     metrics = {"fp32": task.evaluator(), "fast": task.evaluator()}
     for rec in records:

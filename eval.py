@@ -46,24 +46,21 @@ def check_val_count(args, task, split: str, data_dir) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from engine.cli import build_predictor, checkpoints, default_out, driver_session, inference_task, protected_paths
+    from engine.cli import driver_session, open_inference
     from engine.evaluate import evaluate
     from utils.distributed import shared_staged_output_dir
     from utils.io import save_json_atomic
 
     args = parse_args(argv)
     with driver_session() as info:
-        paths = checkpoints(args)
-        settings, task = inference_task(args, paths)
-        split = args.split or task.eval_split
-        data_dir = args.data_dir or settings.data_dir
-        check_val_count(args, task, split, data_dir)
-        records = task.records(split, data_dir, args.list_dir)
-        predictor = build_predictor(args, paths, info)
-        final = Path(args.out or default_out(paths, f"eval_{split}"))
+
+        def check(paths, task, split, data_dir):
+            check_val_count(args, task, split, data_dir)
+
+        run = open_inference(args, info, "eval_{split}", check)
+        task, split = run.task, run.split
         t0 = time.time()
-        protected = protected_paths(data_dir, paths, task, records, args.list_dir)
-        with shared_staged_output_dir(final, args.force, info, protected) as out:
+        with shared_staged_output_dir(run.out, args.force, info, run.protected) as out:
 
             def on_record(rec, sample, prediction, figures):
                 if figures:
@@ -71,18 +68,17 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.vis:
                     task.save_pictures(out / "vis", rec.name, sample, prediction)
 
-            evaluator = evaluate(task, predictor, records, info, on_record, desc=f"evaluating {split}")
+            evaluator = evaluate(task, run.predictor, run.records, info, on_record, desc=f"evaluating {split}")
             result = evaluator.aggregate()
             result.update(
                 {
-                    "checkpoints": paths,
+                    "checkpoints": run.paths,
                     "split": split,
-                    "data_dir": str(data_dir),
-                    task.noun: len(records),
+                    "data_dir": str(run.data_dir),
+                    task.noun: len(run.records),
                     "seconds": round(time.time() - t0, 2),
                     "tta": args.tta,
-                    "scale": args.scale,
-                    **({"detection": settings.detection} if task.detects else {}),
+                    **task.applied_options(),
                 }
             )
             if info.is_main:
@@ -92,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             shown = {k: result[k] for k in task.summary_keys if k in result}
             log.info(f"{split}: " + " ".join(f"{k}={v:.4f}" for k, v in shown.items()))
             names = ", ".join(["metrics.json", *(p.name for p in written)] + (["vis/"] if args.vis else []))
-            log.info(f"wrote {names} to {final}")
+            log.info(f"wrote {names} to {run.out}")
         return result
 
 

@@ -42,27 +42,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from engine.cli import build_predictor, checkpoints, default_out, driver_session, inference_task, protected_paths
+    from engine.cli import driver_session, open_inference
     from utils.distributed import barrier, shard, shared_staged_output_dir
     from utils.io import prefetched
 
     args = parse_args(argv)
     with driver_session() as info:
-        paths = checkpoints(args)
-        settings, task = inference_task(args, paths)
-        if args.det and not task.detects:
-            raise ValueError(f"{paths[0]}: a {task.name} model gives no detection scores; drop --det")
-        data_dir = args.data_dir or settings.data_dir
-        records = task.records(args.split, data_dir, args.list_dir)
-        predictor = build_predictor(args, paths, info)
-        final = Path(args.out or default_out(paths, args.split))
+
+        def check(paths, task, split, data_dir):
+            if args.det and not task.detects:
+                raise ValueError(f"{paths[0]}: a {task.name} model gives no detection scores; drop --det")
+
+        run = open_inference(args, info, "{split}", check)
+        task, predictor = run.task, run.predictor
         t0 = time.time()
-        protected = protected_paths(data_dir, paths, task, records, args.list_dir)
-        with shared_staged_output_dir(final, args.force, info, protected) as out:
+        with shared_staged_output_dir(run.out, args.force, info, run.protected) as out:
             # one thread decodes the next record and another writes the last one while the model works on this one
             with ThreadPoolExecutor(1) as loader, ThreadPoolExecutor(1) as writer:
                 written = []
-                for rec, sample in prefetched(shard(records, info), task.load, loader):  # each on one process
+                for rec, sample in prefetched(shard(run.records, info), task.load, loader):  # each on one process
                     prediction = task.predict(predictor, sample)
                     written.append(writer.submit(task.write_prediction, out, rec.name, prediction, args.seg, args.det))
                     if args.vis:
@@ -74,8 +72,8 @@ def main(argv: list[str] | None = None) -> Path:
             if info.is_main:
                 task.finish_submission(out)
         if info.is_main:
-            log.info(f"{len(records)} {task.noun} in {time.time() - t0:.1f}s; wrote {final}")
-        return final
+            log.info(f"{len(run.records)} {task.noun} in {time.time() - t0:.1f}s; wrote {run.out}")
+        return run.out
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.oct import DatasetError, VolumeRecord, file_error
+from data.common import DatasetError, file_error
+from data.oct import VolumeRecord
 from utils.io import files_fingerprint, save_npy_atomic
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 from data.cache import VolumeCache
-from data.oct import DatasetError, VolumeRecord
+from data.common import DatasetError
+from data.oct import VolumeRecord
 from data.transforms import IGNORE_INDEX, Augment
 
 log = logging.getLogger(__name__)

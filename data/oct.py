@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from data.common import DatasetError, file_error, open_image
 from utils.io import IGNORED_FILES
 
 log = logging.getLogger(__name__)
@@ -27,15 +26,14 @@ IMAGE_SUFFIX, LABEL_SUFFIX = ".img", "_labelMark"
 CLASS_NAMES = ("background", "REA", "SRF", "PED")
 LESION_NAMES = CLASS_NAMES[1:]
 LABEL_GREY_VALUES = (0, 255, 191, 128)  # index = class
+# how pictures and reports draw the classes (RGB, index = class): lesions tinted over the B-scan at OVERLAY_ALPHA
+CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 255]], dtype=np.float32)
+OVERLAY_ALPHA = 0.5
 _SLICE_NAME = re.compile(r"^(\d+)\.bmp$", re.IGNORECASE)
 
 _LUT = np.full(256, 255, dtype=np.uint8)  # 255 marks a grey value outside the mapping
 for _cls, _grey in enumerate(LABEL_GREY_VALUES):
     _LUT[_grey] = _cls
-
-
-class DatasetError(ValueError):
-    """Bad input on disk; the message names the file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -149,73 +147,6 @@ def read_grey(path: Path) -> np.ndarray:
     if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
         raise DatasetError(f"{path}: colour image ({mode}); B-scans and label maps must be 8-bit grey")
     return rgb[..., 0].copy()
-
-
-def file_error(path: Path, e: OSError) -> DatasetError:
-    """An operating-system error on ``path`` as a message that says what happened (not found, permission, a link
-    loop) instead of calling the file corrupt."""
-    if isinstance(e, FileNotFoundError):
-        return DatasetError(f"{path}: file not found (moved or deleted since the folder was listed?)")
-    return DatasetError(f"{path}: cannot read the file ({e.strerror or e}); check it and its permissions")
-
-
-# Pillow refuses images over 2 x 89 M pixels as decompression bombs (and warns above 89 M), yet a valid wide-field
-# montage or a high-resolution scan can be larger (15000 x 15000: 225 M). ``open_image`` reads any image up to this
-# many pixels whose decoded size fits in the memory free, and refuses larger ones as too large, not damaged.
-MAX_PIXELS = 2**31
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow then warns only above this limit and refuses only above twice it
-
-
-def _free_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _too_large(path: Path, size: str, why: str) -> DatasetError:
-    return DatasetError(f"{path}: the image is too large to read ({size}, {why}); crop or downscale it")
-
-
-@contextmanager
-def open_image(path: Path):
-    """``PIL.Image.open`` + ``load`` whose failures are ``DatasetError``s naming the file and the cause; an image
-    larger than ``MAX_PIXELS`` or than the memory free is refused as too large before it is decoded."""
-    try:
-        im = Image.open(path)
-    except OSError as e:
-        if e.errno is not None:  # the operating system's (not found, permission, link loop), not the image's
-            raise file_error(path, e) from e
-        raise DatasetError(f"{path}: not a readable image ({e}); the file is corrupt or truncated, replace it") from e
-    except Image.DecompressionBombError as e:  # over 2 x MAX_PIXELS (65536 x 65536): no scanner's or camera's
-        raise DatasetError(f"{path}: the header claims an image too large to be real ({e}); the file is damaged") from e
-    w, h = im.size
-    size = f"{w} x {h} = {w * h:,} pixels"
-    if w * h > MAX_PIXELS:
-        im.close()
-        raise _too_large(path, size, f"more than this reader's limit of {MAX_PIXELS:,}")
-    # decoded bytes: 4 per band for 32-bit modes (I, F), 2 for 16-bit ones (I;16...), else 1
-    depth = 4 if im.mode in ("I", "F") else 2 if im.mode.startswith("I;16") else 1
-    need, free = w * h * len(im.getbands()) * depth, _free_memory()
-    if free is not None and need > free:
-        im.close()
-        raise _too_large(path, size, f"{need:,} bytes decoded, more than the {free:,} bytes of memory free")
-    try:
-        with im:
-            im.load()
-            yield im
-    except DatasetError:  # raised by the caller's own checks (an unsupported mode): not a damaged file
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise file_error(path, e) from e
-        msg = f"{path}: cannot decode the image ({e}); the file is corrupt or truncated, replace it"
-        raise DatasetError(msg) from e
 
 
 def _check_bmp_depth(path: Path) -> None:

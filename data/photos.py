@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 from skimage import measure
 
-from data.oct import DatasetError, file_error, open_image
+from data.common import DatasetError, file_error, open_image
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ class PhotoRecord:
     def files(self) -> tuple[Path, ...]:
         """Every file this record reads."""
         return tuple(p for p in (self.image, self.label, self.fov) if p is not None)
+
+    @property
+    def image_paths(self) -> tuple[Path, ...]:
+        """The photo's file (what the split check compares the bytes of)."""
+        return (self.image,)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.oct import DatasetError
+from data.common import DatasetError
 from data.volumes import GREY_RULE, read_label_volume, read_volume, volume_depth, volume_files
 
 IMAGE_FILE, LABEL_FILE = "oct.mhd", "reference.mhd"

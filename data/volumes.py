@@ -33,7 +33,9 @@ from types import ModuleType
 import numpy as np
 import tifffile
 
-from data.oct import IGNORED_FILES, DatasetError, file_error, read_grey, stack_slices
+from data.common import DatasetError, file_error
+from data.oct import read_grey, stack_slices
+from utils.io import IGNORED_FILES
 
 log = logging.getLogger(__name__)
 

@@ -1,2 +1,2 @@
-"""The engine: the trainer, the predictor and the evaluation loop, which ask the task and never which task it is;
-and the command-line pieces the drivers share."""
+"""The engine: the trainer and the evaluation loop, which ask the task and never which task it is; the
+hyper-parameter search; and the command-line pieces the drivers share. The predictor is below, in ``inference``."""

@@ -10,9 +10,15 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from utils.config import Settings
+
+if TYPE_CHECKING:  # imported where used: --help and argument errors come before torch is loaded
+    from inference.predictor import Predictor
+    from tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +213,6 @@ def data_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in ("layout", "label_map", "val_count") if getattr(args, k, None) is not None}
 
 
-def inference_task(args: argparse.Namespace, paths: list[str]):
-    """``task_for`` with an inference command line's options (eval.py, test.py)."""
-    return task_for(paths, args.cache_dir, args.fusion_weights, args.scale, args.detection, data_overrides(args))
-
-
 def task_for(
     paths: list[str], cache_dir=None, weights=None, scale="auto", detection: str | None = None, overrides=None
 ):
@@ -254,13 +255,13 @@ def default_out(paths: list[str], leaf: str) -> Path:
 
 
 def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
-    from engine.predictor import Predictor
+    from tasks import load_predictor
     from utils.distributed import device_for
 
     device = args.device
     if device is None and info is not None and info.enabled:
         device = device_for(info)  # one GPU per process
-    return Predictor.from_checkpoints(
+    return load_predictor(
         paths,
         args.fusion_weights,
         device=device,
@@ -269,6 +270,46 @@ def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
         tta_flip=args.tta,
         compile=args.compile,
     )
+
+
+@dataclass
+class InferenceRun:
+    """What an inference driver over a data split (eval.py, test.py) works with."""
+
+    paths: list[str]  # the checkpoints
+    settings: Settings  # the first checkpoint's, with the command line's data and detection options
+    task: Task
+    split: str
+    data_dir: str | Path
+    records: list
+    predictor: Predictor
+    out: Path  # the output folder
+    protected: list[tuple[str, Path]]  # what the output folder must never replace or hold (``protected_paths``)
+
+
+def open_inference(
+    args: argparse.Namespace,
+    info=None,
+    out_leaf: str = "{split}",
+    check: Callable[[list[str], Task, str, str | Path], None] | None = None,
+) -> InferenceRun:
+    """The opening eval.py and test.py share: the checkpoints, their settings and task with the command line's
+    options, the split (``--split``, else the task's ``eval_split``) and its records in ``--data-dir`` (else the data
+    the model was trained on), the predictor (one GPU per process under ``info``), the output folder (``--out``, else
+    ``out_leaf`` with the split beside the checkpoint) and the paths it must not touch. ``check(paths, task, split,
+    data_dir)`` refuses what the driver cannot do before any record is read or model loaded."""
+    paths = checkpoints(args)
+    overrides = data_overrides(args)
+    settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale, args.detection, overrides)
+    split = args.split or task.eval_split
+    data_dir = args.data_dir or settings.data_dir
+    if check is not None:
+        check(paths, task, split, data_dir)
+    records = task.records(split, data_dir, args.list_dir)
+    predictor = build_predictor(args, paths, info)
+    out = Path(args.out or default_out(paths, out_leaf.format(split=split)))
+    protected = protected_paths(data_dir, paths, task, records, args.list_dir)
+    return InferenceRun(paths, settings, task, split, data_dir, records, predictor, out, protected)
 
 
 @contextmanager

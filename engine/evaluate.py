@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.predictor import Predictor
+from inference.predictor import Predictor
 from tasks.base import Evaluator, Task
 from utils.distributed import DistInfo, gather_objects, shard
 from utils.io import prefetched

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from data.common import DatasetError
 from data.transforms import Augment
 from engine import run_folder
 from engine.evaluate import evaluate
-from engine.predictor import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
 from engine.run_folder import BEST, LATEST
+from inference.predictor import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
 from losses import build_loss, parse_loss_spec
 from models import build_model, list_models
 from tasks import build_task, get_task
@@ -260,8 +261,6 @@ class Trainer:
 
     def _test_split(self) -> dict[str, list]:
         """The test split's records where the data set has one (checked against training and validation)."""
-        from data.oct import DatasetError
-
         try:
             return {"test": self.task.records("test", self.s.data_dir, self.s.list_dir)}
         except (DatasetError, FileNotFoundError):

@@ -48,10 +48,6 @@ class MultiTaskLoss(nn.Module):
         self.weights = {k: float(v[1]) for k, v in parts.items()}
         self.deep_supervision = deep_supervision
 
-    @property
-    def needs_detection(self) -> bool:
-        return any(p.target_kind == "det" for p in self.parts.values())
-
     def forward(self, output, seg_target: torch.Tensor, det_target: torch.Tensor | None = None) -> dict:
         out: dict[str, torch.Tensor] = {}
         total = 0.0

@@ -25,8 +25,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from data.oct import CLASS_COLOURS, OVERLAY_ALPHA
 from metrics.quantify import ranges
-from tasks.oct import CLASS_COLOURS
 from utils.io import atomic_write
 
 LESION_COLOURS = CLASS_COLOURS  # (4, 3) RGB: background, then the lesions in class order (REA, SRF, PED)
@@ -36,7 +36,6 @@ MAX_WIDTH = 512  # px: wider B-scans are shown downscaled (the aspect kept)
 # 128 x 1024 x 512 needs the downscale; real B-scans fit at the first quality
 JPEG_QUALITIES = (85, 70, 55, 40)
 IMAGE_BUDGET = 24 * 2**20  # bytes of B-scan JPEGs and overlay PNGs in one page (base64 adds a third)
-OVERLAY_ALPHA = 0.5  # as tasks.oct.overlay
 # px on screen: narrower B-scans are shown enlarged, taller ones shrunk (the detection plot and the volumes stay in
 # view beside them); the aspect is kept
 MIN_VIEWER_WIDTH, MAX_VIEWER_HEIGHT = 384, 540

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+from inference.predictor import Predictor
 from tasks.base import Evaluator, Task
 
 _REGISTRY: dict[str, type[Task]] = {}
@@ -31,6 +35,27 @@ def task_defaults(name: str) -> dict:
     return dict(get_task(name).defaults)
 
 
+def load_predictor(
+    paths: Sequence[str | Path], weights: Sequence[float] | None = None, device=None, **kwargs
+) -> Predictor:
+    """``Predictor.from_checkpoints`` whose models see their inputs as their checkpoints' task says (resizing,
+    windows); ``kwargs`` go to ``Predictor`` (``batch_size``, ``tta_flip``, ``amp``, ...)."""
+
+    def options(settings) -> dict:
+        return get_task(settings.task).predictor_options(settings)
+
+    return Predictor.from_checkpoints(paths, weights, device, options=options, **kwargs)
+
+
 from tasks import oct, vessel  # noqa: E402, F401  (registers the built-in tasks)
 
-__all__ = ["Evaluator", "Task", "build_task", "get_task", "list_tasks", "register_task", "task_defaults"]
+__all__ = [
+    "Evaluator",
+    "Task",
+    "build_task",
+    "get_task",
+    "list_tasks",
+    "load_predictor",
+    "register_task",
+    "task_defaults",
+]

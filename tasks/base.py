@@ -1,10 +1,12 @@
 """The task interface: everything that differs between OCT edema and fundus vessels, and nothing else.
 
-The trainer, the predictor and the drivers (train.py, eval.py, test.py, predict.py) ask a task; they never ask
-which task it is. A task finds the records of a split and decodes them into samples, builds the training dataset
-and the input normalisation, turns a sample into the predictor's inputs and its output into a prediction, scores
-predictions (an ``Evaluator``: ``update`` per record, ``merge`` across processes, ``aggregate``), and writes
-predictions and pictures. A new task is one module with a ``Task`` subclass and ``@register_task``.
+The trainer and the drivers (train.py, eval.py, test.py, predict.py) ask a task; they never ask which task it is,
+and the predictor below knows none. A task finds the records of a split and decodes them into samples, builds the
+training dataset and the input normalisation, turns a sample into the predictor's inputs and its output into a
+prediction, scores predictions (an ``Evaluator``: ``update`` per record, ``merge`` across processes,
+``aggregate``), and writes predictions and pictures. A new task is one module with a ``Task`` subclass and
+``@register_task``; its records follow ``data.common.Record`` (a ``name``, the ``files`` read, the
+``image_paths``), which the check that no case is in two splits reads.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 
+from data.common import check_disjoint
 from utils.config import Settings
 
 
@@ -28,9 +31,6 @@ class Evaluator(ABC):
 
     def __init__(self) -> None:
         self.parts: list[Any] = []
-
-    def reset(self) -> None:
-        self.parts = []
 
     @abstractmethod
     def update(self, record, sample, prediction) -> dict[str, float]:
@@ -97,6 +97,11 @@ class Task(ABC):
         """How a model trained with ``settings`` sees its input: ``resize`` (H, W) and/or a sliding ``window``."""
         return {}
 
+    def applied_options(self) -> dict[str, Any]:
+        """The inference options that shape this task's predictions, by name, as eval.py records them in
+        metrics.json: ``detection`` (how per-record detection scores are made) where the task detects."""
+        return {"detection": self.settings.detection} if self.detects else {}
+
     # ------------------------------------------------------------------------------------------------ data
     @abstractmethod
     def records(self, split: str, data_dir: str | Path | None = None, list_dir: str | Path | None = None) -> list:
@@ -109,72 +114,9 @@ class Task(ABC):
     #: case names identify a case across splits (patient IDs); False where each split numbers its own (1.png ...)
     names_are_ids: ClassVar[bool] = True
 
-    def _sampled_files(self, record) -> list[Path]:
-        """The image files whose bytes identify a case: a photo, or a volume's B-scans at a quarter, half and three
-        quarters (through the macula: noise no two scans share, where an edge B-scan may be blank). Volume files,
-        whose headers two cases can share and whose data is large, are not read for this."""
-        slices = list(getattr(record, "image_paths", ()) or ())
-        if slices:
-            n = len(slices)
-            files = [slices[i] for i in sorted({n // 4, n // 2, (3 * n) // 4})]
-        else:
-            files = [getattr(record, "image", None)] if getattr(record, "image", None) is not None else []
-        return [Path(f) for f in files if Path(f).suffix.lower() in self.HASHED and Path(f).is_file()]
-
-    HASHED = (".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm")
-
-    def _identity(self, record) -> list:
-        """What makes two records the same case: the name (where names are IDs) and the files read, resolved (the
-        sampled image files too, so a split made of per-file links is caught)."""
-        files = [*self.input_paths([record]), *self._sampled_files(record)]
-        return ([("name", record.name)] if self.names_are_ids else []) + [("path", Path(p).resolve()) for p in files]
-
-    def _content_keys(self, train: list, others: list) -> dict[int, tuple]:
-        """``id(record) -> ("content", hash)`` for the records whose sampled files have sizes that occur on both
-        sides (only those can be copies: the rest is never read)."""
-        import hashlib
-
-        files = {id(r): self._sampled_files(r) for r in [*train, *others]}
-        sizes = {k: tuple(p.stat().st_size for p in fs) for k, fs in files.items()}
-        train_sizes = {sizes[id(r)] for r in train}
-        shared = {sizes[id(r)] for r in others if sizes[id(r)] and sizes[id(r)] in train_sizes}
-        keys = {}
-        for k, fs in files.items():
-            if sizes[k] in shared:
-                h = hashlib.blake2b(digest_size=16)
-                for p in fs:
-                    h.update(p.read_bytes())
-                keys[k] = ("content", h.hexdigest())
-        return keys
-
     def check_disjoint(self, train: list, held_out: dict[str, list]) -> None:
-        """Refuse a training case that is also in a held-out split (``{split: records}``), by name, by the files it
-        is read from (a link), or by their bytes (a copy under another name): validated on, it chooses
-        ``model_best`` on seen data; tested on, it reports a score the model does not have. A held-out split that
-        holds every training case is the data folder itself (a layout without a test folder) and is passed over."""
-        from data.oct import DatasetError
-
-        content = self._content_keys(train, [r for records in held_out.values() for r in records])
-
-        def identity(r):
-            return self._identity(r) + ([content[id(r)]] if id(r) in content else [])
-
-        seen = {key: r for r in train for key in identity(r)}
-        for split, records in held_out.items():
-            clashes = [(r, key) for r in records for key in identity(r) if key in seen]
-            if split != "val" and len({id(seen[k]) for _, k in clashes}) == len(train):
-                continue  # e.g. a flat vessel folder: its "test" split is every photo
-            for r, key in clashes[:1]:
-                other = seen[key]
-                how = {
-                    "name": f"patient {r.name!r}",
-                    "path": f"the same files ({key[1]})",
-                    "content": "copies of one scan (their B-scans or photos are byte for byte the same)",
-                }[key[0]]
-                raise DatasetError(
-                    f"train case {other.name!r} and {split} case {r.name!r} are {how}: a case must be in one split "
-                    "only; remove it from one of them"
-                )
+        """No case of ``train`` in a held-out split (``{split: records}``): ``data.common.check_disjoint``."""
+        check_disjoint(train, held_out, self.names_are_ids)
 
     @abstractmethod
     def load(self, record):

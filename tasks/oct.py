@@ -17,21 +17,27 @@ from PIL import Image
 
 from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset, neighbour_indices
-from data.oct import LESION_NAMES, SPLIT_FOLDERS, VolumeRecord, detection_targets, find_volumes
+from data.oct import (
+    CLASS_COLOURS,
+    LESION_NAMES,
+    OVERLAY_ALPHA,
+    SPLIT_FOLDERS,
+    VolumeRecord,
+    detection_targets,
+    find_volumes,
+)
 from data.retouch import find_retouch_volumes, is_retouch
 from data.volumes import GREY_RULE, read_volume, volume_name
-from engine.predictor import Prediction, Predictor
+from inference.predictor import Prediction, Predictor
 from metrics import detection_auc, summarize_dice, volume_dice
 from metrics.quantify import quantify
+from reports.html import write_patient_report
 from tasks import register_task
 from tasks.base import Evaluator, Task
 from utils.io import OUTPUT_MARKER, save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
 from utils.log import Progress
 
 log = logging.getLogger(__name__)
-
-# background, REA, SRF, PED
-CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 255]], dtype=np.float32)
 SUBMISSION_FOLDER = "segment"
 
 
@@ -286,8 +292,6 @@ class OctTask(Task):
         return quantify(prediction.labels.cpu().numpy(), sample.spacing, LESION_NAMES)
 
     def write_report(self, folder: Path, name: str, sample: Volume, prediction: Prediction, quant: dict) -> Path:
-        from reports.html import write_patient_report
-
         det = None if prediction.det is None else prediction.det.float().cpu().numpy()
         labels = prediction.labels.cpu().numpy().astype(np.uint8)
         folder.mkdir(exist_ok=True)
@@ -298,7 +302,7 @@ class OctTask(Task):
 
 
 # ---------------------------------------------------------------------------------------------------- pictures
-def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """(H, W) uint8 grey + (H, W) class indices -> (H, W, 3) uint8 with lesions tinted by class."""
     rgb = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
     mask = classes > 0

@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn.functional as F
 from PIL import Image
 
-from data.oct import DatasetError
+from data.common import DatasetError
 from data.photos import (
     Photo,
     PhotoPatchDataset,
@@ -30,9 +30,9 @@ from data.photos import (
     read_rgb,
     split_photos,
 )
-from engine.predictor import Predictor
+from inference.predictor import Predictor
 from metrics import best_f1_threshold, binary_metrics, curves
-from tasks import register_task
+from tasks import load_predictor, register_task
 from tasks.base import Evaluator, Task
 from utils.io import save_csv_atomic, save_image_atomic
 
@@ -133,6 +133,9 @@ class VesselTask(Task):
         # as validation picked the threshold: photos resized as in training (--resize), in windows of the training
         # patch size (probabilities go back to the native size)
         return {"resize": settings.resize_hw, "window": settings.crop_size or None}
+
+    def applied_options(self) -> dict:
+        return {**super().applied_options(), "scale": self.scale}  # how photos were brought to the training scale
 
     def records(self, split, data_dir=None, list_dir=None) -> list[PhotoRecord]:
         return split_photos(data_dir or self.settings.data_dir, split, self.settings.val_count)
@@ -366,7 +369,7 @@ class Segmenter:
         settings = Settings.from_dict(states[0]["settings"], source=str(paths[0]))
         if settings.task != VesselTask.name:
             raise ValueError(f"{paths[0]}: a checkpoint of task {settings.task!r}, not 'vessel'")
-        predictor = Predictor.from_checkpoints(paths, weights, device=device, **predictor_kwargs)
+        predictor = load_predictor(paths, weights, device=device, **predictor_kwargs)
         return cls(predictor, VesselTask(settings, states=states, weights=weights, scale=scale))
 
     @property

@@ -150,8 +150,9 @@ def test_colliding_outputs_are_refused_before_predicting(tiny_dataset, oct_check
 # ----------------------------------------------------------------------------------------- 5: a large image
 def test_a_large_valid_image_is_read_and_a_too_large_one_is_called_too_large(tmp_path, monkeypatch):
     """A valid 15000 x 15000 PNG (225 M pixels, over Pillow's 179 M bomb limit) was called damaged."""
-    import data.oct as oct_reader
-    from data.oct import DatasetError, read_grey
+    import data.common as image_reader
+    from data.common import DatasetError
+    from data.oct import read_grey
     from data.photos import read_rgb
 
     big = tmp_path / "big.png"
@@ -167,13 +168,13 @@ def test_a_large_valid_image_is_read_and_a_too_large_one_is_called_too_large(tmp
     # past the reader's pixel limit, or the memory free: refused as too large (the pixel count), not as damaged
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(small)
-    monkeypatch.setattr(oct_reader, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(image_reader, "MAX_PIXELS", 1000)
     too_large = r"small.png: the image is too large to read \(40 x 30 = 1,200 pixels, more than this reader's limit"
     for read in (read_grey, read_rgb):
         with pytest.raises(DatasetError, match=too_large):
             read(small)
     monkeypatch.undo()
-    monkeypatch.setattr(oct_reader, "_free_memory", lambda: 1000)
+    monkeypatch.setattr(image_reader, "_free_memory", lambda: 1000)
     with pytest.raises(DatasetError, match=r"too large to read \(40 x 30 = 1,200 pixels, 3,600 bytes decoded") as e:
         read_rgb(small)
     assert "damaged" not in str(e.value) and "corrupt" not in str(e.value)

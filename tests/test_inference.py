@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from data.dataset import stack_neighbours
-from engine.predictor import Member, Predictor, normalize
+from inference.predictor import Member, Predictor, normalize
 from models import build_model
 from tasks.oct import neighbour_batch, predict_volume
 
@@ -67,7 +67,7 @@ def test_neighbour_batch_on_the_device_matches_the_training_stack():
 
 
 def test_a_failing_compile_falls_back_to_the_same_eager_model():
-    from engine.predictor import CompiledOrEager, maybe_compile
+    from inference.predictor import CompiledOrEager, maybe_compile
 
     model = _model(5)
     assert maybe_compile(model, torch.device("cpu"), None) is model  # the CPU default is eager

@@ -57,7 +57,7 @@ def test_detection_auc_per_class():
 def test_oct_evaluator_accumulates_volumes_and_merges_processes():
     from types import SimpleNamespace
 
-    from engine.predictor import Prediction
+    from inference.predictor import Prediction
     from tasks.oct import OctEvaluator, Volume
 
     gt = np.array([[[1, 2]], [[0, 0]]], dtype=np.uint8)

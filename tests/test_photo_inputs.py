@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from data.oct import DatasetError
+from data.common import DatasetError
 from data.photos import find_photos, read_binary, read_rgb
 
 DRIVE = Path(os.environ.get("DRIVE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"))

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from data.oct import DatasetError, classes_to_grey, grey_to_classes, list_slices
+from data.common import DatasetError
+from data.oct import classes_to_grey, grey_to_classes, list_slices
 from metrics import roc_auc, volume_dice
 
 FAST = settings(max_examples=60, deadline=None)

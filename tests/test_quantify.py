@@ -13,7 +13,7 @@ import pytest
 import eval as eval_script
 import predict as predict_script
 import train as train_script
-from data.oct import DatasetError
+from data.common import DatasetError
 from data.retouch import find_retouch_volumes, map_labels, parse_label_map
 from engine.cli import cli_main
 from metrics.quantify import quantify, ranges

@@ -14,8 +14,9 @@ from PIL import Image
 
 import train as train_script
 from data.cache import VolumeCache
+from data.common import DatasetError
 from data.dataset import SliceDataset
-from data.oct import DatasetError, find_volumes, read_grey
+from data.oct import find_volumes, read_grey
 from data.transforms import IGNORE_INDEX
 from engine.trainer import Trainer
 from utils.checkpoint import CheckpointError, load_checkpoint

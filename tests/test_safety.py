@@ -20,7 +20,8 @@ import predict as predict_script
 import test as test_script
 import train as train_script
 from data.cache import VolumeCache
-from data.oct import DatasetError, find_volumes, read_grey
+from data.common import DatasetError
+from data.oct import find_volumes, read_grey
 from engine.cli import cli_main
 from utils.io import OUTPUT_MARKER, FolderInUse, FolderLock, output_lock_path
 

@@ -14,7 +14,7 @@ import eval as eval_script
 import predict as predict_script
 import test as test_script
 import train as train_script
-from engine.predictor import Prediction
+from inference.predictor import Prediction
 from tasks import Evaluator, Task, get_task, list_tasks, register_task
 from utils.io import save_npy_atomic
 
@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 class SquareRecord:
     name: str
     path: Path
+
+    @property
+    def files(self) -> tuple[Path, ...]:  # what the split check compares (data.common.Record)
+        return (self.path,)
+
+    @property
+    def image_paths(self) -> tuple[Path, ...]:
+        return (self.path,)
 
 
 @dataclass

@@ -95,7 +95,9 @@ def test_eval_writes_metrics_and_pictures(trained, tmp_path):
     # eval reproduces validation exactly
     assert result["dice_mean"] + result["auc_mean"] == pytest.approx(best["best_score"], abs=1e-9)
     assert (tmp_path / "ev" / "metrics.json").exists() and (tmp_path / "ev" / "per_volume.csv").exists()
-    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["detection"] == "combined"  # how AUC was got
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["detection"] == "combined"  # how AUC was got
+    assert "scale" not in saved  # a vessel option (photos' pixel scale): B-scans are predicted as they are
     gifs = sorted((tmp_path / "ev" / "vis").glob("*.gif"))
     assert len(gifs) == 3 and len(list((tmp_path / "ev" / "vis" / gifs[0].stem).glob("*.png"))) == 12
     fused = eval_script.main(

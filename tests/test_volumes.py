@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image
 
-from data.oct import DatasetError
+from data.common import DatasetError
 from data.volumes import (
     CIRRUS_CUBES,
     ScanVolume,

@@ -1,9 +1,10 @@
 """The one inference object: a stack of inputs (B-scans with their neighbours, a photo) -> class labels,
 probabilities and detection scores, batched, with fusion of several models, flip TTA, resizing and windows.
 
-Validation during training, eval.py, test.py, predict.py and the Python APIs all use it. What an input is (which
-slices are stacked, how a photo becomes a tensor) is the task's business: the task hands ``predict`` a function
-that returns a batch of inputs on the device.
+Validation during training, eval.py, test.py, predict.py and the Python APIs all use it. It knows no task: what an
+input is (which slices are stacked, how a photo becomes a tensor) is the caller's business, which hands ``predict`` a
+function that returns a batch of inputs on the device, and the caller says how a model sees its inputs (resizing,
+windows).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models import model_from_checkpoint
+from utils.checkpoint import CheckpointError
+from utils.config import Settings
 
 
 def default_device() -> torch.device:
@@ -119,13 +124,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoints(
-        cls, paths: Sequence[str | Path], weights: Sequence[float] | None = None, device=None, **kwargs
+        cls,
+        paths: Sequence[str | Path],
+        weights: Sequence[float] | None = None,
+        device=None,
+        options: Callable[[Settings], dict] | None = None,
+        **kwargs,
     ) -> Predictor:
-        """Members from checkpoints; each checkpoint's task says how its model sees inputs (resizing, windows)."""
-        from models import model_from_checkpoint
-        from tasks import get_task
-        from utils.checkpoint import CheckpointError
-
+        """Members from checkpoints; ``options(settings)`` says how a model trained with ``settings`` sees its
+        inputs: ``resize`` (H, W) and a sliding ``window`` (the first checkpoint's, unless ``window`` is given)."""
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} fusion weights for {len(paths)} checkpoints")
         device = torch.device(device) if device is not None else default_device()
@@ -146,13 +153,13 @@ class Predictor:
                     f"{p}: the checkpoint holds no input normalisation (the training images' mean and std, which "
                     "every checkpoint train.py writes carries); it cannot be used as it is"
                 )
-            options = get_task(settings.task).predictor_options(settings)
+            seen_as = options(settings) if options is not None else {}
             if i == 0 and "window" not in kwargs:
-                kwargs["window"] = options.get("window")
+                kwargs["window"] = seen_as.get("window")
             model = model.to(device, memory_format=torch.channels_last)  # faster on GPUs and CPUs alike
             norm = state["normalization"]
             w = 1.0 if weights is None else weights[i]
-            members.append(Member(model, norm["mean"], norm["std"], options.get("resize"), w))
+            members.append(Member(model, norm["mean"], norm["std"], seen_as.get("resize"), w))
         return cls(members, device, **kwargs)
 
     def upload(self, array: np.ndarray) -> torch.Tensor:
