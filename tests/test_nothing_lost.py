@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -478,3 +479,19 @@ def test_writers_of_one_folder_wait_for_each_other_and_a_read_only_folder_is_not
     with pytest.raises(OSError) as refused, atomic_path(tmp_path / "b.txt"):
         raise ReadOnly(errno.EROFS, "Read-only file system")
     assert "disk is full" not in str(refused.value)
+
+
+def test_what_appears_in_an_earlier_versions_output_while_it_is_replaced_is_kept(tmp_path):
+    from utils.io import staged_output_dir
+
+    out = tmp_path / "old"
+    (out / "vis").mkdir(parents=True)
+    (out / "vis" / "P1.gif").write_bytes(b"gif")
+    (out / OUTPUT_MARKER).write_text(json.dumps({"written_by": "retina-lesion", "entries": ["vis"]}))
+    time.sleep(2.5)  # what comes later is newer than the marker by more than file systems round times
+    with staged_output_dir(out, force=True) as stage:
+        (stage / "metrics.json").write_text("{}")
+        (out / "vis" / "finetune").mkdir()  # a run started into the old output meanwhile
+        (out / "vis" / "finetune" / "log.csv").write_text("epoch\n")
+    (kept,) = [p for p in tmp_path.iterdir() if ".old-" in p.name]
+    assert (kept / "vis" / "finetune" / "log.csv").read_text() == "epoch\n"  # (with the folder it is in, named)

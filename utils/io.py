@@ -404,10 +404,14 @@ def _remove_replaced(old: Path) -> None:
     info = _read_marker(old)
     listed = _listed_files(info, marker)
     tree = _tree(old)
-    if listed is None:  # an earlier version's marker: _foreign_paths found nothing newer than it
-        foreign = set(_foreign_paths(old, tree))
-        files = {rel: st for rel, st in tree.items() if st is not None and rel not in foreign}
-        dirs = {rel for rel, st in tree.items() if st is None and rel not in foreign}
+    if listed is None:  # an earlier version's marker: what appeared since the check (newer than it) stays
+        foreign = {f.split(" (")[0] for f in _foreign_paths(old, tree)}
+
+        def theirs(rel: str) -> bool:
+            return not any(rel == f or rel.startswith(f + "/") for f in foreign)
+
+        files = {rel: st for rel, st in tree.items() if st is not None and theirs(rel)}
+        dirs = {rel for rel, st in tree.items() if st is None and theirs(rel)}
     else:
         files, dirs = listed
     for rel, st in tree.items():
