@@ -380,11 +380,6 @@ def _foreign_paths(folder: Path, tree: dict | None = None) -> list[str]:
     return sorted(foreign)
 
 
-def foreign_entries(path: str | Path) -> list[str]:
-    """Paths in the output folder ``path`` that --force must not delete (see :func:`_foreign_paths`)."""
-    return _foreign_paths(Path(path))
-
-
 def _marker_for(folder: Path) -> dict:
     tree = _tree(folder)
     return {
