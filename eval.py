@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.vis:
                     task.save_pictures(out / "vis", rec.name, sample, prediction)
 
-            evaluator = evaluate(task, run.predictor, run.records, info, on_record, desc=f"evaluating {split}")
+            evaluator = evaluate(task, run.predictor, run.records, info, on_record, f"evaluating {split}", args.workers)
             result = evaluator.aggregate()
             result.update(
                 {

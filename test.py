@@ -57,10 +57,11 @@ def main(argv: list[str] | None = None) -> Path:
         task, predictor = run.task, run.predictor
         t0 = time.time()
         with shared_staged_output_dir(run.out, args.force, info, run.protected) as out:
-            # one thread decodes the next record and another writes the last one while the model works on this one
-            with ThreadPoolExecutor(1) as loader, ThreadPoolExecutor(1) as writer:
+            # -j threads decode the next records and another writes the last one while the model works on this one
+            with ThreadPoolExecutor(max(1, args.workers)) as loader, ThreadPoolExecutor(1) as writer:
                 written = []
-                for rec, sample in prefetched(shard(run.records, info), task.load, loader):  # each on one process
+                mine = shard(run.records, info)  # each record on one process
+                for rec, sample in prefetched(mine, task.load, loader, ahead=args.workers):
                     prediction = task.predict(predictor, sample)
                     written.append(writer.submit(task.write_prediction, out, rec.name, prediction, args.seg, args.det))
                     if args.vis:

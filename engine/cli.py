@@ -133,7 +133,7 @@ def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: st
     g.add_argument("--split", default=split_default, choices=["train", "val", "test"], help=split_help)
     g.add_argument("-l", "--list-dir", help="oct: optional folder with <split>_images.txt-style lists")
     g.add_argument("--cache-dir", help="oct: where decoded volumes are kept (default: the checkpoint's setting)")
-    g.add_argument("-j", "--workers", type=int, default=0, help="accepted for compatibility; data loads in a thread")
+    g.add_argument("-j", "--workers", type=int, default=1, help="threads decoding the next volumes or photos ahead")
     g.add_argument("--layout", choices=["auto", "challenger", "retouch"], help="oct: the data folder's layout "
                    "[default: the checkpoint's setting, auto]")  # fmt: skip
     g.add_argument("--label-map", help="oct, RETOUCH layout: stored label value -> class [default: the checkpoint's]")
@@ -205,6 +205,8 @@ def checkpoints(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--fusion-weights must be >= 0 and sum to > 0, got {args.fusion_weights}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if getattr(args, "workers", 0) < 0:
+        raise ValueError(f"-j/--workers must be >= 0, got {args.workers}")
     return paths
 
 

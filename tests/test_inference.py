@@ -83,3 +83,33 @@ def test_a_failing_compile_falls_back_to_the_same_eager_model():
     assert wrapped.compiled is None
     with torch.no_grad():
         assert torch.equal(out.seg_logits, model(x).seg_logits)
+
+
+def test_prefetched_keeps_order_loads_ahead_and_raises_at_the_failing_item():
+    """``-j N`` in eval.py / test.py: N threads decode the next records while the model works on this one."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from utils.io import prefetched
+
+    running, most = set(), [0]
+    lock = threading.Lock()
+
+    def load(i):
+        with lock:
+            running.add(i)
+            most[0] = max(most[0], len(running))
+        time.sleep(0.05)
+        with lock:
+            running.discard(i)
+        if i == 5:
+            raise ValueError("item 5 is damaged")
+        return i * 10
+
+    with ThreadPoolExecutor(3) as pool:
+        got = []
+        with pytest.raises(ValueError, match="item 5"):
+            for item, value in prefetched(range(8), load, pool, ahead=3):
+                got.append((item, value))
+    assert got == [(i, i * 10) for i in range(5)] and most[0] == 3

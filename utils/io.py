@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -626,12 +627,15 @@ def files_fingerprint(paths, extra: str = "", error=None) -> str:
     return h.hexdigest()[:16]
 
 
-def prefetched(items, load, pool):
-    """Yield ``(item, load(item))`` in order, loading the next item in ``pool`` while the caller works on this one
-    (decoding the next volume overlaps the GPU's work on the current one). Errors surface at their item."""
+def prefetched(items, load, pool, ahead: int = 1):
+    """Yield ``(item, load(item))`` in order, loading up to ``ahead`` next items in ``pool`` while the caller works on
+    this one (decoding the next volumes overlaps the model's work on the current one). Errors surface at their
+    item."""
     items = list(items)
-    ahead = pool.submit(load, items[0]) if items else None
+    ahead = max(1, ahead)
+    pending = deque(pool.submit(load, item) for item in items[:ahead])
     for i, item in enumerate(items):
-        result = ahead.result()
-        ahead = pool.submit(load, items[i + 1]) if i + 1 < len(items) else None
+        result = pending.popleft().result()
+        if i + ahead < len(items):
+            pending.append(pool.submit(load, items[i + ahead]))
         yield item, result
