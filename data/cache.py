@@ -12,6 +12,7 @@ import numpy as np
 
 from data.common import DatasetError, file_error
 from data.oct import VolumeRecord
+from utils.errors import ToolkitError
 from utils.io import files_fingerprint, save_npy_atomic
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def _key(paths: tuple[Path, ...], extra: str = "") -> str:
     return files_fingerprint(paths, extra, error=file_error)
 
 
-class CacheError(RuntimeError):
+class CacheError(ToolkitError):
     """The cache folder cannot be created or written; the message names it and what to do."""
 
 

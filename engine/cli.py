@@ -329,13 +329,22 @@ def driver_session(distributed: bool = True):
         cleanup(info)
 
 
-ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError, OSError)
+def is_explained(e: BaseException) -> bool:
+    """An error whose message says what happened and what to do, reported in one line: bad input or settings
+    (``ValueError``, ``DatasetError`` among them), the toolkit's own run-time errors (``ToolkitError``: a checkpoint,
+    a folder in use, a full disk, ...), a non-finite loss, and ``OSError``s that are the toolkit's (no errno) or name
+    their path. Anything else, such as a CUDA failure or a bug, keeps its traceback."""
+    from utils.errors import ToolkitError
+
+    if isinstance(e, (ValueError, ToolkitError, FloatingPointError)):
+        return True
+    return isinstance(e, OSError) and (e.errno is None or e.filename is not None)
 
 
 def cli_main(script: str, parse: Callable, main: Callable, relaunch: bool = True) -> None:
     """``__main__`` of a driver: parse first (``--help`` and typos end here, in this one process), then on a host
-    with several visible GPUs run again under torchrun (one process per GPU), then ``main(argv)``; errors end in
-    one ``error:`` line."""
+    with several visible GPUs run again under torchrun (one process per GPU), then ``main(argv)``; errors that
+    explain themselves (:func:`is_explained`) end in one ``error:`` line, any other keeps its traceback."""
     argv = sys.argv[1:]
     parse(argv)
     if relaunch:
@@ -346,5 +355,7 @@ def cli_main(script: str, parse: Callable, main: Callable, relaunch: bool = True
             sys.exit(code)
     try:
         main(argv)
-    except ERRORS as e:  # DatasetError, CheckpointError, FolderInUse, CacheError are among these
+    except Exception as e:
+        if not is_explained(e):
+            raise
         sys.exit("error: " + " ".join(str(e).split()))

@@ -27,6 +27,7 @@ from PIL import Image
 
 from data.oct import CLASS_COLOURS, OVERLAY_ALPHA
 from metrics.quantify import ranges
+from utils.errors import ToolkitError
 from utils.io import atomic_write
 
 LESION_COLOURS = CLASS_COLOURS  # (4, 3) RGB: background, then the lesions in class order (REA, SRF, PED)
@@ -467,7 +468,7 @@ def start_chrome(width: int = 1280, height: int = 900):
     }
     missing = [n for n, p in found.items() if p is None]
     if missing:
-        raise RuntimeError(f"{' and '.join(missing)} not found on PATH; {INSTALL_HINT}")
+        raise ToolkitError(f"{' and '.join(missing)} not found on PATH; {INSTALL_HINT}")
     options = webdriver.ChromeOptions()
     options.binary_location = found["chromium"]
     for arg in (

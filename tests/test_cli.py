@@ -137,3 +137,31 @@ def test_drivers_end_in_one_error_line(tmp_path):
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.pth.tar'}: checkpoint not found"]
+
+
+def test_only_errors_that_explain_themselves_lose_their_traceback(monkeypatch):
+    """A bad input, a checkpoint, a folder in use, a path the OS names: one `error:` line. A CUDA failure or a bug
+    (a plain RuntimeError, an OSError naming nothing) keeps its traceback."""
+    import errno
+
+    from data.common import DatasetError
+    from engine.cli import cli_main
+    from utils.checkpoint import CheckpointError
+    from utils.io import FolderInUse
+
+    monkeypatch.setattr(sys, "argv", ["x.py"])
+    explained = [
+        ValueError("--lr must be finite"),
+        DatasetError("a.bmp: damaged"),
+        CheckpointError("c.pth.tar: truncated"),
+        FolderInUse("runs/a is in use"),
+        PermissionError(errno.EACCES, "Permission denied", "/data/x"),
+        FileExistsError("runs/a already holds a run"),
+    ]
+    for e in explained:
+        with pytest.raises(SystemExit) as stop:
+            cli_main("x.py", lambda argv: None, lambda argv, e=e: (_ for _ in ()).throw(e), relaunch=False)
+        assert stop.value.code == "error: " + str(e)
+    for e in (RuntimeError("CUDA error: an illegal memory access was encountered"), OSError(errno.EIO, "I/O error")):
+        with pytest.raises(type(e)):
+            cli_main("x.py", lambda argv: None, lambda argv, e=e: (_ for _ in ()).throw(e), relaunch=False)

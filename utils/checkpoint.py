@@ -6,13 +6,14 @@ from pathlib import Path
 
 import torch
 
+from utils.errors import ToolkitError
 from utils.io import atomic_write, check_output_file, output_file
 
 FORMAT_VERSION = 2  # 2: settings gained log_every, best_dice became best_score (1 still loads)
 REQUIRED_KEYS = ("format_version", "model_name", "settings", "state_dict", "epoch")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ToolkitError):
     """A checkpoint that is missing, truncated, foreign or unsafe; the message names the file."""
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from utils.errors import ToolkitError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -127,7 +129,7 @@ def shared_staged_output_dir(final, force: bool, info: DistInfo, protected=()):
             error = str(e)
     error, stage = broadcast_object((error, stage), info)
     if error:
-        raise RuntimeError(error)
+        raise ToolkitError(error)
     try:
         yield Path(stage)
         barrier(info)  # every process has written its share

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import ToolkitError
+
 log = logging.getLogger(__name__)
 
 try:
@@ -157,11 +159,11 @@ def zip_folder(folder: Path, zip_path: Path) -> Path:
 OUTPUT_MARKER = ".retina-lesion-output"  # in every output folder this toolkit writes: what --force may replace
 
 
-class FolderInUse(RuntimeError):
+class FolderInUse(ToolkitError):
     """Another process holds the folder's lock; the message names the folder and the process."""
 
 
-class NotWritable(RuntimeError):
+class NotWritable(ToolkitError):
     """A folder the run must write to cannot be written (read-only mount, permissions, disk full)."""
 
 
