@@ -102,3 +102,17 @@ def test_shrunk_bf16_checkpoint_loads_and_predicts_alike(tmp_path):
     x = torch.randn(1, 3, 16, 16)
     ref = model.eval()(x).seg_logits
     assert (loaded(x).seg_logits - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_a_format_1_checkpoint_is_migrated_on_load(tmp_path):
+    """Format 1 stored the best score as ``best_dice``: loading gives ``best_score``, the file is left as it was."""
+    import torch
+
+    from utils.checkpoint import load_checkpoint
+
+    path = tmp_path / "old.pth.tar"
+    old = {"format_version": 1, "model_name": "unet", "settings": {}, "state_dict": {}, "epoch": 3, "best_dice": 0.7}
+    torch.save(old, path)
+    before = path.read_bytes()
+    state = load_checkpoint(path)
+    assert state["best_score"] == 0.7 and "best_dice" not in state and path.read_bytes() == before

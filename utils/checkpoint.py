@@ -46,6 +46,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(
             f"{path}: checkpoint format {state['format_version']} is newer than this code's {FORMAT_VERSION}; update"
         )
+    return migrate(state)
+
+
+def migrate(state: dict) -> dict:
+    """A checkpoint of an earlier format as the current code reads it (the file itself is never rewritten).
+    1 -> 2: ``best_dice`` became ``best_score``; settings gained ``log_every`` (its default fills it)."""
+    if state["format_version"] < 2 and "best_dice" in state:
+        state["best_score"] = state.pop("best_dice")
     return state
 
 
