@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from utils.config import Settings, load_config_file
+from utils.errors import ToolkitError
 from utils.io import FolderLock, atomic_write, output_file
 
 try:
@@ -281,7 +282,7 @@ class Worker:
                 failures = 0 if self.run_trial(trial) else failures + 1
                 done += 1
                 if failures >= MAX_FAILURES_IN_A_ROW:
-                    raise RuntimeError(
+                    raise ToolkitError(
                         f"{failures} trials in a row failed (the last: {trial.user_attrs.get('error', '?')}); check "
                         f"the search space and the training options (sweep.py --report --study "
                         f"{self.study.study_name} lists the errors)"

@@ -165,7 +165,7 @@ class Trainer:
         self.local_batch = s.batch_size // self.dist.world_size
         if self.nothing_to_do:  # a finished run: nothing is read or written (fit says so in one line)
             self.task, self.stop_signal = build_task(s), None
-            self.best_score = float(state.get("best_score", state.get("best_dice", -math.inf)))
+            self.best_score = float(state.get("best_score", -math.inf))
             return
         barrier(self.dist)  # every process has looked before the main one writes
         if self.dist.is_main:
@@ -281,7 +281,7 @@ class Trainer:
             rngs = state["rng_states"]  # one per process; another process count re-seeds instead
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
-        resumed = float(state.get("best_score", state.get("best_dice", -math.inf)))
+        resumed = float(state.get("best_score", -math.inf))
         best = run_folder.best_score_on_resume(self.ckpt_dir, resumed) if self.dist.is_main else resumed
         self.best_score = float(broadcast_object(best, self.dist))  # every process counts stale epochs alike
         self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
