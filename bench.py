@@ -176,7 +176,7 @@ def training_step(name: str, mode: str, device: torch.device, data: Path, worker
         ).validate()
         trainer = Trainer(s, device=device)
         trainer.model.train()
-        loader = trainer._loader(0)
+        loader = trainer.loader(0)
         holder = [iter(loader)]
 
         def step(wait=None):

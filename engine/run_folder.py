@@ -13,7 +13,16 @@ from pathlib import Path
 from data.cache import DEFAULT_CACHE_DIR
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Settings
-from utils.io import OUTPUT_MARKER, files_fingerprint, is_clutter, save_json_atomic
+from utils.distributed import DistInfo, broadcast_object
+from utils.io import (
+    OUTPUT_MARKER,
+    FolderInUse,
+    FolderLock,
+    NotWritable,
+    files_fingerprint,
+    is_clutter,
+    save_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 LATEST, BEST = "checkpoint_latest.pth.tar", "model_best.pth.tar"
@@ -70,6 +79,22 @@ def check_location(run_dir: Path, settings: Settings) -> None:
             f"--out {run_dir} holds {', '.join(other[:3])}{more}, which are not part of a training run; a run folder "
             "is new, empty or a run's own: choose another --out"
         )
+
+
+def lock(run_dir: Path, dist: DistInfo) -> FolderLock | None:
+    """One process (one torchrun job) per run folder: a second run, e.g. a resubmitted job while the first still
+    runs, stops at once naming the process that holds the folder. The main process holds the lock (None elsewhere);
+    taken before anything in the folder is read or written."""
+    held, error = None, None
+    if dist.is_main:
+        try:
+            held = FolderLock(run_dir / ".lock", run_dir)
+        except (FolderInUse, NotWritable) as e:
+            error = str(e)
+    error = broadcast_object(error, dist)
+    if error:
+        raise FolderInUse(error)
+    return held
 
 
 def holds_run(run_dir: Path) -> bool:

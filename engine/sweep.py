@@ -27,6 +27,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -38,6 +39,9 @@ try:
     import fcntl
 except ImportError:  # Windows: one worker per sweep folder
     fcntl = None
+
+if TYPE_CHECKING:
+    from engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
 KINDS = ("float", "int", "categorical")
@@ -62,36 +66,39 @@ def load_space(path: str | Path) -> dict[str, dict]:
             raise ValueError(f"{where}: not a setting (valid: {', '.join(sorted(fields))})")
         if name in FROZEN:
             raise ValueError(f"{where}: a trial cannot change {name}; set it for the whole sweep")
-        if not isinstance(spec, dict) or spec.get("type") not in KINDS:
-            raise ValueError(f"{where}: needs type: float, int or categorical")
-        kind = spec["type"]
-        allowed = {"type", "low", "high", "log", "step"} if kind != "categorical" else {"type", "choices"}
-        if set(spec) - allowed:
-            raise ValueError(f"{where}: unknown keys {sorted(set(spec) - allowed)} for type {kind}")
-        if kind == "categorical":
-            values = spec.get("choices")
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"{where}: choices must be a non-empty list")
-        else:
-            if "low" not in spec or "high" not in spec:
-                raise ValueError(f"{where}: needs low and high")
-            low, high = spec["low"], spec["high"]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
-                raise ValueError(f"{where}: low and high must be numbers with low < high, got {low!r}, {high!r}")
-            if spec.get("log") and low <= 0:
-                raise ValueError(f"{where}: a log range needs low > 0")
-            if kind == "int" and not all(isinstance(v, int) for v in (low, high, spec.get("step", 1))):
-                raise ValueError(f"{where}: an int range takes whole numbers (low, high, step)")
-            if "step" in spec and (spec.get("log") or not spec["step"] > 0):
-                raise ValueError(f"{where}: step must be > 0, and cannot go with log")
-            values = [low, high]
-        for v in values:  # each value must fit the setting's type and range (checked as training would)
+        for v in _range_values(spec, where):  # each value must fit the setting's type and range, as training checks
             try:
                 Settings.from_dict({name: v}, source=where).validate()
             except ValueError as e:
                 raise ValueError(f"{where}: {v!r}: {e}") from None
         space[name] = spec
     return space
+
+
+def _range_values(spec, where: str) -> list:
+    """One setting's range, checked: its choices, or its low and high ends."""
+    if not isinstance(spec, dict) or spec.get("type") not in KINDS:
+        raise ValueError(f"{where}: needs type: float, int or categorical")
+    kind = spec["type"]
+    allowed = {"type", "low", "high", "log", "step"} if kind != "categorical" else {"type", "choices"}
+    if set(spec) - allowed:
+        raise ValueError(f"{where}: unknown keys {sorted(set(spec) - allowed)} for type {kind}")
+    if kind == "categorical":
+        if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+            raise ValueError(f"{where}: choices must be a non-empty list")
+        return spec["choices"]
+    if "low" not in spec or "high" not in spec:
+        raise ValueError(f"{where}: needs low and high")
+    low, high = spec["low"], spec["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
+        raise ValueError(f"{where}: low and high must be numbers with low < high, got {low!r}, {high!r}")
+    if spec.get("log") and low <= 0:
+        raise ValueError(f"{where}: a log range needs low > 0")
+    if kind == "int" and not all(isinstance(v, int) for v in (low, high, spec.get("step", 1))):
+        raise ValueError(f"{where}: an int range takes whole numbers (low, high, step)")
+    if "step" in spec and (spec.get("log") or not spec["step"] > 0):
+        raise ValueError(f"{where}: step must be > 0, and cannot go with log")
+    return [low, high]
 
 
 def suggest(trial, space: dict[str, dict]) -> dict:
@@ -297,24 +304,9 @@ class Worker:
         import optuna
         from optuna.trial import TrialState
 
-        from engine.trainer import BEST, LATEST, Trainer
-
         trainer, outcome, error = None, "complete", ""
         try:
-            values = suggest(trial, self.space)
-            run_dir = Path(trial.user_attrs["run_dir"])
-            settings = dataclasses.replace(self.base, **values, out=str(run_dir)).validate()
-            resume = self._resume_of(trial, run_dir, LATEST, BEST)
-            log.info(f"trial {trial.number}: {values}" + (" (continues a trial whose worker died)" if resume else ""))
-
-            def report(epoch: int, score: float, metrics: dict) -> None:
-                trial.report(score if math.isfinite(score) else 0.0, epoch)
-                if trainer is not None and trainer.stop_signal:
-                    return  # stopping anyway: the trial is run again, not judged on a part
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch} (score {score:.4f})")
-
-            trainer = Trainer(settings, resume=resume, on_epoch=report)
+            trainer = self._trainer(trial, lambda: trainer)
             trainer.fit()
         except optuna.TrialPruned as e:
             log.info(f"trial {trial.number}: {e}")
@@ -326,6 +318,35 @@ class Worker:
         except Exception as e:  # this trial's settings fail (an impossible crop, out of memory, ...): the next one
             outcome, error = "fail", f"{type(e).__name__}: {e}"[:500]
             log.warning(f"trial {trial.number} failed: {error}")
+        return self._tell(trial, trainer, outcome, error)
+
+    def _trainer(self, trial, current) -> Trainer:
+        """The trial's trainer (``current()`` returns it once built), reporting each epoch's score to the study."""
+        import optuna
+
+        from engine.run_folder import BEST, LATEST
+        from engine.trainer import Trainer
+
+        values = suggest(trial, self.space)
+        run_dir = Path(trial.user_attrs["run_dir"])
+        settings = dataclasses.replace(self.base, **values, out=str(run_dir)).validate()
+        resume = self._resume_of(trial, run_dir, LATEST, BEST)
+        log.info(f"trial {trial.number}: {values}" + (" (continues a trial whose worker died)" if resume else ""))
+
+        def report(epoch: int, score: float, metrics: dict) -> None:
+            trial.report(score if math.isfinite(score) else 0.0, epoch)
+            if current() is not None and current().stop_signal:
+                return  # stopping anyway: the trial is run again, not judged on a part
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} (score {score:.4f})")
+
+        return Trainer(settings, resume=resume, on_epoch=report)
+
+    def _tell(self, trial, trainer: Trainer | None, outcome: str, error: str) -> bool:
+        """The trial's end told to the study (a failed trial that was interrupted runs again); a signal that reached
+        the training stops the worker."""
+        from optuna.trial import TrialState
+
         signum = trainer.stop_signal if trainer is not None else 0
         if outcome == "complete":
             value = trainer.best_score
@@ -390,7 +411,7 @@ def best_trials(study, top: int) -> list:
 
 def top_checkpoints(name: str, storage, top: int) -> list[str]:
     """The best checkpoints of the ``top`` best finished trials (for ``--fusion-study``)."""
-    from engine.trainer import BEST
+    from engine.run_folder import BEST
 
     trials = best_trials(load_study(name, storage, create=False), top)
     if not trials:

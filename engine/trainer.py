@@ -10,7 +10,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -21,13 +20,21 @@ from torch.utils.data import DataLoader
 from data.common import DatasetError
 from data.transforms import Augment
 from engine import run_folder
+from engine.checkpointer import Checkpointer
 from engine.evaluate import evaluate
-from engine.run_folder import BEST, LATEST
-from inference.predictor import Member, Predictor, autocast_for, default_device, maybe_compile, normalize
+from inference.predictor import (
+    CompiledOrEager,
+    Member,
+    Predictor,
+    autocast_for,
+    compile_wanted,
+    default_device,
+    normalize,
+)
 from losses import build_loss, parse_loss_spec
 from models import build_model, list_models
 from tasks import build_task, get_task
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from utils.checkpoint import load_checkpoint, load_model_weights
 from utils.config import Settings
 from utils.distributed import (
     DistInfo,
@@ -38,7 +45,7 @@ from utils.distributed import (
     device_for,
     gather_objects,
 )
-from utils.io import FolderInUse, FolderLock, NotWritable, save_json_atomic, sha256_of
+from utils.io import save_json_atomic
 from utils.log import Progress, RunLogger, log_to_file
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,10 @@ def default_run_dir(s: Settings) -> Path:
 
 
 class Trainer:
+    """A short loop (``fit``: per epoch ``train_epoch``, ``validate``, ``_end_epoch``) over parts with one job
+    each: the run folder (``engine.run_folder``: lock, resume choice, best score, normalisation), the checkpoint
+    files (``engine.checkpointer``), the compile fallback (``CompiledOrEager``, shared with the predictor)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -138,9 +149,10 @@ class Trainer:
         self.dist = dist_info or DistInfo()
         self.device = device or (device_for(self.dist) if self.dist.enabled else default_device())
         self.run_dir = default_run_dir(settings)
-        self.ckpt_dir = self.run_dir / "checkpoint"
+        self.checkpoints = Checkpointer(self.run_dir / "checkpoint")
+        self.stop_signal: int | None = None
         run_folder.check_location(self.run_dir, settings)  # before the lock creates the folder
-        self._lock = self._lock_run_folder()  # before anything in the run folder is read or written
+        self._lock = run_folder.lock(self.run_dir, self.dist)  # before anything in the run folder is read or written
         try:
             with self._log_file():
                 self._setup(resume)
@@ -148,29 +160,44 @@ class Trainer:
             self.close()
             raise
 
+    # ----------------------------------------------------------------------------------------------- setup
     def _setup(self, resume: str | None) -> None:
         resume_path = run_folder.choose_resume(resume, self.run_dir)
-        self.start_epoch = 0
-        if resume_path is not None:  # the run's own settings, with only what does not change what it learns
-            state = load_checkpoint(resume_path, mmap=True)
-            self.s = run_folder.resumed_settings(state, self.s, self.given, resume_path)
-            self.start_epoch = int(state["epoch"])
-        self.s.validate()
-        s = self.s
-        if s.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"--batch-size {s.batch_size} is the global batch and must divide among "
-                f"{self.dist.world_size} processes"
-            )
-        self.local_batch = s.batch_size // self.dist.world_size
+        self._resume_settings(resume_path)
         if self.nothing_to_do:  # a finished run: nothing is read or written (fit says so in one line)
-            self.task, self.stop_signal = build_task(s), None
-            self.best_score = float(state.get("best_score", -math.inf))
+            self.task = build_task(self.s)
             return
         barrier(self.dist)  # every process has looked before the main one writes
         if self.dist.is_main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            self.checkpoints.folder.mkdir(parents=True, exist_ok=True)
+        self._prepare_data(under_way=resume_path is not None)
+        self._build_model()
+        self._initial_state(resume_path)
+        self.predictor = self._build_predictor()
+        if self.dist.is_main:
+            save_json_atomic(self.run_dir / "settings.json", self.s.to_dict())
 
+    def _resume_settings(self, resume_path: Path | None) -> None:
+        """The run's own settings when it continues (with only what does not change what it learns taken from the
+        command line), checked; the epoch it starts at."""
+        self.start_epoch, self.best_score = 0, -math.inf
+        if resume_path is not None:
+            state = load_checkpoint(resume_path, mmap=True)
+            self.s = run_folder.resumed_settings(state, self.s, self.given, resume_path)
+            self.start_epoch = int(state["epoch"])
+            self.best_score = float(state.get("best_score", -math.inf))
+        self.s.validate()
+        if self.s.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"--batch-size {self.s.batch_size} is the global batch and must divide among "
+                f"{self.dist.world_size} processes"
+            )
+        self.local_batch = self.s.batch_size // self.dist.world_size
+
+    def _prepare_data(self, under_way: bool) -> None:
+        """The task, the records of each split (checked disjoint) and the training data's normalisation (decoded
+        once, into the cache, by the main process for every process)."""
+        s = self.s
         seed_everything(s.seed + self.dist.rank)
         if s.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -179,17 +206,20 @@ class Trainer:
         self.train_records = self.task.records("train", s.data_dir, s.list_dir)
         self.val_records = self.task.records("val", s.data_dir, s.list_dir)
         self.task.check_disjoint(self.train_records, {"val": self.val_records, **self._test_split()})
-        source = run_folder.data_source(s, self.train_records, self.task)
-        if self.dist.is_main:  # decodes the training data once (into the cache), for every process
-            under_way = resume_path is not None or run_folder.holds_run(self.run_dir)
-            self.normalization = run_folder.normalization(
-                self.run_dir, source, lambda: self.task.normalization(self.train_records), under_way
-            )
+        self.source = run_folder.data_source(s, self.train_records, self.task)
+        if self.dist.is_main:
+            under_way = under_way or run_folder.holds_run(self.run_dir)
+            compute = lambda: self.task.normalization(self.train_records)  # noqa: E731
+            run_folder.normalization(self.run_dir, self.source, compute, under_way)
         barrier(self.dist)
         self.normalization = json.loads((self.run_dir / "normalization.json").read_text())
+        self.train_set = self.task.train_dataset(self.train_records, augment_for(s))
 
+    def _build_model(self) -> None:
+        """The model (channels_last on every device: cuDNN and oneDNN both run NHWC convolutions faster,
+        docs/BENCHMARKS.md), its DDP wrapper, the loss, the compiled step and the optimiser."""
+        s = self.s
         self.model = build_model(s.name, num_classes=s.num_classes, num_detect=s.num_detect, channels=tuple(s.channels))
-        # channels_last on every device: cuDNN and oneDNN both run NHWC convolutions faster (docs/BENCHMARKS.md)
         self.model = self.model.to(self.device, memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not s.deterministic
@@ -203,52 +233,39 @@ class Trainer:
         self.loss.to(self.device)
         # the network and the loss compile separately (on a GPU by default): the loss's softmax / one-hot / Dice
         # sums over every deep-supervision head are memory-bound element-wise work that inductor fuses
-        self._eager = (net, self.loss)
-        self.forward = maybe_compile(net, self.device, s.compile)
-        self.loss_fn = maybe_compile(self.loss, self.device, s.compile)
+        self.step_modules = CompiledOrEager(net, self.loss, enabled=compile_wanted(self.device, s.compile))
         self.optimizer = make_optimizer(s, self.model.parameters())
 
-        self.train_set = self.task.train_dataset(self.train_records, augment_for(s))
-        self.best_score, self.stale = -math.inf, 0
+    def _initial_state(self, resume_path: Path | None) -> None:
+        """Where training starts: a fresh run, the checkpoint it continues, or another run's weights."""
+        self.stale = 0
         self.task_state: dict = {}  # validation figures the checkpoints carry (``Task.state_keys``)
         self.resume_step, self.resume_sums, self.resume_rng = 0, {}, None
-        self.stop_signal: int | None = None
         self.origin: dict | None = None  # the checkpoint a fine-tune started from
         if resume_path is not None:
-            self._load(resume_path, source)
+            self._load(resume_path)
         elif self.finetune:
-            self._load_finetune(Path(self.finetune))
-        options = self.task.predictor_options(s)
-        self.predictor = Predictor(
-            [Member(self.model, self.normalization["mean"], self.normalization["std"], options.get("resize"))],
+            state, self.origin = Checkpointer.load_finetune(Path(self.finetune), self.device, self.s)
+            load_model_weights(self.model, state["state_dict"], self.finetune)
+            log.info(f"fine-tuning from {self.finetune} (epoch {state['epoch']}), a new run in {self.run_dir}")
+
+    def _build_predictor(self) -> Predictor:
+        """What validation predicts with: the training model, seen as the task sees its inputs."""
+        options = self.task.predictor_options(self.s)
+        member = Member(self.model, self.normalization["mean"], self.normalization["std"], options.get("resize"))
+        return Predictor(
+            [member],
             self.device,
-            batch_size=s.val_batch_size,
-            amp=s.amp,
+            batch_size=self.s.val_batch_size,
+            amp=self.s.amp,
             window=options.get("window"),
-            compile=s.compile,
+            compile=self.s.compile,
         )
-        if self.dist.is_main:
-            save_json_atomic(self.run_dir / "settings.json", s.to_dict())
 
     @property
     def nothing_to_do(self) -> bool:
         """A resumed run that has already trained ``--epochs`` epochs."""
         return self.start_epoch >= self.s.epochs
-
-    # ----------------------------------------------------------------------------------------------- setup
-    def _lock_run_folder(self) -> FolderLock | None:
-        """One process (one torchrun job) per run folder: a second run, e.g. a resubmitted job while the first still
-        runs, stops at once naming the process that holds the folder."""
-        lock, error = None, None
-        if self.dist.is_main:
-            try:
-                lock = FolderLock(self.run_dir / ".lock", self.run_dir)
-            except (FolderInUse, NotWritable) as e:
-                error = str(e)
-        error = broadcast_object(error, self.dist)
-        if error:
-            raise FolderInUse(error)
-        return lock
 
     def close(self) -> None:
         """Release the run folder (``fit`` does at its end)."""
@@ -266,47 +283,28 @@ class Trainer:
         except (DatasetError, FileNotFoundError):
             return {}
 
-    def _load(self, path: Path, source: dict) -> None:
-        state = load_checkpoint(path, self.device)
-        if "optimizer" not in state:  # continuing with a fresh Adam state (and maybe bf16 weights) would be silent
-            raise CheckpointError(
-                f"{path}: a deployable copy without optimiser state (python -m utils.checkpoint), which cannot be "
-                "resumed; resume from checkpoint_latest.pth.tar of the run it came from"
-            )
+    def _load(self, path: Path) -> None:
+        """Continue the run from ``path``: weights, optimiser, epoch (and step), best score, carried figures."""
+        state = Checkpointer.load_resumable(path, self.device)
         load_model_weights(self.model, state["state_dict"], path)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch = int(state["epoch"])
         self.resume_step = int(state.get("step", 0))
         if self.resume_step:
             rngs = state["rng_states"]  # one per process; another process count re-seeds instead
             self.resume_rng = rngs[self.dist.rank].cpu() if len(rngs) == self.dist.world_size else None
             self.resume_sums = {k: torch.tensor(v, device=self.device) for k, v in state["train_sums"].items()}
         resumed = float(state.get("best_score", -math.inf))
-        best = run_folder.best_score_on_resume(self.ckpt_dir, resumed) if self.dist.is_main else resumed
+        best = run_folder.best_score_on_resume(self.checkpoints.folder, resumed) if self.dist.is_main else resumed
         self.best_score = float(broadcast_object(best, self.dist))  # every process counts stale epochs alike
         self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
         self.origin = state.get("finetuned_from")
         if "normalization" in state:
             self.normalization = state["normalization"]
-        run_folder.check_fingerprint(path, state.get("normalization"), source)
+        run_folder.check_fingerprint(path, state.get("normalization"), self.source)
         where = f" step {self.resume_step}" if self.resume_step else ""
         log.info(f"resumed from {path} at epoch {self.start_epoch + 1}{where}")
 
-    def _load_finetune(self, path: Path) -> None:
-        """A new run that starts from ``path``'s weights (not its optimiser, epoch or best score); its checkpoints
-        record where they came from."""
-        state = load_checkpoint(path, self.device)
-        if state["model_name"] != self.s.name:
-            name = state["model_name"]
-            raise CheckpointError(f"{path}: holds a {name!r} model, not {self.s.name!r}; fine-tune with --name {name}")
-        if state["settings"].get("task", Settings.task) != self.s.task:
-            task = state["settings"].get("task")
-            raise CheckpointError(f"{path}: a checkpoint of task {task!r}, not {self.s.task!r}")
-        load_model_weights(self.model, state["state_dict"], path)
-        self.origin = {"checkpoint": str(path.resolve()), "sha256": sha256_of(path), "epoch": int(state["epoch"])}
-        log.info(f"fine-tuning from {path} (epoch {state['epoch']}), a new run in {self.run_dir}")
-
-    def _loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
+    def loader(self, epoch: int, skip_steps: int = 0) -> DataLoader:
         """This process's share of the epoch's batches, minus the first ``skip_steps`` already done."""
         self.train_set.set_epoch(epoch)
         n = len(self.train_set)
@@ -323,33 +321,20 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = normalize(
-            batch["image"].to(self.device, non_blocking=True), self.normalization["mean"], self.normalization["std"]
-        )
+        mean, std = self.normalization["mean"], self.normalization["std"]
+        x = normalize(batch["image"].to(self.device, non_blocking=True), mean, std)
         x = x.contiguous(memory_format=torch.channels_last)
         seg_t = batch["label"].to(self.device, non_blocking=True).long()
         det_t = batch["det"].to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        try:
-            parts = self._forward_backward(x, seg_t, det_t)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as e:
-            if (self.forward, self.loss_fn) == self._eager:
-                raise
-            # a compile failure can surface in the backward (compiled lazily): redo this step eagerly, keep eager
-            msg = f"compiled training step failed, running eager instead ({type(e).__name__}: {e})"
-            warnings.warn(msg, stacklevel=2)
-            self.forward, self.loss_fn = self._eager
-            self.optimizer.zero_grad(set_to_none=True)
-            parts = self._forward_backward(x, seg_t, det_t)
+        parts = self.step_modules.run(self._forward_backward, x, seg_t, det_t)
         self.optimizer.step()
         return {k: v.detach() for k, v in parts.items()}
 
-    def _forward_backward(self, x: torch.Tensor, seg_t: torch.Tensor, det_t: torch.Tensor) -> dict:
+    def _forward_backward(self, net, loss_fn, x: torch.Tensor, seg_t: torch.Tensor, det_t: torch.Tensor) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)  # a retry after a failed compiled attempt starts clean
         with autocast_for(self.device, self.s.amp):
-            out = self.forward(x)
-        parts = self.loss_fn(out, seg_t, det_t)
+            out = net(x)
+        parts = loss_fn(out, seg_t, det_t)
         parts["total"].backward()
         return parts
 
@@ -357,51 +342,42 @@ class Trainer:
         self.model.train()
         start, sums = self.resume_step, dict(self.resume_sums)
         self.resume_step, self.resume_sums = 0, {}
-        loader = self._loader(epoch, skip_steps=start)
+        loader = self.loader(epoch, skip_steps=start)
         batches = iter(loader)  # creating the iterator draws from the global RNG: do it before seeding
         if start and self.resume_rng is not None:
             torch.set_rng_state(self.resume_rng)  # dropout continues where the interrupted run stopped
         else:  # dropout draws depend on (seed, epoch, rank), not on where a run was resumed
             torch.manual_seed(self.s.seed + epoch + 100_003 * self.dist.rank)
         total_steps = start + len(loader)
-        progress = Progress(
-            total_steps,
-            f"epoch {epoch + 1}/{self.s.epochs} step",
-            log,
-            every=self.s.log_every,
-            items_per_step=self.s.batch_size,
-            start=start,
-        )
+        title = f"epoch {epoch + 1}/{self.s.epochs} step"
+        progress = Progress(total_steps, title, log, self.s.log_every, items_per_step=self.s.batch_size, start=start)
         bad = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, 0 = none
         for i, batch in enumerate(batches, start=start):
             parts = self.train_step(batch)
-            finite = torch.isfinite(parts["total"])
-            bad = torch.where(finite | (bad > 0), bad, torch.full_like(bad, i + 1))
+            bad = torch.where(torch.isfinite(parts["total"]) | (bad > 0), bad, torch.full_like(bad, i + 1))
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0) + v
             # checks that need the host: on the CPU every step (free), on a GPU every 20 steps; every process
             # checks at the same steps and agrees on the outcome, so none waits alone in a collective
             if self.device.type == "cpu" or i % 20 == 0 or i + 1 == total_steps:
-                flags = torch.stack([bad, torch.tensor(self.stop_signal or 0, device=self.device)])
-                bad_step, stop = all_reduce_max(flags, self.dist).tolist()
-                self._check_finite(epoch, bad_step, parts)
-                if stop:
-                    self.stop_signal = stop
-                    self._save_interrupted(epoch, i + 1, sums)
+                self._host_checks(epoch, i + 1, bad, parts, sums)
             progress.update(lambda parts=parts: {"loss": parts["total"].item()})
         progress.close()
         return {f"train_{k}": all_reduce_mean(v / total_steps, self.dist).item() for k, v in sums.items()}
 
-    def _check_finite(self, epoch: int, bad_step: int, parts: dict[str, torch.Tensor]) -> None:
-        if bad_step == 0:
-            return
-        latest = self.ckpt_dir / LATEST
-        kept = f"{latest} still holds epoch {load_checkpoint(latest)['epoch']}" if latest.exists() else "none saved"
-        values = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
-        raise FloatingPointError(
-            f"non-finite loss at epoch {epoch + 1} step {bad_step} (last step: {values}); stopped without saving "
-            f"({kept}). Lower --lr or check the data, then continue with --resume auto."
-        )
+    def _host_checks(self, epoch: int, step: int, bad: torch.Tensor, parts: dict, sums: dict) -> None:
+        """Stop at a non-finite loss (saving nothing), or at a signal (saving the step)."""
+        flags = torch.stack([bad, torch.tensor(self.stop_signal or 0, device=self.device)])
+        bad_step, stop = all_reduce_max(flags, self.dist).tolist()
+        if bad_step:
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+            raise FloatingPointError(
+                f"non-finite loss at epoch {epoch + 1} step {bad_step} (last step: {values}); stopped without saving "
+                f"({self.checkpoints.kept()}). Lower --lr or check the data, then continue with --resume auto."
+            )
+        if stop:
+            self.stop_signal = stop
+            self._save_interrupted(epoch, step, sums)
 
     def _save_interrupted(self, epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
         rngs = gather_objects(torch.get_rng_state(), self.dist)
@@ -409,11 +385,9 @@ class Trainer:
         if self.dist.is_main:
             state = self.checkpoint_state(epoch)
             state.update(step=step, rng_states=rngs, train_sums=sums)
-            save_checkpoint(self.ckpt_dir / LATEST, state)
+            path = self.checkpoints.save_step(state)
             name = signal.Signals(self.stop_signal).name
-            log.warning(
-                f"{name}: saved {self.ckpt_dir / LATEST} at epoch {epoch + 1} step {step}; continue with --resume auto"
-            )
+            log.warning(f"{name}: saved {path} at epoch {epoch + 1} step {step}; continue with --resume auto")
         barrier(self.dist)
         raise SystemExit(128 + self.stop_signal)
 
@@ -481,17 +455,8 @@ class Trainer:
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _fit(self, logger: RunLogger | None) -> dict[str, float]:
+        self._announce()
         metrics: dict[str, float] = {}
-        processes = f" in {self.dist.world_size} processes" if self.dist.enabled else ""
-        s = self.s
-        if s.lr_mode == "step" and s.step >= s.epochs:
-            log.warning(f"--lr-mode step with --step {s.step} never decays the learning rate in {s.epochs} epochs")
-        log.info(
-            f"training {self.s.name} ({self.task.name} task) on {len(self.train_set)} samples of "
-            f"{len(self.train_records)} {self.task.noun}, validating on {len(self.val_records)}, "
-            f"device {self.device}{processes}, run folder {self.run_dir}"
-        )
-        key = self.score_key
         for epoch in range(self.start_epoch, self.s.epochs):
             t0 = time.time()
             lr = learning_rate(self.s, epoch)
@@ -499,31 +464,46 @@ class Trainer:
                 g["lr"] = lr
             train = self.train_epoch(epoch)
             metrics = self.validate()
-            score = self.score(metrics)
-            is_best = score > self.best_score
-            self.best_score = max(score, self.best_score)
-            self.stale = 0 if is_best else self.stale + 1
-            if self.dist.is_main:
-                state = self.checkpoint_state(epoch + 1)
-                if is_best:  # the best first: a run killed between the two writes never has a best_score whose
-                    save_checkpoint(self.ckpt_dir / BEST, state)  # weights are in no file
-                save_checkpoint(self.ckpt_dir / LATEST, state)
-                if self.s.save_every_checkpoint:
-                    save_checkpoint(self.ckpt_dir / f"checkpoint_{epoch + 1:03d}.pth.tar", state)
-                logger.log(epoch + 1, {"lr": lr, **train, **metrics, "epoch_time_s": time.time() - t0})
-            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            log.info(
-                f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} "
-                f"({time.time() - t0:.1f}s){' *best*' if is_best else ''}"
-            )
-            if self.on_epoch is not None and self.dist.is_main:
-                self.on_epoch(epoch + 1, score, metrics)
-            if self.s.patience and self.stale >= self.s.patience:
-                log.info(f"early stopping: no better {key} for {self.stale} epochs (best {self.best_score:.4f})")
+            if self._end_epoch(epoch, {"lr": lr, **train}, metrics, logger, time.time() - t0):
                 break
-            stop = int(all_reduce_max(torch.tensor(self.stop_signal or 0, device=self.device), self.dist))
-            if stop:  # arrived during validation: the epoch's checkpoint is saved
-                log.warning(f"{signal.Signals(stop).name}: stopped after epoch {epoch + 1}")
-                barrier(self.dist)
-                raise SystemExit(128 + stop)
+            self._stop_if_signalled(epoch)
         return metrics
+
+    def _announce(self) -> None:
+        s, processes = self.s, f" in {self.dist.world_size} processes" if self.dist.enabled else ""
+        if s.lr_mode == "step" and s.step >= s.epochs:
+            log.warning(f"--lr-mode step with --step {s.step} never decays the learning rate in {s.epochs} epochs")
+        log.info(
+            f"training {s.name} ({self.task.name} task) on {len(self.train_set)} samples of "
+            f"{len(self.train_records)} {self.task.noun}, validating on {len(self.val_records)}, "
+            f"device {self.device}{processes}, run folder {self.run_dir}"
+        )
+
+    def _end_epoch(self, epoch: int, train: dict, metrics: dict, logger: RunLogger | None, took: float) -> bool:
+        """Score the epoch, save its checkpoints and log row, tell ``on_epoch``; True to stop early."""
+        score = self.score(metrics)
+        is_best = score > self.best_score
+        self.best_score = max(score, self.best_score)
+        self.stale = 0 if is_best else self.stale + 1
+        if self.dist.is_main:
+            state = self.checkpoint_state(epoch + 1)
+            self.checkpoints.save_epoch(state, epoch + 1, is_best, self.s.save_every_checkpoint)
+            logger.log(epoch + 1, {**train, **metrics, "epoch_time_s": took})
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        best = " *best*" if is_best else ""
+        log.info(f"epoch {epoch + 1}/{self.s.epochs} loss={train['train_total']:.4f} {shown} ({took:.1f}s){best}")
+        if self.on_epoch is not None and self.dist.is_main:
+            self.on_epoch(epoch + 1, score, metrics)
+        if self.s.patience and self.stale >= self.s.patience:
+            key = self.score_key
+            log.info(f"early stopping: no better {key} for {self.stale} epochs (best {self.best_score:.4f})")
+            return True
+        return False
+
+    def _stop_if_signalled(self, epoch: int) -> None:
+        """A signal that arrived during validation: the epoch's checkpoint is saved; every process exits."""
+        stop = int(all_reduce_max(torch.tensor(self.stop_signal or 0, device=self.device), self.dist))
+        if stop:
+            log.warning(f"{signal.Signals(stop).name}: stopped after epoch {epoch + 1}")
+            barrier(self.dist)
+            raise SystemExit(128 + stop)

@@ -36,31 +36,49 @@ def autocast_for(device: torch.device, amp: bool | None):
 
 
 class CompiledOrEager:
-    """``torch.compile(module)`` that falls back to the eager module, with one warning, if compiling fails.
-
-    The compiled and eager modules share their parameters, so a fallback changes speed, never results.
+    """``torch.compile`` of one or more modules that falls back to the eager modules, with one warning, when a call
+    fails: a backend or toolchain failure must not cost a run. The predictor wraps a model (``wrapped(x)``); the
+    trainer wraps the network and the loss and runs its whole step through ``run`` (a compile failure can surface in
+    the backward, compiled lazily). Compiled and eager modules share their parameters, so a fallback changes speed,
+    never results.
     """
 
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.compiled = torch.compile(module)
+    def __init__(self, *modules: nn.Module, enabled: bool = True) -> None:
+        self.eager = modules
+        self.compiled = tuple(torch.compile(m) for m in modules) if enabled else None
 
-    def __call__(self, *args, **kwargs):
+    def run(self, step: Callable, *args, **kwargs):
+        """``step(*modules, *args, **kwargs)`` with the compiled modules; after a failure, and from then on, with the
+        eager ones (``step`` must start from a clean state, e.g. zeroed gradients)."""
         if self.compiled is not None:
             try:
-                return self.compiled(*args, **kwargs)
+                return step(*self.compiled, *args, **kwargs)
             except torch.cuda.OutOfMemoryError:
                 raise
-            except Exception as e:  # a backend or toolchain failure must not cost a run
-                warnings.warn(f"torch.compile failed, running eager instead ({type(e).__name__}: {e})", stacklevel=2)
+            except Exception as e:  # noqa: BLE001  (any compile failure; the eager retry raises real errors)
+                warnings.warn(f"torch.compile failed, running eager instead ({type(e).__name__}: {e})", stacklevel=3)
                 self.compiled = None
-        return self.module(*args, **kwargs)
+        return step(*self.eager, *args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        """The one wrapped module called on ``args``."""
+        if len(self.eager) != 1:
+            raise TypeError("CompiledOrEager of several modules is called through run(step, ...)")
+        return self.run(_call, *args, **kwargs)
+
+
+def _call(module: nn.Module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+def compile_wanted(device: torch.device, enabled: bool | None) -> bool:
+    """``--compile``: on (True), off (False), or by default (None) on a GPU only."""
+    return (device.type == "cuda") if enabled is None else enabled
 
 
 def maybe_compile(module: nn.Module, device: torch.device, enabled: bool | None):
-    """The module compiled when ``enabled`` (None: on a GPU only), else the module itself."""
-    use = (device.type == "cuda") if enabled is None else enabled
-    return CompiledOrEager(module) if use else module
+    """The module compiled with an eager fallback when ``compile_wanted``, else the module itself."""
+    return CompiledOrEager(module) if compile_wanted(device, enabled) else module
 
 
 def normalize(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -76,7 +76,7 @@ def test_a_failing_compile_falls_back_to_the_same_eager_model():
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
-    wrapped.compiled = broken
+    wrapped.compiled = (broken,)
     x = torch.randn(2, 3, 16, 16)
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler"), torch.no_grad():
         out = wrapped(x)

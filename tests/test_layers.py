@@ -95,3 +95,29 @@ def test_the_check_sees_imports_in_functions_relative_ones_and_those_for_types(t
         "data/x.py:5: data, models, losses, metrics imports engine.cli (engine)",
         "data/x.py:6: data, models, losses, metrics imports reports (inference, reports)",
     ]
+
+
+MAX_LINES = 40  # the trainer is a short loop over parts with one job each (issue 22)
+SHORT = ("engine",)
+
+
+def long_functions(root: Path, folders=SHORT, limit: int = MAX_LINES) -> list[str]:
+    """``file:line: name (N lines)`` for each function or method over ``limit`` lines (docstring and all)."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > limit:
+                        found.append(f"{path.relative_to(root)}:{node.lineno}: {node.name} ({n} lines)")
+    return found
+
+
+def test_no_function_in_engine_is_over_forty_lines(tmp_path):
+    assert long_functions(ROOT) == []
+    # the check finds one: 41 lines is too long, 40 is not
+    (tmp_path / "engine").mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(39))
+    (tmp_path / "engine" / "m.py").write_text(f"def ok():\n{body}\n\ndef long():\n{body}    return 0\n")
+    assert long_functions(tmp_path) == ["engine/m.py:43: long (41 lines)"]

@@ -128,7 +128,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
         vars(train_script.parse_args(_argv(data, run, "--epochs", "3", "--steps-per-epoch", "4")))
     ).validate()
     trainer = Trainer(settings)
-    real_loss, calls = trainer.loss_fn, []
+    net, real_loss = trainer.step_modules.eager
+    calls = []
 
     def poisoned(*a, **k):
         parts = real_loss(*a, **k)
@@ -137,7 +138,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
             parts["total"] = parts["total"] * float("nan")
         return parts
 
-    trainer.loss_fn = poisoned
+    trainer.step_modules.eager = (net, poisoned)
     with pytest.raises(FloatingPointError, match=r"epoch 2 step 3 .*checkpoint_latest.pth.tar.*epoch 1"):
         trainer.fit()
     assert load_checkpoint(run / "checkpoint" / "checkpoint_latest.pth.tar")["epoch"] == 1
@@ -148,7 +149,7 @@ def test_a_kill_between_the_best_and_the_latest_checkpoint_loses_no_best_model(d
     whose best_score is lower than model_best's (a kill between the two writes), model_best keeps the higher one.
     A model_best deleted by hand is reported on resume and the next epoch becomes the best. --resume auto passes
     over a shipped (optimiser-free) copy in the checkpoint folder."""
-    import engine.trainer as trainer_mod
+    import engine.checkpointer as trainer_mod
 
     run = tmp_path / "run"
     order = []

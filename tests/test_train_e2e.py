@@ -229,14 +229,13 @@ def test_a_compiled_step_failing_in_backward_is_redone_eagerly(e2e_data, tmp_pat
         def backward(ctx, grad):
             raise RuntimeError("inductor: backward kernel failed to build")
 
-    net, loss = failing._eager
-    failing.forward = lambda x: net(BrokenBackward.apply(x.requires_grad_()))
-    failing.loss_fn = loss
-    batch = next(iter(eager._loader(0)))
+    net, loss = failing.step_modules.eager  # the "compiled" network's backward fails
+    failing.step_modules.compiled = (lambda x: net(BrokenBackward.apply(x.requires_grad_())), loss)
+    batch = next(iter(eager.loader(0)))
     expected = eager.train_step(batch)
     with pytest.warns(UserWarning, match="backward kernel failed"):
         got = failing.train_step(batch)
-    assert (failing.forward, failing.loss_fn) == failing._eager
+    assert failing.step_modules.compiled is None  # eager from then on
     assert torch.allclose(got["total"], expected["total"])
     for (k, a), b in zip(eager.model.state_dict().items(), failing.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
@@ -248,7 +247,7 @@ def test_oct_trained_on_crops_validates_whole_slices(e2e_data, tmp_path):
     argv = _args(e2e_data, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--crop-size", "48")
     trainer = Trainer(Settings.from_dict(vars(train_script.parse_args(argv))).validate())
     assert trainer.predictor.window is None
-    batch = next(iter(trainer._loader(0)))
+    batch = next(iter(trainer.loader(0)))
     assert batch["image"].shape[-2:] == (48, 48)
     metrics = trainer.validate()
     scored = [c for c in ("REA", "SRF", "PED") if math.isfinite(metrics[f"auc_{c}"])]
