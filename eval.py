@@ -36,11 +36,14 @@ def check_val_count(args, task, split: str, data_dir) -> None:
     was trained on as validation."""
     if split != "val" or args.val_count is None or not task.states:
         return
-    trained = task.states[0]["settings"]
-    same_data = Path(data_dir).resolve() == Path(trained.get("data_dir", "")).resolve()
-    if same_data and trained.get("val_count") is not None and trained["val_count"] != args.val_count:
+    from utils.config import Settings
+
+    trained = Settings.from_dict(task.states[0]["settings"], source=task.states[0].get("path", "the checkpoint"))
+    held = trained.task_settings.get("val_count")
+    same_data = Path(data_dir).resolve() == Path(trained.data_dir).resolve()
+    if same_data and held is not None and held != args.val_count:
         raise ValueError(
-            f"--val-count {args.val_count}, but the model was trained holding out {trained['val_count']} cases of "
+            f"--val-count {args.val_count}, but the model was trained holding out {held} cases of "
             f"{data_dir}: the validation split would hold cases it was trained on; drop --val-count"
         )
 

@@ -20,7 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from engine.cli import HelpFormatter, add_checkpoint_args, add_inference_args
+from engine.cli import HelpFormatter, add_checkpoint_args, add_inference_args, add_task_settings
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "drive_unet.pth.tar"
 log = logging.getLogger("predict")
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="photos (vessel) or slice folders (OCT)")
     add_checkpoint_args(p, default=DEFAULT_CHECKPOINT)
     add_inference_args(p)
+    add_task_settings(p, inference=True, data=False)  # a task's own settings that shape its predictions
     g = p.add_argument_group("OCT volumes")
     g.add_argument(
         "--spacing",
@@ -73,14 +74,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    from engine.cli import build_predictor, checkpoints, task_for
+    from engine.cli import build_predictor, checkpoints, task_for, task_overrides
     from utils.io import staged_output_dir
     from utils.log import setup_logging
 
     args = parse_args(argv)
     setup_logging()
     paths = checkpoints(args)
-    settings, task = task_for(paths, weights=args.fusion_weights, scale=args.scale, detection=args.detection)
+    settings, task = task_for(paths, weights=args.fusion_weights, overrides=task_overrides(args))
     taken: dict[str, Path] = {}  # output name -> the input whose outputs take it; checked before any prediction
     for path in args.inputs:
         for name in task.output_names(task.input_name(path)):

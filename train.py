@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import TOOLS, HelpFormatter, add_setting
-from models import list_models
+from engine.cli import TOOLS, HelpFormatter, add_setting, add_task_settings
+
+# the built-in models, named without importing torch (--help and argument errors stay fast); train.py checks --name
+# against models.list_models(), which a test holds equal to this
+MODELS = ("unet", "unet_nested", "unet_nested_dilated")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tasks import list_tasks
 
     g = p.add_argument_group("task")
-    add_setting(g, "--task", choices=list_tasks(), help="oct: OCT edema B-scans; vessel: fundus photos (DRIVE)")
+    add_setting(g, "--task", choices=list_tasks(), help="oct: OCT edema B-scans; vessel: fundus photos (DRIVE); or a "
+                "registered task")  # fmt: skip
     g.add_argument("--config", help="JSON or YAML file of settings (same names); options given here win")
 
     g = p.add_argument_group("model")
-    add_setting(g, "--name", choices=list_models(), metavar="NAME", help=f"model: {', '.join(list_models())}")
+    add_setting(g, "--name", metavar="NAME", help=f"model: {', '.join(MODELS)} (or one registered in models)")
     add_setting(g, "--channels", type=int, nargs="+", help="encoder widths, shallow to deep")
     add_setting(
         g,
@@ -43,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("data")
     add_setting(g, "-d", "--data-dir", help="dataset root (oct: holds Edema_trainingset/ and Edema_validationset/)")
+    add_setting(g, "-l", "--list-dir", help="oct: folder with train_images.txt-style lists (optional)")
     add_setting(g, "--cache-dir", help="oct: where decoded volumes are kept", default_text="$OCT_CACHE_DIR or ~/.cache")
     add_setting(g, "-j", "--workers", type=int, help="data-loading processes")
     add_setting(g, "--resize", type=int, nargs="+", help="N (square) or H W: resize inputs before the model")
@@ -107,32 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(g, "--save-every-checkpoint", action="store_true", help="keep every epoch's checkpoint")
     add_setting(g, "--log-every", type=int, help="a progress line every N steps (and at least once a minute)")
 
-    g = p.add_argument_group("task-specific")
-    add_setting(g, "-l", "--list-dir", help="oct: folder with train_images.txt-style lists (optional)")
-    add_setting(
-        g,
-        "--val-count",
-        type=int,
-        help="vessel: training photos held out for validation and the threshold; oct, RETOUCH layout: cases held out",
-    )
-    add_setting(
-        g,
-        "--layout",
-        choices=["auto", "challenger", "retouch"],
-        help="oct: AI Challenger folders (Edema_*set/), RETOUCH case folders (<case>/oct.mhd, reference.mhd), or "
-        "whichever the data folder holds",
-    )
-    add_setting(
-        g,
-        "--label-map",
-        help="oct, RETOUCH layout: stored label value -> class, VALUE:CLASS,... (IRF, SRF, PED -> REA, SRF, PED slots)",
-    )
-    add_setting(
-        g,
-        "--detection",
-        choices=["head", "seg", "combined"],
-        help="oct: per-slice lesion scores from the classification head, the segmentation, or both",
-    )
+    add_task_settings(p)  # each task's own settings, from its declaration
     return p
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from data.cache import VolumeCache
 from data.common import DatasetError
 from data.oct import VolumeRecord
+from data.photos import Photo
 from data.transforms import IGNORE_INDEX, Augment
 
 log = logging.getLogger(__name__)
@@ -98,3 +99,32 @@ class SliceDataset(Dataset):
             image, label = self.augment(image, label, gen)
         det = detection_from_label(torch.where(label == IGNORE_INDEX, 0, label))
         return {"image": image.contiguous(), "label": label.contiguous(), "det": det}
+
+
+class PhotoPatchDataset(Dataset):
+    """Random training samples from decoded photographs: item i -> {"image": (3, h, w) uint8, "label": (h, w) uint8
+    with 255 outside the field of view (ignored by the losses), "det": (0,)}.
+
+    With ``augment.crop_size`` each item is a random patch (``samples`` of them per epoch); without it each item is a
+    whole photo (resized when ``augment.resize`` is set).
+    """
+
+    def __init__(self, photos: list[Photo], augment, samples: int | None = None, seed: int = 0) -> None:
+        if any(p.label is None for p in photos):
+            raise DatasetError(f"{[p.name for p in photos if p.label is None][:3]}: training photos need labels")
+        self.photos, self.augment, self.seed, self.epoch = photos, augment, seed, 0
+        self.samples = samples or len(photos)
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        p = self.photos[i % len(self.photos)]
+        image = torch.from_numpy(np.ascontiguousarray(p.rgb.transpose(2, 0, 1)))
+        label = torch.from_numpy(np.where(p.fov, p.label, 255).astype(np.uint8))
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+        image, label = self.augment(image, label, gen)
+        return {"image": image.contiguous(), "label": label.contiguous(), "det": torch.zeros(0)}

@@ -17,9 +17,37 @@ from pathlib import Path
 import numpy as np
 
 from data.common import DatasetError, file_error, open_image
+from utils.config import DETECTION, TaskSettings, option
 from utils.io import IGNORED_FILES
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class OctSettings(TaskSettings):
+    """What the OCT task reads and others do not (``--task oct``; ``Settings``' own defaults are this task's)."""
+
+    layout: str = option(
+        "auto",
+        "AI Challenger folders (Edema_*set/), RETOUCH case folders (<case>/oct.mhd, reference.mhd), or whichever the "
+        "data folder holds",
+        choices=("auto", "challenger", "retouch"),
+        data=True,
+    )
+    label_map: str = option(
+        "1:1,2:2,3:3",
+        "RETOUCH layout: stored label value -> class, VALUE:CLASS,... (IRF, SRF, PED -> REA, SRF, PED slots)",
+        metavar="MAP",
+        data=True,
+    )
+    val_count: int = option(4, "RETOUCH layout: cases held out for validation", data=True, metavar="N")
+    detection: str = DETECTION()
+
+    def validate(self) -> OctSettings:
+        if self.val_count < 0:
+            raise ValueError(f"val_count (--val-count) must be >= 0, got {self.val_count}")
+        return super().validate()
+
 
 SPLIT_FOLDERS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
 IMAGE_SUFFIX, LABEL_SUFFIX = ".img", "_labelMark"

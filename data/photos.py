@@ -10,22 +10,55 @@ Paired:  ROOT/[train|test/]image/<stem>.png|jpg|tif and ROOT/[train|test/]mask/<
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
-import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
 from skimage import measure
 
 from data.common import DatasetError, file_error, open_image
+from utils.config import SCALE, TaskSettings, option
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
 DRIVE_SPLITS = {"train": "training", "test": "test"}
+
+
+@dataclass
+class VesselSettings(TaskSettings):
+    """What the vessel task reads and others do not (``--task vessel``), and its changes to the shared defaults."""
+
+    defaults = {
+        "name": "unet",
+        "num_classes": 2,
+        "num_detect": 0,
+        "class_weights": [1.0, 1.0],
+        "loss": "wce+dice",
+        "data_dir": "../shared/data/DRIVE",
+        "crop_size": 96,
+        "steps_per_epoch": 100,
+        "vflip": True,
+        "random_rotate": 180.0,
+        "random_scale": 0.25,
+        "random_brightness": 0.1,
+        "random_contrast": 0.2,
+        "random_gamma": 0.2,
+        "random_noise": 0.0,
+        "random_blur": 0.0,
+    }
+    val_count: int = option(4, "training photos held out for validation and the threshold", data=True, metavar="N")
+    scale: str | float = SCALE()
+
+    def validate(self) -> VesselSettings:
+        if self.val_count < 1:
+            raise ValueError(f"val_count (--val-count) must be >= 1, got {self.val_count}")
+        self.scale = scale_value(self.scale)
+        return super().validate()
 
 
 @dataclass(frozen=True)
@@ -335,35 +368,6 @@ def load_photo(rec: PhotoRecord) -> Photo:
     return Photo(rec.name, rgb, label, fov, rec.image)
 
 
-class PhotoPatchDataset(torch.utils.data.Dataset):
-    """Random training samples from decoded photographs: item i -> {"image": (3, h, w) uint8, "label": (h, w) uint8
-    with 255 outside the field of view (ignored by the losses), "det": (0,)}.
-
-    With ``augment.crop_size`` each item is a random patch (``samples`` of them per epoch); without it each item is a
-    whole photo (resized when ``augment.resize`` is set).
-    """
-
-    def __init__(self, photos: list[Photo], augment, samples: int | None = None, seed: int = 0) -> None:
-        if any(p.label is None for p in photos):
-            raise DatasetError(f"{[p.name for p in photos if p.label is None][:3]}: training photos need labels")
-        self.photos, self.augment, self.seed, self.epoch = photos, augment, seed, 0
-        self.samples = samples or len(photos)
-
-    def __len__(self) -> int:
-        return self.samples
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        p = self.photos[i % len(self.photos)]
-        image = torch.from_numpy(np.ascontiguousarray(p.rgb.transpose(2, 0, 1)))
-        label = torch.from_numpy(np.where(p.fov, p.label, 255).astype(np.uint8))
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
-        image, label = self.augment(image, label, gen)
-        return {"image": image.contiguous(), "label": label.contiguous(), "det": torch.zeros(0)}
-
-
 def photo_normalization(photos: list[Photo]) -> dict:
     """Per-channel mean and std in [0, 1] over the field of view of the training photos, and their pixel scale: the
     median field-of-view diameter in pixels (inference rescales other cameras' photos to it)."""
@@ -376,3 +380,18 @@ def photo_normalization(photos: list[Photo]) -> dict:
         "std": np.maximum(pix.std(0), 1e-6).tolist(),
         "fov_diameter": float(np.median(sizes)) if sizes else None,
     }
+
+
+def scale_value(scale: str | float) -> str | float:
+    """``auto``, ``none`` or a finite factor > 0 (``--scale``, ``Segmenter``'s ``scale``), else ``ValueError``."""
+    if isinstance(scale, str) and scale in ("auto", "none"):
+        return scale
+    try:
+        if isinstance(scale, bool):
+            raise TypeError
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be auto, none or a number > 0, got {scale!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"a scale factor must be a finite number > 0, got {scale!r}")
+    return value

@@ -4,6 +4,7 @@ and the entry point that parses before anything heavy runs or the multi-GPU rela
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from utils.config import Settings
+from utils.config import SHARED_INFERENCE, Settings
 
 if TYPE_CHECKING:  # imported where used: --help and argument errors come before torch is loaded
     from inference.predictor import Predictor
@@ -52,13 +53,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def settings_default(dest: str) -> str:
     """``[default: X; vessel: Y]``: the ``Settings`` default of ``dest`` and every task's own."""
-    from tasks import get_task, list_tasks
+    from tasks import list_tasks, task_settings
 
     base = Settings.__dataclass_fields__[dest]
     value = base.default_factory() if callable(base.default_factory) else base.default
     parts = [f"default: {show(value)}"]
     for name in list_tasks():
-        own = get_task(name).defaults
+        own = task_settings(name).defaults
         if dest in own and own[dest] != value:
             parts.append(f"{name}: {show(own[dest])}")
     return f" [{'; '.join(parts)}]"
@@ -91,11 +92,11 @@ def given_settings(args: argparse.Namespace) -> set[str]:
 def train_settings(args: argparse.Namespace) -> Settings:
     """Defaults < task defaults < ``--config`` file < options given on the command line; names checked."""
     from engine.trainer import check_names
-    from tasks import task_defaults
+    from tasks import task_settings
     from utils.config import resolve_settings
 
     given = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
-    settings = resolve_settings(given, getattr(args, "config", None), task_defaults)
+    settings = resolve_settings(given, getattr(args, "config", None), task_settings)
     check_names(settings)
     # absolute paths in settings.json and every checkpoint: eval.py / test.py run from another folder must read the
     # data the model was trained on, not whatever that folder's data/... holds (the decode cache stays as given: it
@@ -104,6 +105,59 @@ def train_settings(args: argparse.Namespace) -> Settings:
         if getattr(settings, key):
             setattr(settings, key, os.path.abspath(getattr(settings, key)))
     return settings
+
+
+def task_options() -> dict[str, list[tuple[str, dataclasses.Field]]]:
+    """Each task's own settings by name: ``{name: [(task, field), ...]}``, from the declarations alone (no task
+    module, no torch is imported)."""
+    from tasks import list_tasks, task_settings
+
+    found: dict[str, list] = {}
+    for task in list_tasks():
+        for f in dataclasses.fields(task_settings(task)):
+            found.setdefault(f.name, []).append((task, f))
+    return found
+
+
+def _argument(f: dataclasses.Field) -> dict:
+    """``add_argument`` keywords for a ``TaskSettings`` field (``option``'s metadata and the field's type)."""
+    extra = dict(f.metadata.get("argparse") or {})
+    hint = f.type if not isinstance(f.type, str) else {"int": int, "float": float, "str": str, "bool": bool}.get(f.type)
+    if f.metadata.get("choices"):
+        extra.setdefault("choices", f.metadata["choices"])
+    if hint is bool:
+        extra.setdefault("action", argparse.BooleanOptionalAction)
+    elif hint in (int, float):
+        extra.setdefault("type", hint)
+    return extra
+
+
+def add_task_settings(p: argparse.ArgumentParser, inference: bool = False, data: bool = True) -> None:
+    """One group per task with its own settings, from its ``TaskSettings`` declaration; a setting that several tasks
+    declare appears once, its help naming each. ``inference``: the options of eval.py, test.py and predict.py, which
+    default to the checkpoint's (the shared inference choices, ``SHARED_INFERENCE``, are in the inference group
+    instead); ``data``: with the settings of how a data folder is read (not predict.py's)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, declared in task_options().items():
+        if inference and name in SHARED_INFERENCE or not data and any(f.metadata.get("data") for _, f in declared):
+            continue
+        tasks = [t for t, _ in declared]
+        title = f"{tasks[0]} task" if len(tasks) == 1 else "settings of several tasks"
+        if title not in groups:
+            groups[title] = p.add_argument_group(title)
+        helps = [f.metadata.get("help", "") for _, f in declared]
+        text = helps[0] if len(tasks) == 1 else "; ".join(f"{t}: {h}" for t, h in zip(tasks, helps))
+        defaults = {t: f.default_factory() if callable(f.default_factory) else f.default for t, f in declared}
+        if inference:
+            text += " [default: the checkpoint's setting]"
+        elif len(set(map(show, defaults.values()))) == 1:
+            text += f" [default: {show(next(iter(defaults.values())))}]"
+        else:
+            text += " [default: " + "; ".join(f"{t} {show(v)}" for t, v in defaults.items()) + "]"
+        kwargs = _argument(declared[0][1])
+        if inference:
+            kwargs["default"] = None
+        groups[title].add_argument("--" + name.replace("_", "-"), dest=name, help=text, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- inference drivers
@@ -134,24 +188,7 @@ def add_data_args(p: argparse.ArgumentParser, split_help: str, split_default: st
     g.add_argument("-l", "--list-dir", help="oct: optional folder with <split>_images.txt-style lists")
     g.add_argument("--cache-dir", help="oct: where decoded volumes are kept (default: the checkpoint's setting)")
     g.add_argument("-j", "--workers", type=int, default=1, help="threads decoding the next volumes or photos ahead")
-    g.add_argument("--layout", choices=["auto", "challenger", "retouch"], help="oct: the data folder's layout "
-                   "[default: the checkpoint's setting, auto]")  # fmt: skip
-    g.add_argument("--label-map", help="oct, RETOUCH layout: stored label value -> class [default: the checkpoint's]")
-    g.add_argument("--val-count", type=int, help="RETOUCH layout, vessel: cases held out for validation "
-                   "[default: the checkpoint's]")  # fmt: skip
-
-
-def scale_arg(text: str) -> str | float:
-    """``--scale``: auto, none, or a finite positive factor (inf resized photos to nothing, with a traceback)."""
-    if text in ("auto", "none"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"auto, none or a positive number, not {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"a scale factor must be a finite number > 0, got {text}")
-    return value
+    add_task_settings(p, inference=True)
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -165,19 +202,14 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile [default: on a GPU]"
     )
     g.add_argument("--device", help="cpu, cuda or cuda:N [default: cuda when available; one GPU per process]")
-    g.add_argument(
-        "--detection",
-        choices=["head", "seg", "combined"],
-        help="oct: per-slice lesion scores from the classification head, the segmentation, or both "
-        "[default: the checkpoint's setting, combined]",
-    )
-    g.add_argument(
-        "--scale",
-        type=scale_arg,
-        default="auto",
-        help="vessel: resize photos by this factor before the model; auto: bring the field of view to the training "
-        "photos' diameter (other cameras); none: native size",
-    )
+    shared = task_options()
+    for name in SHARED_INFERENCE:  # declared once (utils.config), offered once, set where the task takes it
+        declared = shared.get(name, [])
+        f = declared[0][1] if declared else None
+        takes = ", ".join(t for t, _ in declared) or "no task"
+        text = (f.metadata.get("help", "") if f else "") + f" ({takes}) [default: the checkpoint's setting]"
+        kwargs = _argument(f) if f else {}
+        g.add_argument("--" + name, dest=name, default=None, help=text, **kwargs)
 
 
 def add_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -210,28 +242,31 @@ def checkpoints(args: argparse.Namespace) -> list[str]:
     return paths
 
 
-def data_overrides(args: argparse.Namespace) -> dict:
-    """The data options given on an inference command line that replace the checkpoint's settings."""
-    return {k: getattr(args, k) for k in ("layout", "label_map", "val_count") if getattr(args, k, None) is not None}
+def task_overrides(args: argparse.Namespace) -> dict:
+    """The tasks' own settings given on an inference command line (data options, ``--detection``, ``--scale``): they
+    replace the checkpoint's."""
+    names = [*task_options(), *SHARED_INFERENCE]
+    return {k: getattr(args, k) for k in dict.fromkeys(names) if getattr(args, k, None) is not None}
 
 
-def task_for(
-    paths: list[str], cache_dir=None, weights=None, scale="auto", detection: str | None = None, overrides=None
-):
-    """The first checkpoint's settings (``detection`` and ``overrides`` replacing its own) and the task they name,
-    holding every checkpoint's carried values."""
-    import dataclasses
-
-    from tasks import build_task
+def task_for(paths: list[str], cache_dir=None, weights=None, overrides: dict | None = None):
+    """The first checkpoint's settings, with the command line's ``cache_dir`` and the tasks' own settings in
+    ``overrides`` replacing its own, and the task they name, holding every checkpoint's carried values. An override
+    that the checkpoint's task does not take is ignored with a warning."""
+    from tasks import build_task, get_task
     from utils.checkpoint import load_checkpoint
 
     states = [load_checkpoint(p) for p in paths]
     settings = Settings.from_dict(states[0]["settings"], source=paths[0])
-    if detection is not None:
-        settings = dataclasses.replace(settings, detection=detection)
-    if overrides:
-        settings = dataclasses.replace(settings, **overrides).validate()
-    return settings, build_task(settings, cache_dir, states, weights, scale)
+    if cache_dir is not None:
+        settings = dataclasses.replace(settings, cache_dir=cache_dir)
+    own = {f.name for f in dataclasses.fields(get_task(settings.task).settings_class)}
+    for name, value in (overrides or {}).items():
+        if name not in own:
+            flag = "--" + name.replace("_", "-")
+            log.warning(f"{flag} {show(value)} is ignored: the {settings.task} task of {paths[0]} has no such setting")
+    settings = settings.with_task(**{k: v for k, v in (overrides or {}).items() if k in own})
+    return settings, build_task(settings, states, weights)
 
 
 def protected_paths(data_dir, paths: list[str], task, records=(), list_dir=None) -> list[tuple[str, Path]]:
@@ -301,8 +336,7 @@ def open_inference(
     ``out_leaf`` with the split beside the checkpoint) and the paths it must not touch. ``check(paths, task, split,
     data_dir)`` refuses what the driver cannot do before any record is read or model loaded."""
     paths = checkpoints(args)
-    overrides = data_overrides(args)
-    settings, task = task_for(paths, args.cache_dir, args.fusion_weights, args.scale, args.detection, overrides)
+    settings, task = task_for(paths, args.cache_dir, args.fusion_weights, task_overrides(args))
     split = args.split or task.eval_split
     data_dir = args.data_dir or settings.data_dir
     if check is not None:

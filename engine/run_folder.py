@@ -166,17 +166,26 @@ def resumed_settings(state: dict, current: Settings, given: Collection[str] | No
     stored = dict(state["settings"])
     if stored.get("task", Settings.task) != current.task:  # the task decides how --data-dir is read: always named
         raise CheckpointError(f"{path}: a checkpoint of task {stored.get('task')!r}, not {current.task!r}")
-    old = Settings.from_dict(stored, source=str(path))
+    old, current = complete(Settings.from_dict(stored, source=str(path))), complete(current)
     asked = [f.name for f in dataclasses.fields(Settings)] if given is None else list(given)
-    changed = [k for k in asked if k not in RESUMABLE and not _same(k, getattr(current, k), getattr(old, k))]
+    changed = [k for k in asked if k not in RESUMABLE and not _same(k, current.value(k), old.value(k))]
     if changed:
-        shown = "; ".join(f"{k} {getattr(current, k)!r} (the run: {getattr(old, k)!r})" for k in changed)
+        shown = "; ".join(f"{k} {current.value(k)!r} (the run: {old.value(k)!r})" for k in changed)
         raise ValueError(
             f"--resume {path}: a resumed run continues its own settings, and these would change what it learns: "
             f"{shown}. Drop them, or start a new run from these weights with --finetune {path} --out NEW_FOLDER"
         )
     keep = {k: getattr(current, k) for k in RESUMABLE if given is None or k in given or k == "out"}
     return dataclasses.replace(old, **keep)
+
+
+def complete(settings: Settings) -> Settings:
+    """``settings`` with every one of its task's own settings (the defaults of those an older file lacks; those of
+    the format before tasks declared theirs that this task does not take dropped)."""
+    from tasks import task_settings
+
+    own = task_settings(settings.task).from_dict(settings.task_settings, source=f"{settings.task} task settings")
+    return dataclasses.replace(settings, task_settings=own.to_dict())
 
 
 def best_score_on_resume(ckpt_dir: Path, resumed: float) -> float:

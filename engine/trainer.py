@@ -186,7 +186,7 @@ class Trainer:
             self.s = run_folder.resumed_settings(state, self.s, self.given, resume_path)
             self.start_epoch = int(state["epoch"])
             self.best_score = float(state.get("best_score", -math.inf))
-        self.s.validate()
+        self.s = run_folder.complete(self.s).validate()  # every one of the task's own settings, for the checkpoints
         if self.s.batch_size % self.dist.world_size:
             raise ValueError(
                 f"--batch-size {self.s.batch_size} is the global batch and must divide among "

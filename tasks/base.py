@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, ClassVar
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from data.common import check_disjoint
-from utils.config import Settings
+from utils.config import Settings, TaskSettings
+
+if TYPE_CHECKING:  # the registry and the command line import this module before torch is loaded
+    from torch.utils.data import Dataset
 
 
 class Evaluator(ABC):
@@ -52,8 +54,8 @@ class Task(ABC):
     """One kind of data and what is done with it. Class attributes describe it; an instance serves one run."""
 
     name: ClassVar[str]
-    #: what this task changes in ``Settings``' defaults (a config file and the command line still override them)
-    defaults: ClassVar[dict[str, Any]] = {}
+    #: the task's own settings (and its changes to the shared defaults): ``Settings.task_settings`` read as this
+    settings_class: ClassVar[type[TaskSettings]] = TaskSettings
     #: the validation figure that picks the best checkpoint (higher is better)
     score_key: ClassVar[str]
     #: what a record is, for messages ("volumes", "photos")
@@ -64,8 +66,6 @@ class Task(ABC):
     state_keys: ClassVar[tuple[str, ...]] = ()
     #: figures eval.py prints
     summary_keys: ClassVar[tuple[str, ...]] = ()
-    #: the settings this task reads that others ignore (shown in the command line's task-specific group)
-    own_settings: ClassVar[tuple[str, ...]] = ()
     #: whether predictions carry per-record detection scores (test.py --det)
     detects: ClassVar[bool] = False
     #: the keyword options ``read_input`` takes (predict.py refuses the others for this task)
@@ -75,20 +75,12 @@ class Task(ABC):
     #: the output folder's own entries (files and folders not of one input): no input's ``output_names`` may be one
     reserved_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self,
-        settings: Settings,
-        cache_dir: str | None = None,
-        states: Sequence[dict] = (),
-        weights: Sequence[float] | None = None,
-        scale: str | float = "auto",
-    ) -> None:
+    def __init__(self, settings: Settings, states: Sequence[dict] = (), weights: Sequence[float] | None = None) -> None:
         """``states``: the checkpoints predictions come from (their ``state_keys`` values and normalisation), if any,
-        with their fusion ``weights``; ``scale``: how inputs are brought to the training pixel scale (``auto``,
-        ``none`` or a factor), for tasks whose inputs come at different scales."""
+        with their fusion ``weights``. The task's own settings are ``self.own`` (``settings_class``)."""
         self.settings = settings
-        self.scale = scale
-        self.cache_dir = cache_dir if cache_dir is not None else settings.cache_dir
+        self.own = self.settings_class.from_dict(settings.task_settings, source=f"{self.name} task settings")
+        self.cache_dir = settings.cache_dir
         self.states = list(states)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.states)
 
@@ -99,8 +91,9 @@ class Task(ABC):
 
     def applied_options(self) -> dict[str, Any]:
         """The inference options that shape this task's predictions, by name, as eval.py records them in
-        metrics.json: ``detection`` (how per-record detection scores are made) where the task detects."""
-        return {"detection": self.settings.detection} if self.detects else {}
+        metrics.json: the task's own settings but those of how a data folder is read (e.g. ``detection``,
+        ``scale``)."""
+        return {f.name: getattr(self.own, f.name) for f in fields(self.own) if not f.metadata.get("data")}
 
     # ------------------------------------------------------------------------------------------------ data
     @abstractmethod

@@ -22,6 +22,7 @@ from data.oct import (
     LESION_NAMES,
     OVERLAY_ALPHA,
     SPLIT_FOLDERS,
+    OctSettings,
     VolumeRecord,
     detection_targets,
     find_volumes,
@@ -130,20 +131,19 @@ class OctEvaluator(Evaluator):
 @register_task
 class OctTask(Task):
     name = "oct"
-    defaults: dict = {}  # ``Settings``' own defaults are this task's
+    settings_class = OctSettings  # ``Settings``' own defaults are this task's
     score_key = "dice_mean+auc_mean"  # as the challenge ranked both
     noun = "volumes"
     eval_split = "val"
     summary_keys = tuple(f"{k}_{n}" for k in ("dice", "auc") for n in ("mean", *LESION_NAMES))
-    own_settings = ("list_dir", "num_detect", "detection", "layout", "label_map", "val_count")
     detects = True
     input_options = ("cube", "spacing")
     reports = True
     # predict.py's own outputs: the submission folder, the reports (with report/index.html) and the fluid table
     reserved_names = (SUBMISSION_FOLDER, "report", "index", "quantify.csv", OUTPUT_MARKER)
 
-    def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
-        super().__init__(settings, cache_dir, states, weights, scale)
+    def __init__(self, settings, states=(), weights=None) -> None:
+        super().__init__(settings, states, weights)
         self._cache: VolumeCache | None = None
         self._sizes_warned: set[tuple[int, int]] = set()
         for st in self.states:
@@ -164,14 +164,9 @@ class OctTask(Task):
             raise ValueError(
                 f"the oct task detects {lesions} lesions (or none: num_detect 0), not num_detect {settings.num_detect}"
             )
-        if settings.num_detect == 0 and settings.detection == "head":
+        if settings.num_detect == 0 and self.own.detection == "head":
             raise ValueError(
                 "--detection head, but this model has no detection head (num_detect 0); use --detection seg"
-            )
-        if scale not in ("auto", "none"):
-            log.warning(
-                f"--scale {scale} is ignored: B-scans are predicted at their own size (or at --resize, if the model "
-                "was trained with it)"
             )
 
     @property
@@ -188,15 +183,14 @@ class OctTask(Task):
     def records(self, split, data_dir=None, list_dir=None) -> list[VolumeRecord]:
         root = Path(data_dir or self.settings.data_dir)
         if self.layout(root) == "retouch":
-            s = self.settings
-            return find_retouch_volumes(root, split, s.val_count, s.label_map, list_dir)
+            return find_retouch_volumes(root, split, self.own.val_count, self.own.label_map, list_dir)
         return find_volumes(root, split, list_dir)
 
     def layout(self, root: Path) -> str:
         """``challenger`` (Edema_*set/ folders) or ``retouch`` (case folders with oct.mhd): the setting, or what the
         folder holds."""
-        if self.settings.layout != "auto":
-            return self.settings.layout
+        if self.own.layout != "auto":
+            return self.own.layout
         if root.is_dir() and not any((root / f).is_dir() for f in SPLIT_FOLDERS.values()) and is_retouch(root):
             return "retouch"
         return "challenger"
@@ -264,7 +258,7 @@ class OctTask(Task):
         self._check_size(sample.image.shape[1:])
         # the volume crosses the bus once, as uint8; neighbours are stacked and normalised on the device
         p = predict_volume(predictor, predictor.upload(np.asarray(sample.image)))
-        return Prediction(p.labels, detection_scores(p.labels, p.det, self.settings.detection), p.probs)
+        return Prediction(p.labels, detection_scores(p.labels, p.det, self.own.detection), p.probs)
 
     def evaluator(self) -> OctEvaluator:
         return OctEvaluator()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from data.common import DatasetError
+from data.dataset import PhotoPatchDataset
 from data.photos import (
     Photo,
-    PhotoPatchDataset,
     PhotoRecord,
+    VesselSettings,
     fov_diameter,
     fov_from_photo,
     load_photo,
     photo_normalization,
     read_rgb,
+    scale_value,
     split_photos,
 )
 from inference.predictor import Predictor
@@ -84,34 +85,17 @@ class VesselEvaluator(Evaluator):
 class VesselTask(Task):
     name = "vessel"
     names_are_ids = False  # train/image/1.png and test/image/1.png are different photos
-    defaults = {
-        "name": "unet",
-        "num_classes": 2,
-        "num_detect": 0,
-        "class_weights": [1.0, 1.0],
-        "loss": "wce+dice",
-        "data_dir": "../shared/data/DRIVE",
-        "crop_size": 96,
-        "steps_per_epoch": 100,
-        "vflip": True,
-        "random_rotate": 180.0,
-        "random_scale": 0.25,
-        "random_brightness": 0.1,
-        "random_contrast": 0.2,
-        "random_gamma": 0.2,
-        "random_noise": 0.0,
-        "random_blur": 0.0,
-    }
+    settings_class = VesselSettings
     score_key = "f1"
     noun = "photos"
     eval_split = "test"
     state_keys = ("threshold",)
     summary_keys = SUMMARY
-    own_settings = ("val_count",)
     KEEP = 32
 
-    def __init__(self, settings, cache_dir=None, states=(), weights=None, scale="auto") -> None:
-        super().__init__(settings, cache_dir, states, weights, scale_value(scale))
+    def __init__(self, settings, states=(), weights=None) -> None:
+        super().__init__(settings, states, weights)
+        self.scale = self.own.scale  # how photos are brought to the training pixel scale
         # fused checkpoints: their thresholds averaged with the fusion weights; none (training): chosen on validation
         thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
         self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
@@ -121,7 +105,7 @@ class VesselTask(Task):
         diameters = [(s.get("normalization") or {}).get("fov_diameter") for s in self.states]
         known = [(d, w) for d, w in zip(diameters, self.weights) if d]
         self.train_diameter = float(np.average([d for d, _ in known], weights=[w for _, w in known])) if known else None
-        if self.states and self.train_diameter is None and scale == "auto":
+        if self.states and self.train_diameter is None and self.scale == "auto":
             log.warning(
                 "the checkpoint records no training pixel scale (it predates it, or no training photo had a "
                 "field-of-view border): photos are predicted at their "
@@ -134,11 +118,8 @@ class VesselTask(Task):
         # patch size (probabilities go back to the native size)
         return {"resize": settings.resize_hw, "window": settings.crop_size or None}
 
-    def applied_options(self) -> dict:
-        return {**super().applied_options(), "scale": self.scale}  # how photos were brought to the training scale
-
     def records(self, split, data_dir=None, list_dir=None) -> list[PhotoRecord]:
-        return split_photos(data_dir or self.settings.data_dir, split, self.settings.val_count)
+        return split_photos(data_dir or self.settings.data_dir, split, self.own.val_count)
 
     def input_paths(self, records: list[PhotoRecord]) -> list[Path]:
         return [p for r in records for p in (r.image, r.label, r.fov) if p is not None]
@@ -287,21 +268,6 @@ class VesselTask(Task):
         return [save_image_atomic(folder / f"{name}_mask.png", prediction.mask.astype(np.uint8) * 255)]
 
 
-def scale_value(scale: str | float) -> str | float:
-    """``auto``, ``none`` or a finite factor > 0 (``--scale``, ``Segmenter``'s ``scale``), else ``ValueError``."""
-    if isinstance(scale, str) and scale in ("auto", "none"):
-        return scale
-    try:
-        if isinstance(scale, bool):
-            raise TypeError
-        value = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be auto, none or a number > 0, got {scale!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"a scale factor must be a finite number > 0, got {scale!r}")
-    return value
-
-
 def scaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
     """(h, w) resized by ``factor``, at least one pixel each."""
     return max(1, round(h * factor)), max(1, round(w * factor))
@@ -370,7 +336,7 @@ class Segmenter:
         if settings.task != VesselTask.name:
             raise ValueError(f"{paths[0]}: a checkpoint of task {settings.task!r}, not 'vessel'")
         predictor = load_predictor(paths, weights, device=device, **predictor_kwargs)
-        return cls(predictor, VesselTask(settings, states=states, weights=weights, scale=scale))
+        return cls(predictor, VesselTask(settings.with_task(scale=scale), states=states, weights=weights))
 
     @property
     def threshold(self) -> float:

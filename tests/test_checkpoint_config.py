@@ -2,6 +2,7 @@ import argparse
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def test_round_trip_rebuilds_the_model(tmp_path):
     state, model = _state("unet_nested")
     save_checkpoint(tmp_path / "c.pth.tar", state)
     loaded, settings, ckpt = model_from_checkpoint(tmp_path / "c.pth.tar")
-    assert settings.name == "unet_nested" and ckpt["format_version"] == 2 and ckpt["epoch"] == 3
+    assert settings.name == "unet_nested" and ckpt["format_version"] == 3 and ckpt["epoch"] == 3
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(loaded(x).seg_logits, model.eval()(x).seg_logits)
     assert not list(tmp_path.glob("*.tmp"))  # the temporary file was renamed away
@@ -79,7 +80,7 @@ def test_config_file_then_command_line(tmp_path):
 
 def test_unknown_and_bad_settings_are_errors(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"learning_rate": 0.1}))
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['learning_rate'\]"):
+    with pytest.raises(ValueError, match=r"c.json: learning_rate: not a setting of the oct task"):
         train_settings(_ns(config=str(tmp_path / "c.json")))
     with pytest.raises(ValueError, match="valid names"):
         train_settings(_ns(name="resnet"))
@@ -116,3 +117,37 @@ def test_a_format_1_checkpoint_is_migrated_on_load(tmp_path):
     before = path.read_bytes()
     state = load_checkpoint(path)
     assert state["best_score"] == 0.7 and "best_dice" not in state and path.read_bytes() == before
+
+
+def test_format_2_checkpoints_and_settings_files_still_load(tmp_path):
+    """Before each task declared its settings, every checkpoint and settings.json carried detection, val_count,
+    layout and label_map at the top level: they load with those moved into task_settings, each task keeping its own
+    (the shipped DRIVE model and configs/ included); a resume compares them like any other setting."""
+    from engine import run_folder
+    from engine.sweep import load_space
+    from tasks import build_task
+
+    ROOT = Path(__file__).resolve().parents[1]
+    shipped = load_checkpoint(ROOT / "checkpoints" / "drive_unet.pth.tar")
+    assert torch.load(ROOT / "checkpoints" / "drive_unet.pth.tar", weights_only=True)["format_version"] == 2
+    vessel = build_task(Settings.from_dict(shipped["settings"]), [shipped])
+    assert (vessel.own.val_count, vessel.own.scale) == (4, "auto")
+
+    flat = {"task": "oct", "detection": "seg", "layout": "challenger", "label_map": "1:1,2:3,3:2", "val_count": 2}
+    old = {"format_version": 2, "model_name": "unet", "settings": flat, "state_dict": {}, "epoch": 3}
+    torch.save(old, tmp_path / "oct.pth.tar")
+    state = load_checkpoint(tmp_path / "oct.pth.tar")
+    assert state["settings"] == {"task": "oct", "task_settings": {k: v for k, v in flat.items() if k != "task"}}
+    oct_task = build_task(Settings.from_dict(state["settings"]), [state])
+    assert (oct_task.own.detection, oct_task.own.layout, oct_task.own.val_count) == ("seg", "challenger", 2)
+    # a vessel settings.json of format 2 carried the OCT keys too: the vessel task drops them
+    as_vessel = Settings.from_dict({**flat, "task": "vessel"}, source="settings.json")
+    assert build_task(as_vessel).own.to_dict() == {"val_count": 2, "scale": "auto"}
+
+    current = train_settings(_ns(layout="retouch", epochs=5))
+    with pytest.raises(ValueError, match=r"layout 'retouch' \(the run: 'challenger'\)"):
+        run_folder.resumed_settings(state, current, {"layout", "epochs"}, tmp_path / "oct.pth.tar")
+    same = train_settings(_ns(layout="challenger", epochs=5))
+    resumed = run_folder.resumed_settings(state, same, {"layout", "epochs"}, tmp_path / "oct.pth.tar")
+    assert resumed.epochs == 5 and resumed.task_settings["label_map"] == "1:1,2:3,3:2"
+    assert set(load_space(ROOT / "configs" / "sweep_demo.yaml")) == {"lr", "loss", "name", "class_weights"}

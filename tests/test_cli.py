@@ -34,7 +34,8 @@ def test_every_option_has_help(script):
 
 def test_train_help_shows_groups_and_effective_defaults_per_task():
     text = _help(train_script)
-    for group in ("task:", "model:", "data:", "augmentation:", "optimisation:", "run:", "task-specific:", "tools:"):
+    groups = ("task:", "model:", "data:", "augmentation:", "optimisation:", "run:", "tools:")
+    for group in (*groups, "oct task:", "vessel task:", "settings of several tasks:"):  # each task's own group
         assert f"\n{group}" in text, group
     flat = " ".join(text.split())
     assert "[default: unet_nested; vessel: unet]" in flat
@@ -44,7 +45,24 @@ def test_train_help_shows_groups_and_effective_defaults_per_task():
     parser = train_script.build_parser()
     not_settings = ("help", "config", "resume", "finetune")
     settings_options = [a for a in parser._actions if a.option_strings and a.dest not in not_settings]
-    assert len(settings_options) == 46 and all("[default:" in a.help for a in settings_options)
+    assert len(settings_options) == 47 and all("[default:" in a.help for a in settings_options)
+    assert "oct: RETOUCH layout: cases held out for validation; vessel: training photos held out" in flat
+
+
+def test_help_and_settings_are_declared_without_torch():
+    """--help and argument errors come before torch: the tasks' settings are declared beside their readers and the
+    registry names the built-in tasks (and train.py the built-in models) without importing them."""
+    code = (
+        "import sys, train, eval, test, predict\n"
+        "for m in (train, eval, test, predict): m.build_parser().format_help()\n"
+        "from tasks import task_settings, list_tasks\n"
+        "assert [task_settings(t).__name__ for t in list_tasks()] == ['OctSettings', 'VesselSettings']\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    from models import list_models
+
+    assert sorted(train_script.MODELS) == sorted(list_models())
 
 
 def test_docs_cli_holds_the_current_help(monkeypatch):

@@ -106,7 +106,9 @@ def test_a_model_trained_under_another_grey_rule_is_reported(retouch, tmp_path, 
     from tasks import get_task
     from utils.config import Settings
 
-    task = get_task("oct")(Settings(data_dir=str(retouch), val_count=2, cache_dir=str(tmp_path / "c")).validate())
+    task = get_task("oct")(
+        Settings(data_dir=str(retouch), task_settings={"val_count": 2}, cache_dir=str(tmp_path / "c")).validate()
+    )
     stats = task.normalization(find_retouch_volumes(retouch, "train", val_count=2))
     assert stats["grey_rules"] == [GREY_RULE]
     caplog.clear()
@@ -122,7 +124,7 @@ def test_retouch_trains_and_evaluates_through_the_drivers(retouch, tmp_path):
     run = tmp_path / "run"
     argv = [*FAST, "-d", str(retouch), "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--val-count", "2"]
     final = train_script.main([*argv, "--epochs", "2"])
-    assert json.loads((run / "settings.json").read_text())["layout"] == "auto"
+    assert json.loads((run / "settings.json").read_text())["task_settings"]["layout"] == "auto"
     assert {"dice_mean", "auc_mean", "dice_REA"} <= set(final)
     ckpt = run / "checkpoint" / "model_best.pth.tar"
     for split in ("val", "test"):

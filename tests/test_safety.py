@@ -293,7 +293,7 @@ def test_outputs_follow_the_umask(run, tmp_path):
     paths = [tmp_path / "sub", *(tmp_path / "sub").rglob("*"), *(tmp_path / "c").iterdir()]
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
     assert all(m == (0o755 if p.is_dir() else 0o644) for p, m in zip(paths, modes.values())), modes
-    assert torch.load(run["ckpt"], weights_only=True)["format_version"] == 2
+    assert torch.load(run["ckpt"], weights_only=True)["format_version"] == 3
 
 
 # ------------------------------------------------------------------------------ found by a red-team pass
@@ -411,11 +411,13 @@ def test_the_oct_task_refuses_class_and_detection_counts_it_cannot_score():
         ({"num_classes": 5, "class_weights": [1, 5, 10, 20, 1]}, "segments 4 classes .* not num_classes 5"),
         ({"num_classes": 3, "class_weights": [1, 5, 10]}, "not num_classes 3"),
         ({"num_detect": 2}, "detects 3 lesions .* not num_detect 2"),
-        ({"num_detect": 0, "detection": "head"}, "no detection head .* use --detection seg"),
+        ({"num_detect": 0, "task_settings": {"detection": "head"}}, "no detection head .* use --detection seg"),
     ):
         with pytest.raises(ValueError, match=match):
             task(Settings(**bad).validate())
-    assert task(Settings(num_detect=0, detection="seg").validate()).settings.num_detect == 0  # seg-only models
+    assert (
+        task(Settings(num_detect=0, task_settings={"detection": "seg"}).validate()).settings.num_detect == 0
+    )  # seg-only models
 
 
 def test_bscans_of_another_size_than_the_training_slices_are_reported_once_per_size(caplog):

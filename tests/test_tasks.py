@@ -1,6 +1,8 @@
 """The task interface: a third task is one module (here one class) and a registry entry; the ordinary drivers train,
 evaluate, test and predict it. And no other module asks which task it is."""
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import test as test_script
 import train as train_script
 from inference.predictor import Prediction
 from tasks import Evaluator, Task, get_task, list_tasks, register_task
+from utils.config import TaskSettings, option
 from utils.io import save_npy_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +88,10 @@ class SquareEvaluator(Evaluator):
         return {"iou": inter / union, "images": float(len(self.parts))}
 
 
-class SquaresTask(Task):
-    name = "squares"
+@dataclass
+class SquaresSettings(TaskSettings):
+    """The toy task's own setting, on the command line of every driver as --min-area."""
+
     defaults = {
         "name": "unet",
         "channels": [4, 8, 8, 16, 16],
@@ -98,6 +103,17 @@ class SquaresTask(Task):
         "batch_size": 8,
         "workers": 0,
     }
+    min_area: int = option(0, "predicted squares of fewer pixels are cleared", metavar="PIXELS")
+
+    def validate(self) -> SquaresSettings:
+        if self.min_area < 0:
+            raise ValueError(f"min_area (--min-area) must be >= 0, got {self.min_area}")
+        return super().validate()
+
+
+class SquaresTask(Task):
+    name = "squares"
+    settings_class = SquaresSettings
     score_key = "iou"
     noun = "images"
     summary_keys = ("iou",)
@@ -127,7 +143,10 @@ class SquaresTask(Task):
 
     def predict(self, predictor, sample) -> Prediction:
         x = predictor.upload(sample.image[None])
-        return predictor.predict(lambda a, b: x[a:b], 1)
+        p = predictor.predict(lambda a, b: x[a:b], 1)
+        if int(p.labels.sum()) < self.own.min_area:  # the task's own setting
+            return Prediction(torch.zeros_like(p.labels), p.det, p.probs)
+        return p
 
     def evaluator(self):
         return SquareEvaluator()
@@ -184,6 +203,32 @@ def test_a_registered_toy_task_trains_evaluates_tests_and_predicts_through_the_d
     )
     assert [p.name for p in written] == ["test01_labels.npy", "test01_det.npy", "test01_picture.npy"]
     assert np.array_equal(np.load(written[0]), np.load(out / "test01_labels.npy"))  # predict.py = test.py
+
+    # the task's own setting: in train.py's help in its own group, stored in the checkpoint, and replaced by eval.py,
+    # test.py and predict.py from the command line (a setting no square reaches clears every prediction)
+    help_text = train_script.build_parser().format_help()
+    assert "squares task:" in help_text and "--min-area PIXELS" in help_text
+    assert torch.load(ckpt, weights_only=True)["settings"]["task_settings"] == {"min_area": 0}
+    big = ["--seg-path", str(ckpt), "--split", "test", "--min-area", "5000"]
+    cleared = eval_script.main([*big, "--out", str(tmp_path / "ev2")])
+    assert cleared["iou"] == 0 and cleared["min_area"] == 5000  # metrics.json records the applied setting
+    out2 = test_script.main(["--seg", *big[:2], *big[-2:], "--out", str(tmp_path / "sub2")])
+    assert all(not np.load(p).any() for p in out2.glob("*_labels.npy"))
+    empty = predict_script.main(
+        [str(squares / "test" / "test01.npz"), *big[:2], *big[-2:], "--out", str(tmp_path / "p2")]
+    )
+    assert not np.load(empty[0]).any()
+
+
+def test_a_tasks_own_setting_is_refused_for_another_task_and_checked(squares, tmp_path):
+    argv = ["-d", str(squares), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    with pytest.raises(ValueError, match="min_area: not a setting of the oct task"):
+        train_script.main([*argv, "--min-area", "3"])
+    with pytest.raises(ValueError, match=r"min_area \(--min-area\) must be >= 0"):
+        train_script.main([*argv, "--task", "squares", "--min-area", "-1"])
+    with pytest.raises(ValueError, match="layout: not a setting of the squares task"):
+        train_script.main([*argv, "--task", "squares", "--layout", "retouch"])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_no_module_outside_the_tasks_asks_which_task_it_is():

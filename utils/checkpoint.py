@@ -6,10 +6,13 @@ from pathlib import Path
 
 import torch
 
+from utils.config import LEGACY_TASK_KEYS
 from utils.errors import ToolkitError
 from utils.io import atomic_write, check_output_file, output_file
 
-FORMAT_VERSION = 2  # 2: settings gained log_every, best_dice became best_score (1 still loads)
+# 2: settings gained log_every, best_dice became best_score; 3: each task's own settings in settings["task_settings"]
+# (1 and 2 still load)
+FORMAT_VERSION = 3
 REQUIRED_KEYS = ("format_version", "model_name", "settings", "state_dict", "epoch")
 
 
@@ -51,9 +54,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
 def migrate(state: dict) -> dict:
     """A checkpoint of an earlier format as the current code reads it (the file itself is never rewritten).
-    1 -> 2: ``best_dice`` became ``best_score``; settings gained ``log_every`` (its default fills it)."""
+    1 -> 2: ``best_dice`` became ``best_score``; settings gained ``log_every`` (its default fills it).
+    2 -> 3: the task-only settings (``detection``, ``val_count``, ``layout``, ``label_map``, which every task's
+    checkpoint carried at the top level) move into ``settings["task_settings"]``, where the task keeps those it
+    takes (``Settings.from_dict`` reads settings.json files of format 2 the same way)."""
     if state["format_version"] < 2 and "best_dice" in state:
         state["best_score"] = state.pop("best_dice")
+    if state["format_version"] < 3 and isinstance(state.get("settings"), dict):
+        settings = dict(state["settings"])
+        moved = {k: settings.pop(k) for k in LEGACY_TASK_KEYS if k in settings}
+        settings["task_settings"] = {**moved, **dict(settings.get("task_settings") or {})}
+        state["settings"] = settings
     return state
 
 

@@ -1,19 +1,25 @@
-"""Settings: one typed dataclass; a JSON/YAML file overrides the defaults and the command line overrides both.
+"""Settings: one typed dataclass of what every task reads (``Settings``), and each task's own settings (a
+``TaskSettings`` dataclass the task declares, with types, defaults and help, kept in ``Settings.task_settings``). A
+JSON/YAML file overrides the defaults and the command line overrides both.
 
-A task changes some defaults (``tasks.Task.defaults``); which names are valid models, losses or tasks is checked by
-those packages, not here.
+A task changes some of the shared defaults (``TaskSettings.defaults``); which names are valid models, losses or tasks
+is checked by those packages, not here. Nothing here imports torch: the command line is built from these declarations
+before anything heavy is loaded.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 import yaml
 
@@ -70,11 +76,8 @@ class Settings:
     log_every: int = 50  # a progress line every this many steps (and at least once a minute)
     out: str | None = None
     save_every_checkpoint: bool = False
-    # task-specific
-    detection: str = "combined"  # oct: per-slice scores from the head, the segmentation ("seg") or both
-    val_count: int = 4  # vessel, RETOUCH layout: training photos / cases held out for validation
-    layout: str = "auto"  # oct: "challenger" (AI Challenger folders), "retouch" (case folders with oct.mhd), "auto"
-    label_map: str = "1:1,2:2,3:3"  # oct, RETOUCH layout: stored label value -> class (IRF, SRF, PED -> 1, 2, 3)
+    # the task's own settings (its ``TaskSettings`` fields by name), checked by the task
+    task_settings: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> Settings:
         """Ranges and shapes of the values; names of models, losses and tasks are checked where they live."""
@@ -87,10 +90,6 @@ class Settings:
             raise ValueError(f"channels must be positive widths, got {self.channels}")
         if self.optimizer.lower() not in ("adam", "sgd", "adamw"):
             raise ValueError(f"optimizer must be Adam, AdamW or SGD, got {self.optimizer!r}")
-        if self.detection not in ("head", "seg", "combined"):
-            raise ValueError(f"detection must be head, seg or combined, got {self.detection!r}")
-        if self.layout not in ("auto", "challenger", "retouch"):
-            raise ValueError(f"layout must be auto, challenger or retouch, got {self.layout!r}")
         if self.lr_mode not in ("step", "poly"):
             raise ValueError(f"lr_mode must be 'step' or 'poly', got {self.lr_mode!r}")
         for k in ("batch_size", "epochs", "step", "val_batch_size", "log_every", "num_classes"):
@@ -99,7 +98,7 @@ class Settings:
         for k in (
             *("random_rotate", "random_scale", "random_brightness", "random_contrast", "random_gamma", "lr"),
             *("random_noise", "random_blur"),
-            *("crop_size", "steps_per_epoch", "workers", "patience", "num_detect", "val_count"),
+            *("crop_size", "steps_per_epoch", "workers", "patience", "num_detect"),
         ):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} (--{k.replace('_', '-')}) must be >= 0, got {getattr(self, k)}")
@@ -118,21 +117,121 @@ class Settings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_task(self, **changes) -> Settings:
+        """A copy with some of the task's own settings changed (checked when the task reads them)."""
+        return dataclasses.replace(self, task_settings={**self.task_settings, **changes})
+
+    def value(self, key: str):
+        """A shared setting, or one of the task's own (``task_settings``) by name."""
+        return getattr(self, key) if key in SHARED else self.task_settings[key]
+
     @classmethod
     def from_dict(cls, d: dict, source: str = "settings") -> Settings:
         """Settings from a mapping (dashes or underscores); unknown keys and values of the wrong type are errors
-        that name ``source``."""
-        hints = typing.get_type_hints(cls)
+        that name ``source``. Settings written before tasks owned theirs (the task-only keys at the top level) are
+        read with those keys moved into ``task_settings``."""
         clean = {k.replace("-", "_"): v for k, v in d.items()}
-        unknown = sorted(set(clean) - set(hints))
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}; valid keys: {sorted(hints)}")
-        for k, v in clean.items():
-            if not _has_type(v, hints[k]):
+        moved = {k: clean.pop(k) for k in LEGACY_TASK_KEYS if k in clean}
+        if moved:
+            clean["task_settings"] = {**moved, **dict(clean.get("task_settings") or {})}
+        return checked_dataclass(cls, clean, source)
+
+
+SHARED = frozenset(f.name for f in fields(Settings))
+# top-level settings of files written before each task declared its own (checkpoint format 2 and older): every task's
+# settings.json and checkpoints carried all four; a task keeps those it declares and drops the others
+LEGACY_TASK_KEYS = ("detection", "val_count", "layout", "label_map")
+
+
+def checked_dataclass(cls, d: dict, source: str, ignore: Collection[str] = ()):
+    """``cls(**d)`` for a dataclass whose field types ``_has_type`` knows; unknown keys (but those in ``ignore``)
+    and values of the wrong type are errors that name ``source``."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(names) - set(ignore))
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {unknown}; valid keys: {sorted(names)}")
+    for k, v in d.items():
+        if k in names and not _has_type(v, hints[k]):
+            raise ValueError(f"{source}: setting {k!r} must be {_type_name(hints[k])}, got {v!r} ({type(v).__name__})")
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def option(default, help: str, choices: Sequence | None = None, data: bool = False, **argparse_extra) -> Any:
+    """A field of a ``TaskSettings`` dataclass: its default and its help on the command line (``choices`` are
+    checked in ``validate`` too; ``argparse_extra`` go to ``add_argument``: ``metavar``, ``type``, ...). ``data``: a
+    setting of how a data folder is read (train.py, eval.py and test.py offer it; predict.py, which reads single
+    inputs, does not)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "data": data, "argparse": argparse_extra}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TaskSettings:
+    """The settings one task reads and others do not, declared by the task: a dataclass of ``option`` fields, which
+    the command line shows in the task's own group and ``Settings.task_settings`` carries (so do the checkpoints).
+    A subclass may add checks to ``validate``; the task's changes to the shared defaults go in ``defaults``."""
+
+    #: what this task changes in ``Settings``' defaults (a config file and the command line still override them)
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "settings"):
+        """The task's settings from ``Settings.task_settings``: unknown keys are errors, but the task-only keys that
+        every task's files carried before tasks declared their own (``LEGACY_TASK_KEYS``)."""
+        return checked_dataclass(cls, d, source, ignore=LEGACY_TASK_KEYS).validate()
+
+    def validate(self):
+        for f in fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and value not in choices:
                 raise ValueError(
-                    f"{source}: setting {k!r} must be {_type_name(hints[k])}, got {v!r} ({type(v).__name__})"
+                    f"{f.name} (--{f.name.replace('_', '-')}) must be one of {', '.join(choices)}, got {value!r}"
                 )
-        return cls(**clean)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} (--{f.name.replace('_', '-')}) must be a finite number, got {value}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Inference choices that several tasks share, declared once: a task whose settings take one writes
+# ``detection: str = DETECTION()``; eval.py, test.py and predict.py offer each once and set it where the task has it.
+def DETECTION():  # noqa: N802  (a field declaration)
+    return option(
+        "combined",
+        "per-record lesion scores from the classification head, the segmentation, or both",
+        choices=("head", "seg", "combined"),
+    )
+
+
+def SCALE():  # noqa: N802
+    return option(
+        "auto",
+        "resize inputs by this factor before the model; auto: bring them to the training pixel scale (other "
+        "devices); none: native size",
+        type=scale_arg,
+        metavar="auto|none|FACTOR",
+    )
+
+
+def scale_arg(text: str) -> str | float:
+    """``--scale``: auto, none, or a finite positive factor (inf resized photos to nothing, with a traceback)."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"auto, none or a positive number, not {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a scale factor must be a finite number > 0, got {text}")
+    return value
+
+
+SHARED_INFERENCE = ("detection", "scale")
 
 
 def _has_type(value, hint) -> bool:
@@ -146,6 +245,10 @@ def _has_type(value, hint) -> bool:
     if origin is list:
         (inner,) = typing.get_args(hint)
         return isinstance(value, (list, tuple)) and all(_has_type(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is typing.Any:
+        return True
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -202,14 +305,28 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
-def resolve_settings(given: dict, config: str | Path | None, task_defaults: Callable[[str], dict]) -> Settings:
-    """Defaults < the task's defaults < config file < options given on the command line (``given``)."""
+def resolve_settings(
+    given: dict, config: str | Path | None, task_settings: Callable[[str], type[TaskSettings]]
+) -> Settings:
+    """Defaults < the task's defaults < config file < options given on the command line (``given``); the keys of
+    the task's own settings (``task_settings(task)``) go into ``Settings.task_settings``."""
     from_file: dict = {}
     if config:
         from_file = {k.replace("-", "_"): v for k, v in load_config_file(config).items()}
-        Settings.from_dict(from_file, source=str(config))  # unknown keys and wrong types name the file
     task = given.get("task", from_file.get("task", Settings.task))
-    merged: dict = dict(task_defaults(task))
+    own = task_settings(task)
+    mine = {f.name for f in fields(own)}
+    for source, values in ((str(config), from_file), ("command line", given)):
+        unknown = sorted(set(values) - SHARED - mine)
+        if unknown:
+            raise ValueError(
+                f"{source}: {', '.join(unknown)}: not a setting of the {task} task; valid keys: "
+                f"{', '.join(sorted((SHARED - {'task_settings'}) | mine))}"
+            )
+    merged: dict = dict(own.defaults)
     merged.update(from_file)
     merged.update(given)
-    return Settings.from_dict(merged, source=str(config or "command line")).validate()
+    shared = {k: v for k, v in merged.items() if k not in mine}
+    where = str(config or "command line")
+    task_part = own.from_dict({k: v for k, v in merged.items() if k in mine}, source=where)
+    return Settings.from_dict({**shared, "task_settings": task_part.to_dict()}, source=where).validate()
