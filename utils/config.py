@@ -319,9 +319,10 @@ def resolve_settings(
     for source, values in ((str(config), from_file), ("command line", given)):
         unknown = sorted(set(values) - SHARED - mine)
         if unknown:
+            own = ", ".join(sorted(mine)) or "none"
             raise ValueError(
-                f"{source}: {', '.join(unknown)}: not a setting of the {task} task; valid keys: "
-                f"{', '.join(sorted((SHARED - {'task_settings'}) | mine))}"
+                f"{source}: {', '.join(unknown)}: not a setting of the {task} task (its own: {own}; the shared ones "
+                "are those of train.py --help but the task groups)"
             )
     merged: dict = dict(own.defaults)
     merged.update(from_file)
