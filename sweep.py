@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.cli import train_settings
     from engine.run_folder import check_outside_inputs
 
-    space = load_space(args.space)
     base = train_settings(args.train_args)
+    space = load_space(args.space, base.task)
     check_outside_inputs(Path(args.out), base)  # before the study's journal and locks are created there
     study = load_study(args.study, args.storage, args.pruner, args.sampler_seed)
     done = Worker(study, space, base, args.out, args.trials).run()

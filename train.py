@@ -30,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tasks import list_tasks
 
     g = p.add_argument_group("task")
-    add_setting(g, "--task", choices=list_tasks(), help="oct: OCT edema B-scans; vessel: fundus photos (DRIVE); or a "
-                "registered task")  # fmt: skip
+    add_setting(g, "--task", choices=list_tasks(), help="the task (oct: OCT edema B-scans; vessel: fundus photos)")
     g.add_argument("--config", help="JSON or YAML file of settings (same names); options given here win")
 
     g = p.add_argument_group("model")

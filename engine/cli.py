@@ -81,12 +81,13 @@ NOT_SETTINGS = ("config", "resume", "finetune")  # train.py options that are not
 def given_settings(args: argparse.Namespace) -> set[str]:
     """The settings a training command line names, itself or through ``--config`` (train.py's options default to
     absent): what a resumed run checks against its own."""
-    from utils.config import load_config_file
+    from tasks import task_settings
+    from utils.config import Settings, flatten, load_config_file, settings_keys
 
     given = {k for k in vars(args) if k not in NOT_SETTINGS}
-    if getattr(args, "config", None):
-        given |= {k.replace("-", "_") for k in load_config_file(args.config)}
-    return given
+    from_file = flatten(load_config_file(args.config), args.config) if getattr(args, "config", None) else {}
+    task = getattr(args, "task", from_file.get("task", Settings.task))
+    return (given | set(from_file)) & settings_keys(task_settings(task))  # not an older file's other-task keys
 
 
 def train_settings(args: argparse.Namespace) -> Settings:
@@ -109,20 +110,36 @@ def train_settings(args: argparse.Namespace) -> Settings:
 
 def task_options() -> dict[str, list[tuple[str, dataclasses.Field]]]:
     """Each task's own settings by name: ``{name: [(task, field), ...]}``, from the declarations alone (no task
-    module, no torch is imported)."""
+    module, no torch is imported); each field's ``type`` resolved to the annotation itself."""
+    import typing
+
     from tasks import list_tasks, task_settings
 
     found: dict[str, list] = {}
     for task in list_tasks():
-        for f in dataclasses.fields(task_settings(task)):
-            found.setdefault(f.name, []).append((task, f))
+        cls = task_settings(task)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            resolved = dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+            resolved.name, resolved.type = f.name, hints[f.name]
+            found.setdefault(f.name, []).append((task, resolved))
     return found
 
 
 def _argument(f: dataclasses.Field) -> dict:
-    """``add_argument`` keywords for a ``TaskSettings`` field (``option``'s metadata and the field's type)."""
+    """``add_argument`` keywords for a ``TaskSettings`` field: ``option``'s metadata, then the annotation's type
+    (``X | None`` as X; ``list[X]`` as one or more X; a bool as ``--name / --no-name``)."""
+    import types
+    import typing
+
     extra = dict(f.metadata.get("argparse") or {})
-    hint = f.type if not isinstance(f.type, str) else {"int": int, "float": float, "str": str, "bool": bool}.get(f.type)
+    hint = f.type
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = inner[0] if len(inner) == 1 else hint
+    if typing.get_origin(hint) is list:
+        extra.setdefault("nargs", "+")
+        hint = typing.get_args(hint)[0]
     if f.metadata.get("choices"):
         extra.setdefault("choices", f.metadata["choices"])
     if hint is bool:
@@ -157,7 +174,10 @@ def add_task_settings(p: argparse.ArgumentParser, inference: bool = False, data:
         kwargs = _argument(declared[0][1])
         if inference:
             kwargs["default"] = None
-        groups[title].add_argument("--" + name.replace("_", "-"), dest=name, help=text, **kwargs)
+        flag = "--" + name.replace("_", "-")
+        if flag in p._option_string_actions:  # argparse would fail at --help with a conflict nobody could place
+            raise ValueError(f"the {', '.join(tasks)} task's setting {name!r} has the name of a shared option ({flag})")
+        groups[title].add_argument(flag, dest=name, help=text, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- inference drivers

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from utils.config import Settings, load_config_file
+from utils.config import SHARED, Settings, flatten, load_config_file, settings_keys
 from utils.errors import ToolkitError
 from utils.io import FolderLock, atomic_write, output_file
 
@@ -50,14 +50,17 @@ STARTING_GRACE_S = 600  # a RUNNING trial that names no worker yet is being star
 
 
 # --------------------------------------------------------------------------------------------------- the space
-def load_space(path: str | Path) -> dict[str, dict]:
+def load_space(path: str | Path, task: str | None = None) -> dict[str, dict]:
     """``SPACE.yaml``: per setting, ``{type: float|int, low, high[, log][, step]}`` or ``{type: categorical,
     choices: [...]}`` (choices may be lists, e.g. class weights). Settings and values are checked against
     ``Settings``' own names and types, and errors name the file."""
     raw = load_config_file(path)
     if not raw:
         raise ValueError(f"{path}: an empty search space; name at least one setting")
-    fields = {f.name for f in dataclasses.fields(Settings)}
+    from tasks import task_settings
+
+    own = task_settings(task or Settings.task)
+    fields = settings_keys(own)
     space: dict[str, dict] = {}
     for key, spec in raw.items():
         name = key.replace("-", "_")
@@ -68,7 +71,10 @@ def load_space(path: str | Path) -> dict[str, dict]:
             raise ValueError(f"{where}: a trial cannot change {name}; set it for the whole sweep")
         for v in _range_values(spec, where):  # each value must fit the setting's type and range, as training checks
             try:
-                Settings.from_dict({name: v}, source=where).validate()
+                if name in SHARED:
+                    Settings.from_dict({name: v}, source=where).validate()
+                else:
+                    own.from_dict({name: v}, source=where)
             except ValueError as e:
                 raise ValueError(f"{where}: {v!r}: {e}") from None
         space[name] = spec
@@ -231,7 +237,8 @@ class Worker:
             if not marker.exists():
                 with atomic_write(marker, "w") as f:
                     f.write(self.study.study_name + "\n")
-            shared = {k: v for k, v in self.base.to_dict().items() if k not in (*LOCAL_SETTINGS, *self.space)}
+            flat = flatten(self.base.to_dict())
+            shared = {k: v for k, v in flat.items() if k not in (*LOCAL_SETTINGS, *self.space)}
             mine = json.loads(json.dumps({"settings": shared, "space": self.space}))
             recorded = self.study.user_attrs.get("sweep")
             if recorded is None:
@@ -242,8 +249,13 @@ class Worker:
                 f"study {self.study.study_name!r} was started with another search space ({recorded['space']}); "
                 "start a new study for a new space"
             )
+        # a task setting that only one side names (a study recorded before tasks declared theirs; a new setting)
+        # is not a difference
+        one_sided = (set(recorded["settings"]) ^ set(shared)) - SHARED
         differ = sorted(
-            k for k in set(recorded["settings"]) | set(shared) if recorded["settings"].get(k) != shared.get(k)
+            k
+            for k in set(recorded["settings"]) | set(shared)
+            if recorded["settings"].get(k) != shared.get(k) and k not in one_sided
         )
         if differ:
             shown = ", ".join(f"{k}: {recorded['settings'].get(k)!r} there, {shared.get(k)!r} here" for k in differ)
@@ -329,7 +341,9 @@ class Worker:
 
         values = suggest(trial, self.space)
         run_dir = Path(trial.user_attrs["run_dir"])
-        settings = dataclasses.replace(self.base, **values, out=str(run_dir)).validate()
+        shared = {k: v for k, v in values.items() if k in SHARED}
+        own = {k: v for k, v in values.items() if k not in SHARED}  # the task's own settings
+        settings = dataclasses.replace(self.base, **shared, out=str(run_dir)).with_task(**own).validate()
         resume = self._resume_of(trial, run_dir, LATEST, BEST)
         log.info(f"trial {trial.number}: {values}" + (" (continues a trial whose worker died)" if resume else ""))
 
@@ -448,7 +462,8 @@ def write_report(study, out: Path) -> list[Path]:
             f.write("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |\n")
     best = best_trials(study, 1)
     if best:
-        settings = json.loads((Path(best[0].user_attrs["run_dir"]) / "settings.json").read_text())
+        stored = json.loads((Path(best[0].user_attrs["run_dir"]) / "settings.json").read_text())
+        settings = flatten(Settings.from_dict(stored).to_dict())  # as a config file names them
         settings.pop("out", None)
         with output_file(out / "best.yaml", True, advice=advice) as tmp, open(tmp, "w") as f:
             f.write(f"# trial {best[0].number} of study {study.study_name}: score {best[0].value:.6f}\n")

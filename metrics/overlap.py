@@ -47,3 +47,38 @@ def summarize_dice(per_volume: np.ndarray) -> tuple[np.ndarray, float]:
     per_class = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_volume.T], dtype=np.float64)
     mean = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
     return per_class, mean
+
+
+def fluid_counts(pred, target) -> np.ndarray:
+    """Any-fluid overlap per B-scan: (N, 3) int64 [intersection, predicted, true] pixel counts of "fluid", any lesion
+    class (label > 0), in each of the N slices; counted on ``pred``'s device, N x 3 numbers come back."""
+    pred = _tensor(pred)
+    target = _tensor(target).to(pred.device)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(target.shape)} differ in shape")
+    p, t = (pred > 0).flatten(1), (target > 0).flatten(1)
+    return torch.stack([(p & t).sum(1), p.sum(1), t.sum(1)], 1).cpu().numpy().astype(np.int64)
+
+
+def fluid_summary(counts: np.ndarray) -> dict[str, float]:
+    """The any-fluid figures of B-scans' ``fluid_counts`` (a reference that marks only "fluid" is scored by these):
+
+    - ``fluid_dice``: Dice of the union of the lesion classes pooled over every B-scan (NaN without fluid anywhere);
+    - ``fluid_dice_bscan``: mean per-B-scan Dice over the B-scans whose reference holds fluid;
+    - ``fluid_false_bscans``: the share of fluid-free B-scans in which fluid is predicted;
+    - ``fluid_area_ratio``: predicted / true fluid area (1 is right; 2.1 marks twice the fluid there is).
+    """
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1, 3)
+    inter, pred, true = counts.T
+    has = true > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = 2 * inter.sum() / (pred.sum() + true.sum()) if true.sum() > 0 else np.nan
+        per_bscan = float(np.mean(2 * inter[has] / (pred[has] + true[has]))) if has.any() else np.nan
+        false = float(np.mean(pred[~has] > 0)) if (~has).any() else np.nan
+        ratio = pred.sum() / true.sum() if true.sum() > 0 else np.nan
+    return {
+        "fluid_dice": float(pooled),
+        "fluid_dice_bscan": float(per_bscan),
+        "fluid_false_bscans": float(false),
+        "fluid_area_ratio": float(ratio),
+    }

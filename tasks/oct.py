@@ -30,7 +30,7 @@ from data.oct import (
 from data.retouch import find_retouch_volumes, is_retouch
 from data.volumes import GREY_RULE, read_volume, volume_name
 from inference.predictor import Prediction, Predictor
-from metrics import detection_auc, summarize_dice, volume_dice
+from metrics import detection_auc, fluid_counts, fluid_summary, summarize_dice, volume_dice
 from metrics.quantify import quantify
 from reports.html import write_patient_report
 from tasks import register_task
@@ -84,7 +84,8 @@ def detection_scores(labels: torch.Tensor, head: torch.Tensor | None, mode: str,
 
 
 class OctEvaluator(Evaluator):
-    """parts: (pid, Dice per lesion (3,), detection labels (N, 3) or None, detection scores (N, 3) or None)."""
+    """parts: (pid, Dice per lesion (3,), detection labels (N, 3) or None, detection scores (N, 3) or None, any-fluid
+    counts per B-scan (N, 3): intersection, predicted, true)."""
 
     def __init__(self, class_names: tuple[str, ...] = LESION_NAMES) -> None:
         super().__init__()
@@ -104,7 +105,8 @@ class OctEvaluator(Evaluator):
         else:
             labels = detection_targets(np.asarray(sample.labels), len(self.class_names))
             scores = prediction.det.float().cpu().numpy()
-        self.parts.append((record.name, d, labels, scores))
+        fluid = fluid_counts(prediction.labels, sample.labels)
+        self.parts.append((record.name, d, labels, scores, fluid))
         return {f"dice_{n}": float(v) for n, v in zip(self.class_names, d)}
 
     def aggregate(self) -> dict[str, float]:
@@ -118,10 +120,19 @@ class OctEvaluator(Evaluator):
             auc = detection_auc(np.concatenate([p[2] for p in with_det]), np.concatenate([p[3] for p in with_det]))
             out["auc_mean"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
             out.update({f"auc_{n}": float(v) for n, v in zip(self.class_names, auc)})
+        # any fluid (the union of the lesion classes), per B-scan: what a reference marking only "fluid" is scored by
+        out.update(fluid_summary(np.concatenate([p[4] for p in self.parts])))
         return out
 
     def rows(self) -> list[dict]:
-        return [{"pid": p[0], **{f"dice_{n}": float(v) for n, v in zip(self.class_names, p[1])}} for p in self.parts]
+        return [
+            {
+                "pid": p[0],
+                **{f"dice_{n}": float(v) for n, v in zip(self.class_names, p[1])},
+                **{k: fluid_summary(p[4])[k] for k in ("fluid_dice", "fluid_area_ratio")},
+            }
+            for p in self.parts
+        ]
 
     def write(self, out: Path, result: dict) -> list[Path]:
         save_csv_atomic(out / "per_volume.csv", self.rows())
@@ -135,7 +146,10 @@ class OctTask(Task):
     score_key = "dice_mean+auc_mean"  # as the challenge ranked both
     noun = "volumes"
     eval_split = "val"
-    summary_keys = tuple(f"{k}_{n}" for k in ("dice", "auc") for n in ("mean", *LESION_NAMES))
+    summary_keys = (
+        *(f"{k}_{n}" for k in ("dice", "auc") for n in ("mean", *LESION_NAMES)),
+        *("fluid_dice", "fluid_dice_bscan", "fluid_false_bscans", "fluid_area_ratio"),
+    )
     detects = True
     input_options = ("cube", "spacing")
     reports = True

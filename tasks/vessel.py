@@ -322,21 +322,23 @@ class Segmenter:
         self.count = 0  # photos predicted: the default name of the next one is photo <count + 1>
 
     @classmethod
-    def from_checkpoint(cls, paths, device=None, weights=None, scale="auto", **predictor_kwargs) -> Segmenter:
+    def from_checkpoint(cls, paths, device=None, weights=None, scale=None, **predictor_kwargs) -> Segmenter:
         """One checkpoint, or a list of several fused (``weights``: one per checkpoint); ``scale``: ``auto`` (photos
         brought to the training pixel scale), ``none`` or a factor; ``predictor_kwargs`` go to ``Predictor``
         (``tta_flip``, ``amp``, ``batch_size``, ...)."""
         from utils.checkpoint import load_checkpoint
         from utils.config import Settings
 
-        scale = scale_value(scale)  # before any checkpoint is read
+        scale = scale_value(scale) if scale is not None else None  # before any checkpoint is read
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         states = [load_checkpoint(p) for p in paths]
         settings = Settings.from_dict(states[0]["settings"], source=str(paths[0]))
         if settings.task != VesselTask.name:
             raise ValueError(f"{paths[0]}: a checkpoint of task {settings.task!r}, not 'vessel'")
         predictor = load_predictor(paths, weights, device=device, **predictor_kwargs)
-        return cls(predictor, VesselTask(settings.with_task(scale=scale), states=states, weights=weights))
+        if scale is not None:  # else the checkpoint's (auto unless trained otherwise), as in predict.py
+            settings = settings.with_task(scale=scale)
+        return cls(predictor, VesselTask(settings, states=states, weights=weights))
 
     @property
     def threshold(self) -> float:

@@ -151,3 +151,57 @@ def test_format_2_checkpoints_and_settings_files_still_load(tmp_path):
     resumed = run_folder.resumed_settings(state, same, {"layout", "epochs"}, tmp_path / "oct.pth.tar")
     assert resumed.epochs == 5 and resumed.task_settings["label_map"] == "1:1,2:3,3:2"
     assert set(load_space(ROOT / "configs" / "sweep_demo.yaml")) == {"lr", "loss", "name", "class_weights"}
+
+
+def test_a_runs_settings_file_and_an_older_ones_work_as_config_files(tmp_path):
+    """settings.json (and a sweep's best.yaml) hold the task's own settings in a task_settings block: fed back with
+    --config they are kept, not reset to the defaults; a format-2 vessel settings.json, which carried the OCT keys
+    too, is read without them; nonsense in the block is an error naming the file."""
+    from engine.cli import given_settings
+
+    run = train_settings(_ns(layout="retouch", val_count=2, detection="seg"))
+    (tmp_path / "settings.json").write_text(json.dumps(run.to_dict()))
+    again = train_settings(_ns(config=str(tmp_path / "settings.json")))
+    assert again.task_settings == {"layout": "retouch", "label_map": "1:1,2:2,3:3", "val_count": 2, "detection": "seg"}
+    assert {"layout", "val_count", "lr"} <= given_settings(_ns(config=str(tmp_path / "settings.json")))
+
+    old_vessel = {"task": "vessel", "val_count": 3, "detection": "combined", "layout": "auto", "label_map": "1:1"}
+    (tmp_path / "old.json").write_text(json.dumps(old_vessel))
+    assert train_settings(_ns(config=str(tmp_path / "old.json"))).task_settings == {"val_count": 3, "scale": "auto"}
+    assert "layout" not in given_settings(_ns(config=str(tmp_path / "old.json")))
+
+    (tmp_path / "bad.yaml").write_text("task_settings: {bogus: 1}\n")
+    with pytest.raises(ValueError, match="bad.yaml: bogus: not a setting of the oct task"):
+        train_settings(_ns(config=str(tmp_path / "bad.yaml")))
+    (tmp_path / "twice.yaml").write_text("val_count: 2\ntask_settings: {val_count: 3}\n")
+    with pytest.raises(ValueError, match="val_count both at the top level and in task_settings"):
+        train_settings(_ns(config=str(tmp_path / "twice.yaml")))
+
+
+def test_segmenter_takes_the_checkpoints_scale_unless_given(tmp_path):
+    from tasks.vessel import Segmenter
+
+    ROOT = Path(__file__).resolve().parents[1]
+    state = load_checkpoint(ROOT / "checkpoints" / "drive_unet.pth.tar")
+    state["settings"]["task_settings"]["scale"] = 0.5
+    save_checkpoint(tmp_path / "half.pth.tar", state)
+    assert Segmenter.from_checkpoint(tmp_path / "half.pth.tar").task.scale == 0.5  # as predict.py would
+    assert Segmenter.from_checkpoint(tmp_path / "half.pth.tar", scale="auto").task.scale == "auto"
+    assert Segmenter.from_checkpoint(ROOT / "checkpoints" / "drive_unet.pth.tar").task.scale == "auto"
+
+
+def test_a_sweep_space_may_hold_the_tasks_own_settings(tmp_path):
+    from engine.sweep import load_space
+
+    space = "val_count: {type: int, low: 2, high: 6}\nlr: {type: float, low: 0.001, high: 0.01}\n"
+    (tmp_path / "s.yaml").write_text(space)
+    assert set(load_space(tmp_path / "s.yaml", "vessel")) == {"val_count", "lr"}
+    (tmp_path / "o.yaml").write_text("scale: {type: categorical, choices: [auto, none]}\n")
+    with pytest.raises(ValueError, match="o.yaml: scale: not a setting"):
+        load_space(tmp_path / "o.yaml", "oct")
+    (tmp_path / "t.yaml").write_text("task_settings: {type: categorical, choices: [{}]}\n")
+    with pytest.raises(ValueError, match="t.yaml: task_settings: not a setting"):
+        load_space(tmp_path / "t.yaml", "oct")
+    (tmp_path / "d.yaml").write_text("detection: {type: categorical, choices: [head, sideways]}\n")
+    with pytest.raises(ValueError, match="sideways"):
+        load_space(tmp_path / "d.yaml", "oct")

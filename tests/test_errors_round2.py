@@ -243,6 +243,7 @@ def test_an_unknown_select_is_refused_before_training(tmp_path):
     assert get_task("oct").figure_names() == (
         *(f"dice_{n}" for n in ("mean", "REA", "SRF", "PED")),
         *(f"auc_{n}" for n in ("mean", "REA", "SRF", "PED")),
+        *("fluid_dice", "fluid_dice_bscan", "fluid_false_bscans", "fluid_area_ratio"),
     )
     assert "f1" in get_task("vessel").figure_names() and "threshold" in get_task("vessel").figure_names()
     get_task("oct").check_select("dice_mean+auc_REA")  # valid sums pass

@@ -1,6 +1,7 @@
 """OCT results beyond one look of the data: a model trained on one scanner style of the generator, scored on another;
 detection that uses the segmentation; the test split scored when its labels exist."""
 
+import numpy as np
 import pytest
 
 import eval as eval_script
@@ -51,3 +52,24 @@ def test_the_test_split_is_scored_when_its_labels_exist(styles, tmp_path):
     kept = write_dataset(tmp_path / "kept", seed=1, test_labels=False, **SIZE)
     with pytest.raises(ValueError, match="no labels to evaluate against"):
         eval_script.main(["--seg-path", styles["ckpt"], "-d", str(kept), "--split", "test", "--out", f"{tmp_path}/o"])
+
+
+def test_a_reference_that_marks_only_fluid_is_scored_by_the_fluid_figures(styles, tmp_path):
+    """The public 2-D sets mark "fluid", not REA / SRF / PED: with every lesion grey of the reference turned into one
+    (255), the any-fluid figures are those of the full reference, while the per-class ones lose their meaning."""
+    import shutil
+
+    from PIL import Image
+
+    fluid_only = tmp_path / "fluid_only"
+    shutil.copytree(styles["data"]["topcon"], fluid_only)
+    for bmp in fluid_only.glob("*/label_images/*_labelMark/*.bmp"):
+        grey = np.asarray(Image.open(bmp))
+        Image.fromarray(np.where(grey > 0, 255, 0).astype(np.uint8)).save(bmp)
+    argv = ["--seg-path", styles["ckpt"], "--split", "test", "--cache-dir", str(tmp_path / "c")]
+    full = eval_script.main([*argv, "-d", str(styles["data"]["topcon"]), "--out", str(tmp_path / "full")])
+    only = eval_script.main([*argv, "-d", str(fluid_only), "--out", str(tmp_path / "only")])
+    keys = ("fluid_dice", "fluid_dice_bscan", "fluid_false_bscans", "fluid_area_ratio")
+    print({k: round(full[k], 4) for k in keys})
+    assert all(full[k] == pytest.approx(only[k]) for k in keys) and 0 < full["fluid_dice"] <= 1
+    assert np.isnan(only["dice_SRF"]) and np.isnan(only["dice_PED"])  # no SRF or PED in a fluid-only reference

@@ -81,3 +81,25 @@ def test_oct_evaluator_accumulates_volumes_and_merges_processes():
     assert [row["pid"] for row in p1.rows()] == ["a", "b"]
     r2 = p1.aggregate()
     assert r2.keys() == r.keys() and all(r2[k] == pytest.approx(r[k], nan_ok=True) for k in r)
+
+
+def test_any_fluid_figures_by_hand():
+    """Fluid is any lesion class: a PED pixel predicted where the reference says REA counts as found fluid."""
+    from metrics import fluid_counts, fluid_summary
+
+    truth = np.zeros((3, 2, 4), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[0, 0, :2], truth[0, 1, :2] = 1, 2  # 4 fluid pixels
+    pred[0, 0, :2] = 3  # 2 of them, as another class
+    pred[1, 1, 3] = 2  # fluid in a fluid-free B-scan
+    truth[2, 0, :2] = 2  # 2 fluid pixels
+    pred[2, :, :2] = 1  # 4 predicted, 2 of them right
+    counts = fluid_counts(torch.from_numpy(pred), truth)
+    assert counts.tolist() == [[2, 2, 4], [0, 1, 0], [2, 4, 2]]
+    got = fluid_summary(counts)
+    assert got["fluid_dice"] == pytest.approx(2 * 4 / (7 + 6))  # pooled: 8 / 13
+    assert got["fluid_dice_bscan"] == pytest.approx((4 / 6 + 4 / 6) / 2)  # the two B-scans with fluid
+    assert got["fluid_false_bscans"] == 1.0  # the one fluid-free B-scan has predicted fluid
+    assert got["fluid_area_ratio"] == pytest.approx(7 / 6)
+    empty = fluid_summary(fluid_counts(torch.zeros(2, 3, 3, dtype=torch.uint8), np.zeros((2, 3, 3), np.uint8)))
+    assert np.isnan(empty["fluid_dice"]) and np.isnan(empty["fluid_dice_bscan"]) and empty["fluid_false_bscans"] == 0

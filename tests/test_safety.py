@@ -176,7 +176,8 @@ def test_labels_rewritten_in_place_with_their_times_restored_are_decoded_again(r
     assert VolumeCache(cache).load(rec)[1].max() == 0  # the cache serves the new labels
     assert before["dice_mean"] != after["dice_mean"]
     rows = (tmp_path / "e2" / "per_volume.csv").read_text().splitlines()
-    assert next(r for r in rows if r.startswith(rec.pid)).split(",")[1:] == ["nan"] * 3  # no lesion left
+    # no lesion left: the three Dice figures and the fluid ones are undefined
+    assert next(r for r in rows if r.startswith(rec.pid)).split(",")[1:] == ["nan"] * 5
 
 
 # ------------------------------------------------------------------------------------------ patient identity

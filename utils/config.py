@@ -305,6 +305,24 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
+def flatten(d: dict, source: str = "settings") -> dict:
+    """A settings mapping with the task's own settings (a ``task_settings`` block, as settings.json and checkpoints
+    hold them) at the top level, as a config file or the command line gives them."""
+    d = {k.replace("-", "_"): v for k, v in d.items()}
+    inner = d.pop("task_settings", None) or {}
+    if not isinstance(inner, dict):
+        raise ValueError(f"{source}: task_settings must be a mapping of the task's own settings, got {inner!r}")
+    clash = sorted(set(inner) & set(d))
+    if clash:
+        raise ValueError(f"{source}: {', '.join(clash)} both at the top level and in task_settings; keep one")
+    return {**d, **{k.replace("-", "_"): v for k, v in inner.items()}}
+
+
+def settings_keys(task_settings: type[TaskSettings]) -> set[str]:
+    """Every name a command line or a config file may set for a task: the shared settings and its own."""
+    return (SHARED - {"task_settings"}) | {f.name for f in fields(task_settings)}
+
+
 def resolve_settings(
     given: dict, config: str | Path | None, task_settings: Callable[[str], type[TaskSettings]]
 ) -> Settings:
@@ -312,12 +330,14 @@ def resolve_settings(
     the task's own settings (``task_settings(task)``) go into ``Settings.task_settings``."""
     from_file: dict = {}
     if config:
-        from_file = {k.replace("-", "_"): v for k, v in load_config_file(config).items()}
+        from_file = flatten(load_config_file(config), str(config))
     task = given.get("task", from_file.get("task", Settings.task))
     own = task_settings(task)
     mine = {f.name for f in fields(own)}
+    for k in set(LEGACY_TASK_KEYS) - mine:  # settings files of format 2 carried every task's four keys
+        from_file.pop(k, None)
     for source, values in ((str(config), from_file), ("command line", given)):
-        unknown = sorted(set(values) - SHARED - mine)
+        unknown = sorted(set(values) - settings_keys(own))
         if unknown:
             own = ", ".join(sorted(mine)) or "none"
             raise ValueError(
