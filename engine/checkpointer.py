@@ -35,6 +35,14 @@ class Checkpointer:
         save_checkpoint(self.latest, state)
         return self.latest
 
+    def best(self) -> tuple[int, float] | None:
+        """The epoch and score of the best checkpoint, if there is one."""
+        path = self.folder / BEST
+        if not path.exists():
+            return None
+        state = load_checkpoint(path, mmap=True)
+        return int(state["epoch"]), float(state.get("best_score", float("nan")))
+
     def kept(self) -> str:
         """What the folder still holds, for a message after a failed step."""
         return (

@@ -22,6 +22,7 @@ from data.transforms import Augment
 from engine import run_folder
 from engine.checkpointer import Checkpointer
 from engine.evaluate import evaluate
+from engine.run_folder import BEST
 from inference.predictor import (
     CompiledOrEager,
     Member,
@@ -352,6 +353,7 @@ class Trainer:
         title = f"epoch {epoch + 1}/{self.s.epochs} step"
         progress = Progress(total_steps, title, log, self.s.log_every, items_per_step=self.s.batch_size, start=start)
         bad = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, 0 = none
+        lr = self.optimizer.param_groups[0]["lr"]  # the epoch's (shown in the step lines)
         for i, batch in enumerate(batches, start=start):
             parts = self.train_step(batch)
             bad = torch.where(torch.isfinite(parts["total"]) | (bad > 0), bad, torch.full_like(bad, i + 1))
@@ -361,7 +363,7 @@ class Trainer:
             # checks at the same steps and agrees on the outcome, so none waits alone in a collective
             if self.device.type == "cpu" or i % 20 == 0 or i + 1 == total_steps:
                 self._host_checks(epoch, i + 1, bad, parts, sums)
-            progress.update(lambda parts=parts: {"loss": parts["total"].item()})
+            progress.update(lambda parts=parts: {"loss": parts["total"].item(), "lr": lr})
         progress.close()
         return {f"train_{k}": all_reduce_mean(v / total_steps, self.dist).item() for k, v in sums.items()}
 
@@ -436,7 +438,9 @@ class Trainer:
         previous = self._catch_signals()
         try:
             with self._log_file():
-                return self._fit(logger)
+                metrics = self._fit(logger)
+                self._report_best()
+                return metrics
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -468,6 +472,13 @@ class Trainer:
                 break
             self._stop_if_signalled(epoch)
         return metrics
+
+    def _report_best(self) -> None:
+        """The run's last line: the best epoch, its score and where its weights are."""
+        best = self.checkpoints.best() if self.dist.is_main else None
+        if best is not None:
+            path = self.checkpoints.folder / BEST
+            log.info(f"best {self.score_key} {best[1]:.4f} at epoch {best[0]}: {path}")
 
     def _announce(self) -> None:
         s, processes = self.s, f" in {self.dist.world_size} processes" if self.dist.enabled else ""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import eval as eval_script
 import predict as predict_script
@@ -104,13 +105,19 @@ def test_progress_reaches_a_log_file_and_train_log(tiny_dataset, tmp_path):
             [sys.executable, "train.py", *argv, "--log-every", "3"], cwd=ROOT, stdout=f, stderr=f, check=True
         )
     text = log.read_text()
-    pattern = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d epoch (\d)/2 step (\d+)/(\d+) loss=[\d.]+ [\d.]+ img/s, .* ETA .*$"
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+    pattern = stamp + r"epoch (\d)/2 step (\d+)/(\d+) loss=[\d.]+ lr=[\d.e-]+ [\d.]+ img/s, .* ETA .*$"
     lines = [m for m in re.finditer(pattern, text, re.M)]
     assert {m.group(1) for m in lines} == {"1", "2"}, text
     assert any(m.group(2) == "3" for m in lines) and any(m.group(2) == m.group(3) for m in lines)  # every 3, last
     assert "decoding and normalisation 4/4" in text
     kept = (run / "train.log").read_text()
     assert all(m.group(0) in kept for m in lines) and "epoch 2/2 loss=" in kept
+    # the run's last line: the best epoch, its score and the checkpoint (after the epochs' lines)
+    best = re.search(r"best dice_mean\+auc_mean ([\d.]+) at epoch (\d): (\S+)$", kept.rstrip().splitlines()[-1])
+    assert best and best.group(3) == str(run / "checkpoint" / "model_best.pth.tar"), kept[-300:]
+    state = torch.load(best.group(3), weights_only=True)
+    assert int(best.group(2)) == state["epoch"] and float(best.group(1)) == pytest.approx(state["best_score"], abs=1e-4)
 
 
 def _resolve(**given):

@@ -107,7 +107,7 @@ class Progress:
         elapsed = now - self.t0
         rate = (self.done - self.start) / elapsed if elapsed > 0 else math.inf
         eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        figures = " ".join(f"{k}={v:.4f}" for k, v in shown.items())
+        figures = " ".join(f"{k}={v:.4g}" for k, v in shown.items())  # 4 digits whatever the size (lr 3e-05)
         self.log.info(
             f"{self.desc} {self.done}/{self.total} {figures}{' ' if figures else ''}"
             f"{rate * self.items:.1f} {self.unit}/s, {_duration(elapsed)} elapsed, ETA {_duration(eta)}",
