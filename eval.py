@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_args(p)
     add_data_args(p, "labelled split [default: oct val, vessel test]", None)
     add_inference_args(p)
-    add_output_args(p, "output folder [default: <run>/eval_<split>]")
+    add_output_args(
+        p,
+        "output folder [default: <run>/eval_<split>; runs/<checkpoint name>/eval_<split> for one outside a run]",
+    )
     return p
 
 

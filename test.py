@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--det", action="store_true", help="write detection scores (models with a detection head)")
     add_data_args(p, "split to predict", "test")
     add_inference_args(p)
-    add_output_args(p, "output folder [default: <run>/<split>]")
+    add_output_args(
+        p, "output folder [default: <run>/<split>; runs/<checkpoint name>/<split> for a checkpoint outside a run]"
+    )
     return p
 
 

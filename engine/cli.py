@@ -304,10 +304,14 @@ def protected_paths(data_dir, paths: list[str], task, records=(), list_dir=None)
 
 
 def default_out(paths: list[str], leaf: str) -> Path:
+    """``<run>/<leaf>`` beside a run's checkpoint; for a checkpoint that is not in a run's ``checkpoint/`` folder (a
+    shipped or downloaded one), ``runs/<checkpoint name>/<leaf>``, never inside the weights' folder; for a fusion
+    ``runs/fusion/<leaf>``."""
     if len(paths) == 1:
         ckpt = Path(paths[0]).resolve()
-        run = ckpt.parent.parent if ckpt.parent.name == "checkpoint" else ckpt.parent
-        return run / leaf
+        if ckpt.parent.name == "checkpoint":
+            return ckpt.parent.parent / leaf
+        return Path("runs") / ckpt.name.split(".")[0] / leaf
     return Path("runs") / "fusion" / leaf
 
 
