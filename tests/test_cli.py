@@ -228,3 +228,13 @@ def test_task_settings_of_any_annotated_type_reach_the_command_line(monkeypatch)
     monkeypatch.setitem(tasks._REGISTRY, "clash", ClashTask)
     with pytest.raises(ValueError, match="the clash task's setting 'workers' has the name of a shared option"):
         train_script.build_parser()
+
+
+def test_a_checkpoint_outside_a_run_is_never_written_beside():
+    """eval.py / test.py with the shipped weights wrote into checkpoints/eval_test/, among the weights."""
+    from engine.cli import default_out
+
+    assert default_out(["checkpoints/drive_unet.pth.tar"], "eval_test") == Path("runs/drive_unet/eval_test")
+    run = Path("runs/a/checkpoint/model_best.pth.tar")
+    assert default_out([str(run)], "eval_val") == run.resolve().parent.parent / "eval_val"
+    assert default_out([str(run), str(run)], "test") == Path("runs/fusion/test")
