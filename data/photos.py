@@ -10,7 +10,6 @@ Paired:  ROOT/[train|test/]image/<stem>.png|jpg|tif and ROOT/[train|test/]mask/<
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from scipy import ndimage
 from skimage import measure
 
 from data.common import DatasetError, file_error, open_image
-from utils.config import SCALE, TaskSettings, option
+from utils.config import SCALE, TaskSettings, option, scale_value
 
 log = logging.getLogger(__name__)
 
@@ -380,18 +379,3 @@ def photo_normalization(photos: list[Photo]) -> dict:
         "std": np.maximum(pix.std(0), 1e-6).tolist(),
         "fov_diameter": float(np.median(sizes)) if sizes else None,
     }
-
-
-def scale_value(scale: str | float) -> str | float:
-    """``auto``, ``none`` or a finite factor > 0 (``--scale``, ``Segmenter``'s ``scale``), else ``ValueError``."""
-    if isinstance(scale, str) and scale in ("auto", "none"):
-        return scale
-    try:
-        if isinstance(scale, bool):
-            raise TypeError
-        value = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be auto, none or a number > 0, got {scale!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"a scale factor must be a finite number > 0, got {scale!r}")
-    return value

@@ -98,14 +98,15 @@ class OctEvaluator(Evaluator):
                 "folder for this split; a damaged one is named in a warning above); evaluate a labelled split, or "
                 "predict with test.py"
             )
-        # the truth goes to the prediction's device: 16 confusion counts come back, not a volume
-        d = volume_dice(prediction.labels, sample.labels, len(self.class_names) + 1)
+        # the truth goes to the prediction's device once: 16 confusion counts and N x 3 fluid counts come back
+        truth = torch.from_numpy(np.require(sample.labels, requirements=["W"])).to(prediction.labels.device)
+        d = volume_dice(prediction.labels, truth, len(self.class_names) + 1)
         if prediction.det is None:
             labels = scores = None
         else:
             labels = detection_targets(np.asarray(sample.labels), len(self.class_names))
             scores = prediction.det.float().cpu().numpy()
-        fluid = fluid_counts(prediction.labels, sample.labels)
+        fluid = fluid_counts(prediction.labels, truth)
         self.parts.append((record.name, d, labels, scores, fluid))
         return {f"dice_{n}": float(v) for n, v in zip(self.class_names, d)}
 
@@ -125,14 +126,12 @@ class OctEvaluator(Evaluator):
         return out
 
     def rows(self) -> list[dict]:
-        return [
-            {
-                "pid": p[0],
-                **{f"dice_{n}": float(v) for n, v in zip(self.class_names, p[1])},
-                **{k: fluid_summary(p[4])[k] for k in ("fluid_dice", "fluid_area_ratio")},
-            }
-            for p in self.parts
-        ]
+        rows = []
+        for pid, dice, _, _, fluid in self.parts:
+            figures = fluid_summary(fluid)
+            rows.append({"pid": pid, **{f"dice_{n}": float(v) for n, v in zip(self.class_names, dice)}})
+            rows[-1].update({k: figures[k] for k in ("fluid_dice", "fluid_area_ratio")})
+        return rows
 
     def write(self, out: Path, result: dict) -> list[Path]:
         save_csv_atomic(out / "per_volume.csv", self.rows())

@@ -28,13 +28,13 @@ from data.photos import (
     load_photo,
     photo_normalization,
     read_rgb,
-    scale_value,
     split_photos,
 )
 from inference.predictor import Predictor
 from metrics import best_f1_threshold, binary_metrics, curves
 from tasks import load_predictor, register_task
 from tasks.base import Evaluator, Task
+from utils.config import scale_value
 from utils.io import save_csv_atomic, save_image_atomic
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from utils.config import LEGACY_TASK_KEYS
+from utils.config import nest_task_settings
 from utils.errors import ToolkitError
 from utils.io import atomic_write, check_output_file, output_file
 
@@ -61,10 +61,7 @@ def migrate(state: dict) -> dict:
     if state["format_version"] < 2 and "best_dice" in state:
         state["best_score"] = state.pop("best_dice")
     if state["format_version"] < 3 and isinstance(state.get("settings"), dict):
-        settings = dict(state["settings"])
-        moved = {k: settings.pop(k) for k in LEGACY_TASK_KEYS if k in settings}
-        settings["task_settings"] = {**moved, **dict(settings.get("task_settings") or {})}
-        state["settings"] = settings
+        state["settings"] = nest_task_settings(state["settings"])
     return state
 
 

@@ -130,10 +130,7 @@ class Settings:
         """Settings from a mapping (dashes or underscores); unknown keys and values of the wrong type are errors
         that name ``source``. Settings written before tasks owned theirs (the task-only keys at the top level) are
         read with those keys moved into ``task_settings``."""
-        clean = {k.replace("-", "_"): v for k, v in d.items()}
-        moved = {k: clean.pop(k) for k in LEGACY_TASK_KEYS if k in clean}
-        if moved:
-            clean["task_settings"] = {**moved, **dict(clean.get("task_settings") or {})}
+        clean = nest_task_settings({k.replace("-", "_"): v for k, v in d.items()})
         return checked_dataclass(cls, clean, source)
 
 
@@ -141,6 +138,16 @@ SHARED = frozenset(f.name for f in fields(Settings))
 # top-level settings of files written before each task declared its own (checkpoint format 2 and older): every task's
 # settings.json and checkpoints carried all four; a task keeps those it declares and drops the others
 LEGACY_TASK_KEYS = ("detection", "val_count", "layout", "label_map")
+
+
+def nest_task_settings(d: dict) -> dict:
+    """A settings mapping of checkpoint format 2 or older (the task-only ``LEGACY_TASK_KEYS`` at the top level) with
+    those keys moved into ``task_settings``; a current one as it is."""
+    moved = {k: d[k] for k in LEGACY_TASK_KEYS if k in d}
+    if not moved:
+        return d
+    rest = {k: v for k, v in d.items() if k not in moved}
+    return {**rest, "task_settings": {**moved, **dict(d.get("task_settings") or {})}}
 
 
 def checked_dataclass(cls, d: dict, source: str, ignore: Collection[str] = ()):
@@ -218,17 +225,28 @@ def SCALE():  # noqa: N802
     )
 
 
-def scale_arg(text: str) -> str | float:
-    """``--scale``: auto, none, or a finite positive factor (inf resized photos to nothing, with a traceback)."""
-    if text in ("auto", "none"):
-        return text
+def scale_value(scale: str | float) -> str | float:
+    """``auto``, ``none`` or a finite factor > 0 (``--scale``, ``Segmenter``'s ``scale``, a settings file), else
+    ``ValueError``."""
+    if isinstance(scale, str) and scale in ("auto", "none"):
+        return scale
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"auto, none or a positive number, not {text!r}") from None
+        if isinstance(scale, bool):
+            raise TypeError
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be auto, none or a number > 0, got {scale!r}") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"a scale factor must be a finite number > 0, got {text}")
+        raise ValueError(f"a scale factor must be a finite number > 0, got {scale}")
     return value
+
+
+def scale_arg(text: str) -> str | float:
+    """``--scale`` on a command line: ``scale_value`` as argparse reports errors."""
+    try:
+        return scale_value(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 SHARED_INFERENCE = ("detection", "scale")
