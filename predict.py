@@ -1,14 +1,19 @@
 #!/usr/bin/env python
 """Predict files and folders you point at, with a trained checkpoint (or a fusion of several): fundus photos with
-a vessel checkpoint (the shipped DRIVE model by default), OCT volumes with an OCT one: a folder of slices (such as
-``<PID>.img/1.bmp ...``), a multi-page TIFF, NIfTI, MetaImage, DICOM, a raw Cirrus ``.img`` cube or a vendor file.
+a vessel checkpoint (the shipped DRIVE model by default), OCT with an OCT one: single B-scan images (PNG, JPEG, BMP,
+TIFF), folders of independent B-scans, and volumes: a folder of numbered slices (such as ``<PID>.img/1.bmp ...``), a
+multi-page TIFF, NIfTI, MetaImage, DICOM, a raw Cirrus ``.img`` cube or a vendor file. Without a checkpoint, the task
+follows from the inputs (``--task`` where they do not say: a grey B-scan is OCT, a colour photo with a round field of
+view is a fundus photo) and its shipped model is used.
 
     python predict.py photo1.tif photo2.jpg --out predictions/
+    python predict.py bscan.png scans/ --checkpoint runs/demo/checkpoint/model_best.pth.tar
     python predict.py data/synthetic/Edema_testset/original_images/*.img \
         --checkpoint runs/demo/checkpoint/model_best.pth.tar --report --spacing 0.1875 0.0078 0.0469
 
 writes what test.py writes for each input (vessel: ``<stem>_mask.png``; OCT: ``segment/<PID>_labelMark_volumes.npy``
-and ``..._detections.npy``) and pictures (vessel: ``<stem>_blend.png``; OCT: ``<PID>.gif`` and ``<PID>/<z>.png``)
+and ``..._detections.npy``; a single B-scan: ``segment/<stem>_labels.png``, class indices 0-3 at its own size) and
+pictures (vessel: ``<stem>_blend.png``; OCT: ``<PID>.gif`` and ``<PID>/<z>.png``; a B-scan: ``<stem>.png``)
 unless ``--no-pictures``; with ``--report`` (OCT) also ``quantify.csv`` (fluid volumes in nL per patient) and a
 self-contained HTML page per patient with ``report/index.html``. From Python: ``tasks.vessel.Segmenter``, or
 ``Predictor`` with a task's ``predict``.
@@ -22,14 +27,19 @@ from pathlib import Path
 
 from engine.cli import HelpFormatter, add_checkpoint_args, add_inference_args, add_task_settings
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "drive_unet.pth.tar"
+TASKS = ("oct", "vessel")  # the built-in tasks (tasks.list_tasks, without importing them)
 log = logging.getLogger("predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("inputs", nargs="+", type=Path, help="photos (vessel) or slice folders (OCT)")
-    add_checkpoint_args(p, default=DEFAULT_CHECKPOINT)
+    p.add_argument("inputs", nargs="+", type=Path, help="photos (vessel); B-scans, folders of B-scans, volumes (OCT)")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        help="what the inputs are [default: the checkpoint's task; without a checkpoint, what the inputs show]",
+    )
+    add_checkpoint_args(p, shipped="the shipped model of the inputs' task (checkpoints/)")
     add_inference_args(p)
     add_task_settings(p, inference=True, data=False)  # a task's own settings that shape its predictions
     g = p.add_argument_group("OCT volumes")
@@ -43,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--cube", type=cube_arg, help="raw Cirrus .img: A-scans x B-scans, e.g. 512x128 [default: from the file name]"
+    )
+    g.add_argument(
+        "--bscans",
+        action="store_true",
+        help="every image in a folder is a B-scan of its own [default: so when the names are not one numbered "
+        "series; one such series is a volume]",
     )
     g.add_argument(
         "--report",
@@ -80,10 +96,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     args = parse_args(argv)
     setup_logging()
+    if not (args.seg_path or args.fusion or args.fusion_study):
+        args.seg_path = shipped_checkpoint(args.task or inputs_task(args.inputs))
     paths = checkpoints(args)
     settings, task = task_for(paths, weights=args.fusion_weights, overrides=task_overrides(args))
+    if args.task not in (None, task.name):
+        raise ValueError(f"--task {args.task}, but {paths[0]} is a {task.name} model; give a {args.task} checkpoint")
+    inputs = [p for path in args.inputs for p in task.expand_input(path, each_file=args.bscans)]
     taken: dict[str, Path] = {}  # output name -> the input whose outputs take it; checked before any prediction
-    for path in args.inputs:
+    for path in inputs:
         for name in task.output_names(task.input_name(path)):
             if name in task.reserved_names:
                 own = ", ".join(task.reserved_names)
@@ -101,22 +122,19 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--report: the {task.name} task has no report; leave it out")
     predictor = build_predictor(args, paths)
     protected = [("a checkpoint being read", Path(p)) for p in paths]
-    protected += [("an input being read", Path(i)) for i in args.inputs]
+    protected += [("an input being read", Path(i)) for i in [*args.inputs, *inputs]]
     # a scan folder's parent holds the other scans of its data split: predictions among them break the split
-    protected += [("the folder holding the scan folder " + str(i), Path(i).parent) for i in args.inputs if i.is_dir()]
+    protected += [("the folder holding the scan folder " + str(i), Path(i).parent) for i in inputs if i.is_dir()]
     final = args.out.resolve()
     written: list[Path] = []
     rows: list[dict] = []
     with staged_output_dir(final, args.force, protected) as out:  # complete or absent, never half-written
-        for path in args.inputs:
+        for path in inputs:
             name, sample = task.input_name(path), task.read_input(path, **given)
-            if args.report and getattr(sample, "spacing", None) is None:
-                raise ValueError(
-                    f"{path}: the voxel spacing is unknown (not in the file, and no Cirrus cube size in its name); "
-                    "fluid volumes need it: pass --spacing DZ DY DX (mm)"
-                )
+            if args.report:
+                task.check_report(path, sample)
             prediction = task.predict(predictor, sample)
-            files = task.write_prediction(out, name, prediction, seg=True, det=task.detects)
+            files = task.write_prediction(out, name, prediction, seg=True, det=task.detects, sample=sample)
             if args.pictures:
                 files += task.save_pictures(out, name, sample, prediction)
             if args.report:
@@ -129,6 +147,44 @@ def main(argv: list[str] | None = None) -> list[Path]:
             written += [final / f.relative_to(out) for f in write_run_report(out, rows)]
     log.info(f"wrote {len(written)} files to {final}")
     return written
+
+
+def inputs_task(inputs: list[Path]) -> str:
+    """The one task whose inputs these are by their form (``Task.claims``); otherwise an error asking for --task."""
+    from tasks import get_task
+
+    for path in inputs:
+        if not path.exists():
+            raise ValueError(f"{path}: not found")
+    claims = {path: [t for t in TASKS if get_task(t).claims(path)] for path in inputs}
+    unsure = [str(p) for p, names in claims.items() if len(names) != 1]
+    if unsure:
+        raise ValueError(
+            f"cannot tell from {', '.join(unsure[:3])} whether {'it is' if len(unsure) == 1 else 'they are'} OCT or "
+            "a fundus photo; pass --task oct or --task vessel (or --checkpoint)"
+        )
+    found = {names[0] for names in claims.values()}
+    if len(found) > 1:
+        mixed = {t: next(str(p) for p, n in claims.items() if n == [t]) for t in sorted(found)}
+        raise ValueError(
+            f"the inputs are for different tasks ({', '.join(f'{t}: {p}' for t, p in mixed.items())}); predict them "
+            "separately, or pass --task"
+        )
+    return found.pop()
+
+
+def shipped_checkpoint(task_name: str) -> str:
+    """The model that ships for ``task_name``; an error naming what to do where none does."""
+    from tasks import get_task
+
+    path = get_task(task_name).shipped_checkpoint
+    if path is None or not path.is_file():
+        raise ValueError(
+            f"no {task_name} model ships with this version ({path or 'none'}); pass --checkpoint with a model trained "
+            "by train.py (README: Quick start)"
+        )
+    log.info(f"{task_name} inputs: the shipped model {path.parent.name}/{path.name}")
+    return str(path)
 
 
 def write_run_report(out: Path, rows: list[dict]) -> list[Path]:

@@ -12,7 +12,7 @@ from data.cache import VolumeCache
 from data.common import DatasetError
 from data.oct import VolumeRecord
 from data.photos import Photo
-from data.transforms import IGNORE_INDEX, Augment
+from data.transforms import ANY_LESION, IGNORE_INDEX, Augment
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,12 @@ def stack_neighbours(volume: np.ndarray, z: np.ndarray | int) -> np.ndarray:
 
 
 def detection_from_label(label: torch.Tensor, num_lesions: int = 3) -> torch.Tensor:
-    """label (..., H, W) class indices -> (..., num_lesions) float: lesion class k+1 present."""
+    """label (..., H, W) class indices -> (..., num_lesions) float: lesion class k+1 present (1) or not (0); NaN
+    (unknown) where the label holds ``ANY_LESION`` pixels and not class k+1: that fluid may be of class k+1."""
     classes = torch.arange(1, num_lesions + 1, device=label.device).view(-1, 1, 1)
-    return (label.unsqueeze(-3) == classes).flatten(-2).any(-1).float()
+    present = (label.unsqueeze(-3) == classes).flatten(-2).any(-1).float()
+    unknown = (label == ANY_LESION).flatten(-2).any(-1, keepdim=True)
+    return torch.where(unknown & (present == 0), torch.full_like(present, float("nan")), present)
 
 
 class SliceDataset(Dataset):
@@ -40,8 +43,13 @@ class SliceDataset(Dataset):
     Normalisation happens on the device (uint8 crosses the bus, a quarter of float32's bytes).
     """
 
-    def __init__(self, records: list[VolumeRecord], cache: VolumeCache, augment: Augment | None, seed: int = 0):
+    def __init__(
+        self, records: list[VolumeRecord], cache: VolumeCache, augment: Augment | None, seed: int = 0, lone: float = 0
+    ):
+        """``lone``: the share of training items whose neighbours are the slice itself, as a single B-scan is
+        predicted (so one is not unlike anything the model saw)."""
         self.records = records
+        self.lone = lone
         self.cache = cache
         self.augment = augment
         self.seed = seed
@@ -96,6 +104,8 @@ class SliceDataset(Dataset):
         if self.augment is not None:
             # a generator per (seed, epoch, item) makes augmentation independent of worker count and order
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+            if self.lone and float(torch.rand((), generator=gen)) < self.lone:
+                image = image[1:2].repeat(3, 1, 1)
             image, label = self.augment(image, label, gen)
         det = detection_from_label(torch.where(label == IGNORE_INDEX, 0, label))
         return {"image": image.contiguous(), "label": label.contiguous(), "det": det}

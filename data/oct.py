@@ -29,23 +29,34 @@ class OctSettings(TaskSettings):
 
     layout: str = option(
         "auto",
-        "AI Challenger folders (Edema_*set/), RETOUCH case folders (<case>/oct.mhd, reference.mhd), or whichever the "
-        "data folder holds",
-        choices=("auto", "challenger", "retouch"),
+        "AI Challenger folders (Edema_*set/), RETOUCH case folders (<case>/oct.mhd, reference.mhd), single B-scans "
+        "with masks ([<split>/]image/ + mask/ of matching names), or whichever the data folder holds",
+        choices=("auto", "challenger", "retouch", "bscans"),
         data=True,
     )
     label_map: str = option(
         "1:1,2:2,3:3",
-        "RETOUCH layout: stored label value -> class, VALUE:CLASS,... (IRF, SRF, PED -> REA, SRF, PED slots)",
+        "RETOUCH and B-scan layouts: stored label value -> class, VALUE:CLASS,... (RETOUCH's IRF, SRF, PED -> REA, "
+        "SRF, PED slots); CLASS 'fluid': fluid of any lesion class (e.g. 255:fluid for a 0/255 fluid mask)",
         metavar="MAP",
         data=True,
     )
-    val_count: int = option(4, "RETOUCH layout: cases held out for validation", data=True, metavar="N")
+    val_count: int = option(
+        4, "RETOUCH and B-scan layouts without a val/ folder: cases held out for validation", data=True, metavar="N"
+    )
+    lone_bscans: float = option(
+        0.1,
+        "share of training slices whose neighbours are replaced by the slice itself, as a single B-scan is predicted",
+        data=True,
+        metavar="P",
+    )
     detection: str = DETECTION()
 
     def validate(self) -> OctSettings:
         if self.val_count < 0:
             raise ValueError(f"val_count (--val-count) must be >= 0, got {self.val_count}")
+        if not 0 <= self.lone_bscans <= 1:
+            raise ValueError(f"lone_bscans (--lone-bscans) must lie in [0, 1], got {self.lone_bscans}")
         return super().validate()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data.common import DatasetError
+from data.transforms import ANY_LESION
 from data.volumes import GREY_RULE, read_label_volume, read_volume, volume_depth, volume_files
 
 IMAGE_FILE, LABEL_FILE = "oct.mhd", "reference.mhd"
@@ -27,14 +28,17 @@ DEFAULT_LABEL_MAP = "1:1,2:2,3:3"  # RETOUCH 1 IRF, 2 SRF, 3 PED -> classes 1, 2
 
 
 def parse_label_map(text: str, num_classes: int = 4) -> dict[int, int]:
-    """``"1:1,2:2,3:3"`` -> {0: 0, 1: 1, 2: 2, 3: 3}: stored label value -> model class (0 stays background)."""
+    """``"1:1,2:2,3:3"`` -> {0: 0, 1: 1, 2: 2, 3: 3}: stored label value -> model class (0 stays background).
+    ``"255:fluid"``: the value marks fluid of any lesion class (``ANY_LESION``), as public 2-D sets label it."""
     mapping = {0: 0}
     for part in filter(None, (p.strip() for p in text.split(","))):
         try:
-            value, cls = (int(x) for x in part.split(":"))
+            value_text, cls_text = part.split(":")
+            value = int(value_text)
+            cls = ANY_LESION if cls_text.strip().lower() == "fluid" else int(cls_text)
         except ValueError:
-            raise ValueError(f"--label-map: {part!r} is not VALUE:CLASS (e.g. 1:1,2:2,3:3)") from None
-        if not 0 <= cls < num_classes or value < 0:
+            raise ValueError(f"--label-map: {part!r} is not VALUE:CLASS (e.g. 1:1,2:2,3:3, or 255:fluid)") from None
+        if value < 0 or (cls != ANY_LESION and not 0 <= cls < num_classes):
             raise ValueError(f"--label-map: {part!r} maps to class {cls}, outside 0..{num_classes - 1}")
         if value in mapping and mapping[value] != cls:
             raise ValueError(f"--label-map: value {value} is mapped twice")

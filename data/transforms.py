@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 IGNORE_INDEX = 255
+# a pixel of one of the lesion classes, which one unknown: a reference that marks only "fluid" (``--label-map
+# 255:fluid``); the losses count it as any lesion (losses.functional.partial_cross_entropy)
+ANY_LESION = 254
 
 
 def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int, int]):

@@ -116,7 +116,7 @@ def read_volume(
         raw, from_file, name = _read_cirrus(path, ascans, bscans), None, f"{ascans}x{bscans}"
     else:
         (raw, from_file), name = _READERS[fmt](path), path.name
-    image = _to_uint8(_as_volume(raw, path), path)
+    image = to_uint8_volume(_as_volume(raw, path), path)
     try:  # with --spacing given, saying that the file's spacing is unknown (pass --spacing) would only confuse
         own = _resolve_spacing(path, from_file, name, image.shape, explain=given is None)
     except VolumeFormatError:
@@ -314,7 +314,7 @@ def _grey_range(a: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if lo < hi else (float(a.min()), float(a.max()))
 
 
-def _to_uint8(a: np.ndarray, path: Path) -> np.ndarray:
+def to_uint8_volume(a: np.ndarray, path: Path) -> np.ndarray:
     """uint8 as it is; other types scaled to 0..255 by ``_grey_range``, with one warning."""
     if a.dtype.kind not in "uif":
         raise VolumeFormatError(f"{path}: {a.dtype} data is not image intensities")
@@ -465,8 +465,8 @@ def _check_numbering(folder: Path, files: list[Path]) -> None:
     (``OD_1``, ``OS_1``) or a missing file would shift every later B-scan by one, and fluid volumes and affected
     B-scans with them, without a word."""
     if len(files) < 2 or not all(re.search(r"\d", p.name) for p in files):
-        if any(re.search(r"\d", p.name) for p in files):
-            odd = [p.name for p in files if not re.search(r"\d", p.name)]
+        odd = [p.name for p in files if not re.search(r"\d", p.name)]
+        if odd and len(odd) < len(files):  # some numbered, some not (a one-slice folder is its own series)
             _odd_names(folder, odd, next(p for p in files if re.search(r"\d", p.name)))
         return  # no numbers to check: natural order of the names
     parts = [re.split(r"(\d+)", p.name.lower()) for p in files]  # text, digits, text, digits, ..., text

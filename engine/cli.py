@@ -181,15 +181,16 @@ def add_task_settings(p: argparse.ArgumentParser, inference: bool = False, data:
 
 
 # ------------------------------------------------------------------------------------------- inference drivers
-def add_checkpoint_args(p: argparse.ArgumentParser, default: Path | None = None) -> None:
+def add_checkpoint_args(p: argparse.ArgumentParser, shipped: str | None = None) -> None:
+    """--seg-path / --fusion / --fusion-study: one is required unless ``shipped`` says which model is used without
+    them."""
     g = p.add_argument_group("checkpoints")
-    one = g.add_mutually_exclusive_group(required=default is None)
+    one = g.add_mutually_exclusive_group(required=shipped is None)
     one.add_argument(
         "--seg-path",
         "--checkpoint",
-        default=default,
         help="checkpoint of one model (e.g. runs/x/checkpoint/model_best.pth.tar)"
-        + (f" [default: {default.parent.name}/{default.name}, the shipped model]" if default else ""),
+        + (f" [default: {shipped}]" if shipped else ""),
     )
     one.add_argument("--fusion", nargs="+", metavar="CKPT", help="several checkpoints whose probabilities are averaged")
     one.add_argument("--fusion-study", metavar="NAME", help="fuse the best checkpoints of the --top best sweep trials")

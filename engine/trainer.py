@@ -152,6 +152,7 @@ class Trainer:
         self.run_dir = default_run_dir(settings)
         self.checkpoints = Checkpointer(self.run_dir / "checkpoint")
         self.stop_signal: int | None = None
+        self._undefined_warned = False  # a score no validation figure defines: said once
         run_folder.check_location(self.run_dir, settings)  # before the lock creates the folder
         self._lock = run_folder.lock(self.run_dir, self.dist)  # before anything in the run folder is read or written
         try:
@@ -230,7 +231,13 @@ class Trainer:
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.loss = build_loss(s.loss, s.class_weights, gamma=s.el_dice_gamma, deep_supervision=s.deep_supervision)
+        self.loss = build_loss(
+            s.loss,
+            s.class_weights,
+            gamma=s.el_dice_gamma,
+            deep_supervision=s.deep_supervision,
+            any_index=self.task.any_label,
+        )
         self.loss.to(self.device)
         # the network and the loss compile separately (on a GPU by default): the loss's softmax / one-hot / Dice
         # sums over every deep-supervision head are memory-bound element-wise work that inductor fuses
@@ -409,9 +416,16 @@ class Trainer:
 
     def score(self, metrics: dict[str, float]) -> float:
         """The sum of the ``score_key`` figures (an undefined one counts 0, e.g. AUC without positives)."""
-        missing = [k for k in self.score_key.split("+") if k not in metrics]
+        keys = self.score_key.split("+")
+        missing = [k for k in keys if k not in metrics]
         if missing:
             raise ValueError(f"--select {self.score_key}: no figure {missing} in validation; it has {sorted(metrics)}")
+        if not any(math.isfinite(metrics[k]) for k in keys) and not self._undefined_warned:
+            self._undefined_warned = True
+            log.warning(
+                f"every figure of {self.score_key} is undefined on the validation split, so it cannot pick the best "
+                "epoch (the first one stays best); --select figures this split defines"
+            )
         return sum(metrics[k] if math.isfinite(metrics[k]) else 0.0 for k in self.score_key.split("+"))
 
     def checkpoint_state(self, epoch: int) -> dict:

@@ -8,7 +8,8 @@ from torch import nn
 
 
 class DetectionBCELoss(nn.Module):
-    """Binary cross-entropy with logits, averaged over slices and lesion types."""
+    """Binary cross-entropy with logits, averaged over slices and lesion types whose target is known: a NaN target
+    (a slice whose reference marks only "fluid": which lesion it holds is unknown) is left out."""
 
     target_kind = "det"
 
@@ -22,4 +23,8 @@ class DetectionBCELoss(nn.Module):
         if logits.shape != target.shape:
             raise ValueError(f"detection logits {tuple(logits.shape)} and targets {tuple(target.shape)} differ")
         pw = None if self.pos_weight is None else logits.new_tensor(self.pos_weight)
-        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=pw)
+        target = target.float()
+        known = ~torch.isnan(target)
+        safe = torch.where(known, target, torch.zeros_like(target))
+        each = F.binary_cross_entropy_with_logits(logits.float(), safe, pos_weight=pw, reduction="none")
+        return (each * known).sum() / known.sum().clamp_min(1)

@@ -90,11 +90,14 @@ def build_loss(
     ignore_index: int = 255,
     gamma: float = 0.5,
     deep_supervision: bool = False,
+    any_index: int | None = None,
 ) -> MultiTaskLoss:
+    """``any_index``: the label of a pixel that is one of the lesion classes, which one unknown (a reference marking
+    only "fluid"); None where targets never hold one."""
     factories = {
-        "wce": lambda: WeightedCrossEntropyLoss(class_weights, ignore_index),
-        "dice": lambda: SoftDiceLoss(ignore_index=ignore_index),
-        "el_dice": lambda: ELDiceLoss(gamma=gamma, ignore_index=ignore_index),
+        "wce": lambda: WeightedCrossEntropyLoss(class_weights, ignore_index, any_index),
+        "dice": lambda: SoftDiceLoss(ignore_index=ignore_index, any_index=any_index),
+        "el_dice": lambda: ELDiceLoss(gamma=gamma, ignore_index=ignore_index, any_index=any_index),
         "bce": lambda: DetectionBCELoss(),
     }
     parts = {name: (factories[name](), w) for name, w in parse_loss_spec(spec)}

@@ -8,17 +8,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losses.functional import one_hot_valid, soft_dice_score
+from losses.functional import one_hot_valid, partial_cross_entropy, soft_dice_score
 
 DEFAULT_CLASS_WEIGHTS = (1.0, 5.0, 10.0, 20.0)
 
 
 class WeightedCrossEntropyLoss(nn.Module):
-    """Cross-entropy with per-class weights (default 1, 5, 10, 20 for background, REA, SRF, PED)."""
+    """Cross-entropy with per-class weights (default 1, 5, 10, 20 for background, REA, SRF, PED). With
+    ``any_index``, a pixel so labelled is one of the lesion classes, which one unknown (``partial_cross_entropy``)."""
 
     target_kind = "seg"
 
-    def __init__(self, class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS,
+        ignore_index: int = 255,
+        any_index: int | None = None,
+    ) -> None:
         super().__init__()
         if class_weights is not None:
             w = torch.as_tensor(class_weights, dtype=torch.float32)
@@ -30,27 +36,33 @@ class WeightedCrossEntropyLoss(nn.Module):
         else:
             self.class_weights = None
         self.ignore_index = ignore_index
+        self.any_index = any_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
             raise ValueError(f"{self.class_weights.numel()} class weights for logits with {logits.shape[1]} classes")
+        if self.any_index is not None:
+            return partial_cross_entropy(logits, target, self.class_weights, self.ignore_index, self.any_index)
         return F.cross_entropy(logits.float(), target.long(), weight=self.class_weights, ignore_index=self.ignore_index)
 
 
 class _DiceBase(nn.Module):
     target_kind = "seg"
 
-    def __init__(self, smooth: float = 0.0, ignore_index: int = 255, include_background: bool = False) -> None:
+    def __init__(
+        self, smooth: float = 0.0, ignore_index: int = 255, include_background: bool = False, any_index=None
+    ) -> None:
         super().__init__()
         if smooth < 0:
             raise ValueError(f"smooth must be >= 0, got {smooth}")
         self.smooth = smooth
         self.ignore_index = ignore_index
         self.include_background = include_background
+        self.any_index = any_index  # pixels of an unknown lesion class: left out of the lesion classes' Dice
 
     def _dice(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probs = logits.float().softmax(dim=1)
-        onehot, mask = one_hot_valid(target, logits.shape[1], self.ignore_index)
+        onehot, mask = one_hot_valid(target, logits.shape[1], self.ignore_index, self.any_index)
         dice, present = soft_dice_score(probs, onehot, mask, self.smooth)
         if not self.include_background:
             dice, present = dice[1:], present[1:]
@@ -72,8 +84,10 @@ class ELDiceLoss(_DiceBase):
     Absent classes contribute 0 (Dice 1). The safe value keeps the gradient finite where Dice is 1.
     """
 
-    def __init__(self, gamma: float = 0.5, smooth: float = 0.0, ignore_index: int = 255, include_background=False):
-        super().__init__(smooth, ignore_index, include_background)
+    def __init__(
+        self, gamma: float = 0.5, smooth: float = 0.0, ignore_index: int = 255, include_background=False, any_index=None
+    ):
+        super().__init__(smooth, ignore_index, include_background, any_index)
         if gamma <= 0:
             raise ValueError(f"gamma must be > 0, got {gamma}")
         self.gamma = gamma

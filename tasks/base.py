@@ -23,6 +23,9 @@ from utils.config import Settings, TaskSettings
 if TYPE_CHECKING:  # the registry and the command line import this module before torch is loaded
     from torch.utils.data import Dataset
 
+# the models that ship with the toolkit (predict.py's defaults, by task)
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
 
 class Evaluator(ABC):
     """Accumulates predictions one record at a time (MONAI-style ``update`` / ``aggregate``).
@@ -74,6 +77,11 @@ class Task(ABC):
     reports: ClassVar[bool] = False
     #: the output folder's own entries (files and folders not of one input): no input's ``output_names`` may be one
     reserved_names: ClassVar[tuple[str, ...]] = ()
+    #: the checkpoint predict.py uses for this task's inputs when none is given (None: no model ships)
+    shipped_checkpoint: ClassVar[Path | None] = None
+    #: the label of a pixel that is one of the lesion classes, which one unknown, where the training labels may
+    #: hold one (a reference marking only "fluid"; the losses take it as a partial label); None where they never do
+    any_label: int | None = None
 
     def __init__(self, settings: Settings, states: Sequence[dict] = (), weights: Sequence[float] | None = None) -> None:
         """``states``: the checkpoints predictions come from (their ``state_keys`` values and normalisation), if any,
@@ -119,6 +127,21 @@ class Task(ABC):
     def read_input(self, path: Path, **options):
         """A sample from a file or folder a user points at (predict.py); ``options`` are those named in
         ``input_options`` (e.g. the OCT task's cube size and voxel spacing)."""
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """Whether ``path`` looks like this task's input by its form (predict.py picks the task of inputs given
+        without a checkpoint or ``--task``: exactly one task must claim them)."""
+        return False
+
+    def expand_input(self, path: Path, each_file: bool = False) -> list[Path]:
+        """The inputs ``path`` stands for: itself, or (a folder whose files are independent inputs, always with
+        ``each_file``) its files."""
+        return [path]
+
+    def check_report(self, path: Path, sample) -> None:
+        """Raise ``ValueError`` when ``sample`` (read from ``path``) cannot be reported on (predict.py --report)."""
+        return None
 
     def quantify(self, sample, prediction) -> dict | None:
         """Measurements of one prediction for a report (e.g. fluid volumes), or None where the task has none."""
@@ -180,8 +203,9 @@ class Task(ABC):
         """Pictures of one prediction (with the ground truth when the sample has it)."""
 
     @abstractmethod
-    def write_prediction(self, folder: Path, name: str, prediction, seg: bool, det: bool) -> list[Path]:
-        """The prediction's files (segmentation and/or detection) as test.py and predict.py write them."""
+    def write_prediction(self, folder: Path, name: str, prediction, seg: bool, det: bool, sample=None) -> list[Path]:
+        """The prediction's files (segmentation and/or detection) as test.py and predict.py write them (``sample``,
+        where given, is what was predicted: its form may choose the files)."""
 
     def finish_submission(self, folder: Path) -> list[Path]:
         """test.py's last step once every record is written (e.g. the challenge's zip)."""

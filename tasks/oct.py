@@ -15,6 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data.bscans import (
+    find_bscan_pairs,
+    independent_bscans,
+    is_bscan_file,
+    is_bscan_pairs,
+    looks_like_bscan,
+    read_bscan,
+)
 from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset, neighbour_indices
 from data.oct import (
@@ -27,14 +35,15 @@ from data.oct import (
     detection_targets,
     find_volumes,
 )
-from data.retouch import find_retouch_volumes, is_retouch
+from data.retouch import find_retouch_volumes, is_retouch, parse_label_map
+from data.transforms import ANY_LESION
 from data.volumes import GREY_RULE, read_volume, volume_name
 from inference.predictor import Prediction, Predictor
 from metrics import detection_auc, fluid_counts, fluid_summary, summarize_dice, volume_dice
 from metrics.quantify import quantify
 from reports.html import write_patient_report
 from tasks import register_task
-from tasks.base import Evaluator, Task
+from tasks.base import SHIPPED_DIR, Evaluator, Task
 from utils.io import OUTPUT_MARKER, save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
 from utils.log import Progress
 
@@ -45,11 +54,13 @@ SUBMISSION_FOLDER = "segment"
 @dataclass
 class Volume:
     """A decoded volume: image (N, H, W) uint8, labels (N, H, W) class indices or None (both may be memory maps),
-    and the voxel spacing in mm (between B-scans, along depth, between A-scans) where known."""
+    and the voxel spacing in mm (between B-scans, along depth, between A-scans) where known. ``bscan``: a single
+    B-scan image (N = 1), whose outputs are 2-D images."""
 
     image: np.ndarray
     labels: np.ndarray | None
     spacing: tuple[float, float, float] | None = None
+    bscan: bool = False
 
 
 def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -100,8 +111,12 @@ class OctEvaluator(Evaluator):
             )
         # the truth goes to the prediction's device once: 16 confusion counts and N x 3 fluid counts come back
         truth = torch.from_numpy(np.require(sample.labels, requirements=["W"])).to(prediction.labels.device)
-        d = volume_dice(prediction.labels, truth, len(self.class_names) + 1)
-        if prediction.det is None:
+        partial = bool((truth == ANY_LESION).any())  # a reference marking only "fluid": no per-lesion figures
+        if partial:
+            d = np.full(len(self.class_names), np.nan)
+        else:
+            d = volume_dice(prediction.labels, truth, len(self.class_names) + 1)
+        if prediction.det is None or partial:
             labels = scores = None
         else:
             labels = detection_targets(np.asarray(sample.labels), len(self.class_names))
@@ -154,9 +169,17 @@ class OctTask(Task):
     reports = True
     # predict.py's own outputs: the submission folder, the reports (with report/index.html) and the fluid table
     reserved_names = (SUBMISSION_FOLDER, "report", "index", "quantify.csv", OUTPUT_MARKER)
+    shipped_checkpoint = SHIPPED_DIR / "oct_unet.pth.tar"
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """A volume (a folder, a volume file) or a grey B-scan image without a fundus camera's round field."""
+        return bool(looks_like_bscan(path))
 
     def __init__(self, settings, states=(), weights=None) -> None:
         super().__init__(settings, states, weights)
+        if self.any_label is not None:  # references marking only "fluid" define no per-lesion Dice or detection AUC
+            self.score_key = "fluid_dice"
         self._cache: VolumeCache | None = None
         self._sizes_warned: set[tuple[int, int]] = set()
         for st in self.states:
@@ -193,19 +216,32 @@ class OctTask(Task):
         # whole slices (the detection head sees the whole slice), resized as in training
         return {"resize": settings.resize_hw}
 
-    def records(self, split, data_dir=None, list_dir=None) -> list[VolumeRecord]:
+    @property
+    def any_label(self) -> int | None:
+        """``ANY_LESION`` where the label map marks a value as fluid of any lesion class (``--label-map 255:fluid``)."""
+        return ANY_LESION if ANY_LESION in parse_label_map(self.own.label_map).values() else None
+
+    def records(self, split, data_dir=None, list_dir=None) -> list:
         root = Path(data_dir or self.settings.data_dir)
-        if self.layout(root) == "retouch":
+        layout = self.layout(root)
+        if layout == "retouch":
             return find_retouch_volumes(root, split, self.own.val_count, self.own.label_map, list_dir)
+        if layout == "bscans":
+            if list_dir is not None:
+                raise ValueError("-l/--list-dir: the B-scan layout has no list files; its folders name the splits")
+            return find_bscan_pairs(root, split, self.own.val_count, self.own.label_map)
         return find_volumes(root, split, list_dir)
 
     def layout(self, root: Path) -> str:
-        """``challenger`` (Edema_*set/ folders) or ``retouch`` (case folders with oct.mhd): the setting, or what the
-        folder holds."""
+        """``challenger`` (Edema_*set/ folders), ``retouch`` (case folders with oct.mhd) or ``bscans`` (image/ and
+        mask/ folders of single B-scans): the setting, or what the folder holds."""
         if self.own.layout != "auto":
             return self.own.layout
-        if root.is_dir() and not any((root / f).is_dir() for f in SPLIT_FOLDERS.values()) and is_retouch(root):
-            return "retouch"
+        if root.is_dir() and not any((root / f).is_dir() for f in SPLIT_FOLDERS.values()):
+            if is_bscan_pairs(root):
+                return "bscans"
+            if is_retouch(root):
+                return "retouch"
         return "challenger"
 
     def input_paths(self, records: list[VolumeRecord]) -> list[Path]:
@@ -214,11 +250,30 @@ class OctTask(Task):
     def load(self, record: VolumeRecord) -> Volume:
         return Volume(*self.cache.load(record))
 
+    def expand_input(self, path: Path, each_file: bool = False) -> list[Path]:
+        """A folder of independent B-scans (``each_file``: ``--bscans``, or names that are not one numbered series)
+        stands for its images; anything else for itself."""
+        if path.is_dir():
+            return independent_bscans(path, force=each_file) or [path]
+        return [path]
+
     def read_input(self, path: Path, cube=None, spacing=None) -> Volume:
-        """A volume in any format ``data.volumes.read_volume`` reads (a slice folder such as ``<PID>.img/``, TIFF,
-        NIfTI, MetaImage, DICOM, raw Cirrus ``.img``, vendor files)."""
+        """A single B-scan image (PNG, JPEG, BMP, one-page TIFF: a one-slice volume) or a volume in any format
+        ``data.volumes.read_volume`` reads (a slice folder such as ``<PID>.img/``, TIFF, NIfTI, MetaImage, DICOM,
+        raw Cirrus ``.img``, vendor files)."""
+        if path.is_file() and is_bscan_file(path):
+            return Volume(read_bscan(path)[None], None, None, bscan=True)
         v = read_volume(path, cube=cube, spacing=spacing)
         return Volume(v.image, None, v.spacing)
+
+    def check_report(self, path: Path, sample: Volume) -> None:
+        if sample.bscan:
+            raise ValueError(f"{path}: a single B-scan has no fluid volume to report; leave out --report for B-scans")
+        if sample.spacing is None:
+            raise ValueError(
+                f"{path}: the voxel spacing is unknown (not in the file, and no Cirrus cube size in its name); "
+                "fluid volumes need it: pass --spacing DZ DY DX (mm)"
+            )
 
     def input_name(self, path: Path) -> str:
         return volume_name(path)
@@ -265,7 +320,7 @@ class OctTask(Task):
             )
 
     def train_dataset(self, records, augment) -> SliceDataset:
-        return SliceDataset(records, self.cache, augment, seed=self.settings.seed)
+        return SliceDataset(records, self.cache, augment, seed=self.settings.seed, lone=self.own.lone_bscans)
 
     def predict(self, predictor: Predictor, sample: Volume) -> Prediction:
         self._check_size(sample.image.shape[1:])
@@ -278,14 +333,30 @@ class OctTask(Task):
 
     def save_pictures(self, folder: Path, name: str, sample: Volume, prediction: Prediction) -> list[Path]:
         truth = None if sample.labels is None else np.asarray(sample.labels)
+        if sample.bscan:  # ``<name>.png``: the B-scan beside its overlay
+            pic = panel(sample.image[0], prediction.labels[0].cpu().numpy(), None if truth is None else truth[0])
+            folder.mkdir(parents=True, exist_ok=True)
+            return [save_image_atomic(folder / f"{name}.png", pic)]
         return [save_volume_pictures(folder, name, np.asarray(sample.image), prediction.labels.cpu().numpy(), truth)]
 
-    def write_prediction(self, folder: Path, name: str, prediction: Prediction, seg: bool, det: bool) -> list[Path]:
+    def write_prediction(
+        self, folder: Path, name: str, prediction: Prediction, seg: bool, det: bool, sample: Volume | None = None
+    ) -> list[Path]:
         """``segment/<PID>_labelMark_volumes.npy`` (uint8 N x H x W classes) and ``..._detections.npy`` (float32
-        N x 3 probabilities of REA, SRF, PED), the challenge's submission files."""
+        N x 3 probabilities of REA, SRF, PED), the challenge's submission files; for a single B-scan
+        ``segment/<name>_labels.png`` (its own size, class indices 0-3 as in the submission files) and
+        ``segment/<name>_detections.npy`` (1 x 3)."""
         sub = folder / SUBMISSION_FOLDER
         sub.mkdir(exist_ok=True)
         written = []
+        if seg and sample is not None and sample.bscan:
+            labels = prediction.labels[0].cpu().numpy().astype(np.uint8)
+            written.append(save_image_atomic(sub / f"{name}_labels.png", labels))
+            seg = False
+        if det and sample is not None and sample.bscan:
+            written.append(sub / f"{name}_detections.npy")
+            save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))
+            det = False
         if seg:
             written.append(sub / f"{name}_labelMark_volumes.npy")
             save_npy_atomic(written[-1], prediction.labels.cpu().numpy().astype(np.uint8))

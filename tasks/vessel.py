@@ -17,6 +17,7 @@ import numpy as np
 import torch.nn.functional as F
 from PIL import Image
 
+from data.bscans import looks_like_fundus
 from data.common import DatasetError
 from data.dataset import PhotoPatchDataset
 from data.photos import (
@@ -33,7 +34,7 @@ from data.photos import (
 from inference.predictor import Predictor
 from metrics import best_f1_threshold, binary_metrics, curves
 from tasks import load_predictor, register_task
-from tasks.base import Evaluator, Task
+from tasks.base import SHIPPED_DIR, Evaluator, Task
 from utils.config import scale_value
 from utils.io import save_csv_atomic, save_image_atomic
 
@@ -92,6 +93,12 @@ class VesselTask(Task):
     state_keys = ("threshold",)
     summary_keys = SUMMARY
     KEEP = 32
+    shipped_checkpoint = SHIPPED_DIR / "drive_unet.pth.tar"  # DRIVE vessels (docs: README "Vessels")
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """A fundus photo: a round field of view, or the fundus's colours (``data.bscans.looks_like_fundus``)."""
+        return path.is_file() and looks_like_fundus(path)
 
     def __init__(self, settings, states=(), weights=None) -> None:
         super().__init__(settings, states, weights)
@@ -259,7 +266,9 @@ class VesselTask(Task):
         folder.mkdir(parents=True, exist_ok=True)
         return [save_image_atomic(folder / f"{name}_blend.png", blend(sample.rgb, prediction.mask))]
 
-    def write_prediction(self, folder: Path, name: str, prediction: VesselPrediction, seg: bool, det: bool):
+    def write_prediction(
+        self, folder: Path, name: str, prediction: VesselPrediction, seg: bool, det: bool, sample=None
+    ) -> list[Path]:
         """``<name>_mask.png`` (0/255)."""
         if det:
             raise ValueError("vessel predictions have no detection scores; drop --det")

@@ -162,7 +162,8 @@ def test_a_runs_settings_file_and_an_older_ones_work_as_config_files(tmp_path):
     run = train_settings(_ns(layout="retouch", val_count=2, detection="seg"))
     (tmp_path / "settings.json").write_text(json.dumps(run.to_dict()))
     again = train_settings(_ns(config=str(tmp_path / "settings.json")))
-    assert again.task_settings == {"layout": "retouch", "label_map": "1:1,2:2,3:3", "val_count": 2, "detection": "seg"}
+    expect = {"layout": "retouch", "label_map": "1:1,2:2,3:3", "val_count": 2, "lone_bscans": 0.1, "detection": "seg"}
+    assert again.task_settings == expect
     assert {"layout", "val_count", "lr"} <= given_settings(_ns(config=str(tmp_path / "settings.json")))
 
     old_vessel = {"task": "vessel", "val_count": 3, "detection": "combined", "layout": "auto", "label_map": "1:1"}

@@ -191,7 +191,8 @@ def test_predict_report_quantifies_volumes_of_two_formats(retouch, tmp_path, mon
     argv = [str(tmp_path / "x" / "index.nii.gz"), "--checkpoint", ckpt, "--out", str(tmp_path / "i"), "--report"]
     assert "its name 'index' is one of the output folder's own" in _cli(predict_script, argv, monkeypatch)
     # --spacing is for OCT volumes: the vessel model refuses it
-    message = _cli(predict_script, [str(slices), "--spacing", "1", "1", "1", "--out", str(tmp_path / "v")], monkeypatch)
+    argv = [str(slices), "--task", "vessel", "--spacing", "1", "1", "1", "--out", str(tmp_path / "v")]
+    message = _cli(predict_script, argv, monkeypatch)
     assert message.startswith("error: --spacing applies to OCT volumes"), message
 
 

@@ -255,7 +255,14 @@ def test_bad_command_lines_end_in_one_error_line(run, tmp_path, monkeypatch):
         (eval_script, [*ev[:1], str(tmp_path / "no_norm.pth.tar"), *ev[2:]], "holds no input normalisation"),
         (
             predict_script,
-            [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.tif"), "--out", str(tmp_path / "p")],
+            [
+                str(tmp_path / "a" / "x.png"),
+                str(tmp_path / "b" / "x.tif"),
+                "--task",
+                "vessel",
+                "--out",
+                str(tmp_path / "p"),
+            ],
             "would both be",
         ),
     ]

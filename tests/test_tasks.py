@@ -156,7 +156,7 @@ class SquaresTask(Task):
         save_npy_atomic(folder / f"{name}_picture.npy", prediction.labels.cpu().numpy() * 255)
         return [folder / f"{name}_picture.npy"]
 
-    def write_prediction(self, folder, name, prediction, seg, det):
+    def write_prediction(self, folder, name, prediction, seg, det, sample=None):
         written = []
         if seg:
             written.append(folder / f"{name}_labels.npy")
