@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data.common import DatasetError, file_error, open_image
-from utils.config import DETECTION, TaskSettings, option
+from utils.config import DETECTION, SCALE, TaskSettings, option, scale_value
 from utils.io import IGNORED_FILES
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,12 @@ class OctSettings(TaskSettings):
         metavar="P",
     )
     detection: str = DETECTION()
+    scale: str | float = SCALE()
 
     def validate(self) -> OctSettings:
         if self.val_count < 0:
             raise ValueError(f"val_count (--val-count) must be >= 0, got {self.val_count}")
+        self.scale = scale_value(self.scale)
         if not 0 <= self.lone_bscans <= 1:
             raise ValueError(f"lone_bscans (--lone-bscans) must lie in [0, 1], got {self.lone_bscans}")
         return super().validate()

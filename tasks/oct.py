@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from data.bscans import (
@@ -35,9 +37,10 @@ from data.oct import (
     detection_targets,
     find_volumes,
 )
+from data.retina import estimate_spacing
 from data.retouch import find_retouch_volumes, is_retouch, parse_label_map
 from data.transforms import ANY_LESION
-from data.volumes import GREY_RULE, read_volume, volume_name
+from data.volumes import GREY_RULE, cirrus_spacing, read_volume, volume_name
 from inference.predictor import Prediction, Predictor
 from metrics import detection_auc, fluid_counts, fluid_summary, summarize_dice, volume_dice
 from metrics.quantify import quantify
@@ -61,6 +64,7 @@ class Volume:
     labels: np.ndarray | None
     spacing: tuple[float, float, float] | None = None
     bscan: bool = False
+    name: str = ""  # for messages
 
 
 def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -182,6 +186,7 @@ class OctTask(Task):
             self.score_key = "fluid_dice"
         self._cache: VolumeCache | None = None
         self._sizes_warned: set[tuple[int, int]] = set()
+        self._warned: set[str] = set()
         for st in self.states:
             rules = (st.get("normalization") or {}).get("grey_rules", [])
             if any(rule != GREY_RULE for rule in rules):
@@ -248,7 +253,8 @@ class OctTask(Task):
         return [paths[0].parent for r in records for paths in (r.image_paths, r.label_paths) if paths]
 
     def load(self, record: VolumeRecord) -> Volume:
-        return Volume(*self.cache.load(record))
+        image, labels = self.cache.load(record)
+        return Volume(image, labels, known_spacing(record.name, image.shape), name=record.name)
 
     def expand_input(self, path: Path, each_file: bool = False) -> list[Path]:
         """A folder of independent B-scans (``each_file``: ``--bscans``, or names that are not one numbered series)
@@ -262,9 +268,9 @@ class OctTask(Task):
         ``data.volumes.read_volume`` reads (a slice folder such as ``<PID>.img/``, TIFF, NIfTI, MetaImage, DICOM,
         raw Cirrus ``.img``, vendor files)."""
         if path.is_file() and is_bscan_file(path):
-            return Volume(read_bscan(path)[None], None, None, bscan=True)
+            return Volume(read_bscan(path)[None], None, spacing, bscan=True, name=str(path))
         v = read_volume(path, cube=cube, spacing=spacing)
-        return Volume(v.image, None, v.spacing)
+        return Volume(v.image, None, v.spacing, name=str(path))
 
     def check_report(self, path: Path, sample: Volume) -> None:
         if sample.bscan:
@@ -291,6 +297,7 @@ class OctTask(Task):
         finally:
             progress.close()
         rules = sorted({r.image_key for r in records} - {""})  # how volume files became 8-bit (data.volumes)
+        stats = {**stats, "pixel_scale": training_pixel_scale(records, self.cache)}
         return {**stats, "grey_rules": rules} if rules else stats
 
     # B-scans whose rows differ from every training size by more than this are another scanner's or another depth
@@ -300,8 +307,9 @@ class OctTask(Task):
     def _check_size(self, hw: tuple[int, int]) -> None:
         """Warn once per size when B-scans differ from the slices the models were trained on (without --resize,
         B-scans are predicted at their own size): a Cirrus model on 496-row Spectralis scans sees every structure
-        at twice the scale and can miss or invent fluid without any error."""
-        if self.settings.resize_hw is not None or not self.states:
+        at twice the scale and can miss or invent fluid without any error. With ``--scale`` other than none the
+        B-scans are resampled to the training pixel scale instead (``scale_factors``)."""
+        if self.settings.resize_hw is not None or not self.states or self.own.scale != "none":
             return
         hw = (int(hw[0]), int(hw[1]))
         warned = self._sizes_warned
@@ -324,9 +332,74 @@ class OctTask(Task):
 
     def predict(self, predictor: Predictor, sample: Volume) -> Prediction:
         self._check_size(sample.image.shape[1:])
+        fy, fx = self.scale_factors(sample)
         # the volume crosses the bus once, as uint8; neighbours are stacked and normalised on the device
-        p = predict_volume(predictor, predictor.upload(np.asarray(sample.image)))
-        return Prediction(p.labels, detection_scores(p.labels, p.det, self.own.detection), p.probs)
+        volume = predictor.upload(np.asarray(sample.image))
+        if (fy, fx) != (1.0, 1.0):  # to the training pixel scale, and the labels back to the input's own size
+            volume = resample(volume, scaled_size(volume.shape[1:], fy, fx), "bilinear")
+        p = predict_volume(predictor, volume)
+        labels = p.labels if (fy, fx) == (1.0, 1.0) else resample(p.labels, sample.image.shape[1:], "nearest")
+        return Prediction(labels, detection_scores(labels, p.det, self.own.detection))
+
+    # B-scans within this factor of the training pixel scale are predicted as they are: eyes differ by about as much
+    # in retinal thickness (the estimate's cue), so resampling closer would add blur, not accuracy
+    SCALE_TOLERANCE = 1.15
+
+    @cached_property
+    def train_scale(self) -> dict | None:
+        """The checkpoints' training pixel scale (``training_pixel_scale``), weighted over a fusion; None where a
+        checkpoint predates it."""
+        scales = [(st.get("normalization") or {}).get("pixel_scale") for st in self.states]
+        if not scales or any(s is None for s in scales):
+            return None
+        out = {}
+        for key in ("estimated_um", "known_um"):
+            values = [s.get(key) for s in scales]
+            known = all(v is not None for v in values)
+            out[key] = np.average(np.array(values), axis=0, weights=self.weights).tolist() if known else None
+        return out
+
+    def scale_factors(self, sample: Volume) -> tuple[float, float]:
+        """(rows, columns) resize factors that bring ``sample`` to the training pixel scale (``--scale``): a factor
+        as given; ``auto``: the input's spacing over the training one, from the files' spacing where both are
+        known (file header, Cirrus cube name, ``--spacing``), else from ``data.retina.estimate_spacing`` on both
+        sides; 1 within ``SCALE_TOLERANCE``, and 1 with a warning where no scale is known."""
+        scale = self.own.scale
+        if scale == "none" or not self.states:
+            return 1.0, 1.0
+        if scale != "auto":
+            return float(scale), float(scale)
+        train = self.train_scale
+        if train is None or train["estimated_um"] is None:
+            self._warn_once(
+                "no-train-scale",
+                "the checkpoint records no training pixel scale (it predates it, or no training B-scan showed a "
+                "retina): B-scans are predicted at their own size, as with --scale none",
+            )
+            return 1.0, 1.0
+        if sample.spacing is not None and train["known_um"] is not None:
+            axial, lateral = sample.spacing[1] * 1000, sample.spacing[2] * 1000
+            ref, basis = train["known_um"], "the file's spacing"
+        else:
+            try:
+                est = estimate_spacing(spread_bscans(np.asarray(sample.image)))
+            except ValueError as e:
+                log.warning(f"{sample.name}: {e}; predicted at its own size (give --scale FACTOR)")
+                return 1.0, 1.0
+            axial, lateral, ref, basis = est.axial_um, est.lateral_um, train["estimated_um"], est.explain()
+        fy, fx = axial / ref[0], lateral / ref[1]
+        if max(fy, 1 / fy, fx, 1 / fx) <= self.SCALE_TOLERANCE:
+            return 1.0, 1.0
+        log.info(
+            f"{sample.name}: {axial:.2f} x {lateral:.2f} um per pixel ({basis}); resampled by {fy:.2f} x {fx:.2f} "
+            f"to the model's {ref[0]:.2f} x {ref[1]:.2f}"
+        )
+        return fy, fx
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
 
     def evaluator(self) -> OctEvaluator:
         return OctEvaluator()
@@ -377,6 +450,64 @@ class OctTask(Task):
 
     def finish_submission(self, folder: Path) -> list[Path]:
         return [zip_folder(folder / SUBMISSION_FOLDER, folder / "submission.zip")]
+
+
+# ------------------------------------------------------------------------------------------------- pixel scale
+def spread_bscans(volume: np.ndarray, count: int = 5) -> np.ndarray:
+    """Up to ``count`` B-scans spread over the volume (Z, H, W) away from its edges: what the scale is estimated on."""
+    z = volume.shape[0]
+    idx = np.unique(np.round(np.linspace(0, z - 1, count + 2)[1:-1]).astype(int)) if z > count else np.arange(z)
+    return volume[idx]
+
+
+def known_spacing(name: str, shape: tuple[int, ...]) -> tuple[float, float, float] | None:
+    """The spacing a volume's name gives (a Cirrus cube), without a note when it gives none."""
+    return cirrus_spacing(name, tuple(shape), explain=False) if len(shape) == 3 else None
+
+
+def training_pixel_scale(records: list, cache: VolumeCache, count: int = 24) -> dict | None:
+    """The training data's pixel scale in um (axial, lateral): ``estimated_um``, the median of
+    ``data.retina.estimate_spacing`` over up to ``count`` volumes, and ``known_um``, the median of their files'
+    spacing where every one of those volumes has one (else None). Inference compares like with like
+    (``OctTask.scale_factors``). None where no training B-scan shows a retina."""
+    chosen = [records[i] for i in np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).astype(int))]
+    estimated, known = [], []
+    for rec in chosen:
+        image, _ = cache.load(rec)
+        try:
+            est = estimate_spacing(spread_bscans(np.asarray(image)))
+            estimated.append((est.axial_um, est.lateral_um))
+        except ValueError:
+            continue
+        spacing = known_spacing(rec.name, image.shape)
+        known.append(None if spacing is None else (spacing[1] * 1000, spacing[2] * 1000))
+    if not estimated:
+        log.warning("no training B-scan shows a retina the scale estimate finds: --scale auto will not resample")
+        return None
+    every_known = all(k is not None for k in known)
+    return {
+        "estimated_um": np.median(np.array(estimated), axis=0).tolist(),
+        "known_um": np.median(np.array(known), axis=0).tolist() if every_known else None,
+    }
+
+
+def scaled_size(hw: tuple[int, int], fy: float, fx: float) -> tuple[int, int]:
+    return max(1, round(hw[0] * fy)), max(1, round(hw[1] * fx))
+
+
+def resample(volume: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(N, H, W) uint8 (or integer labels) -> (N, *size), same dtype: bilinear (antialiased when shrinking) for
+    B-scans, nearest for labels; one B-scan at a time, so a large volume needs no float copy of itself."""
+    size = (int(size[0]), int(size[1]))
+    out = torch.empty((volume.shape[0], *size), dtype=volume.dtype, device=volume.device)
+    for z in range(volume.shape[0]):
+        x = volume[z][None, None].float()
+        if mode == "nearest":
+            out[z] = F.interpolate(x, size=size, mode="nearest-exact")[0, 0].to(volume.dtype)
+        else:
+            y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            out[z] = y[0, 0].round().clamp(0, 255).to(volume.dtype)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- pictures
