@@ -8,15 +8,16 @@ numbered series (``data.volumes``); otherwise, or with ``--bscans``, each image 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data.common import DatasetError, file_error
-from data.photos import fov_from_photo, read_array
+from data.common import DatasetError, file_error, open_image
+from data.photos import IMAGE_EXTS, fov_from_photo, read_array
 from data.retouch import map_labels, parse_label_map
-from data.volumes import GREY_RULE, ScanVolume, VolumeFormatError, to_uint8_volume, volume_files
+from data.volumes import GREY_RULE, ScanVolume, to_uint8_volume
 from utils.io import IGNORED_FILES
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,9 @@ def read_bscan(path: Path) -> np.ndarray:
                 f"{path}: a colour image (channels differ by {spread * 255 / top:.1f} grey levels on average), "
                 "read as the mean of its channels; OCT B-scans are grey: is this a B-scan?"
             )
-        a = a[..., :3].astype(np.float32).mean(axis=2)
-        if np.array_equal(a, np.round(a)) and a.max() <= 255:
-            a = a.astype(np.uint8)
+        grey = a[..., :3].astype(np.float32).mean(axis=2)
+        # 8-bit stays 8-bit (rounded): a float mean would be stretched by the percentile rule below
+        a = np.round(grey).astype(np.uint8) if a.dtype == np.uint8 else grey
     if a.ndim != 2:
         raise DatasetError(
             f"{path}: an image of shape {a.shape} is not one B-scan (H x W, grey or RGB); a stack of B-scans is a "
@@ -84,7 +85,8 @@ def is_bscan_file(path: Path) -> bool:
             shape = tif.series[0].shape
     except (OSError, ValueError, IndexError, tifffile.TiffFileError) as e:
         raise DatasetError(f"{path}: not a readable TIFF ({e})") from e
-    return len(shape) == 2 or (len(shape) == 3 and (shape[-1] in (3, 4) or shape[0] in (3, 4)))
+    # (H, W) or contiguous RGB(A) (H, W, 3|4); a (3, H, W) stack is a three-slice volume, as the volume reader has it
+    return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))
 
 
 def folder_images(folder: Path) -> list[Path]:
@@ -110,19 +112,34 @@ def folder_images(folder: Path) -> list[Path]:
 
 def independent_bscans(folder: Path, force: bool = False) -> list[Path] | None:
     """The images of ``folder`` when each is a B-scan of its own: with ``force`` (``--bscans``), or when their names
-    are not one numbered series (the reason is logged); None when the folder is one volume (``data.volumes``)."""
+    cannot be one numbered series of slices (the reason is logged); None when the folder is to be read as one volume
+    (``data.volumes``, which refuses a gap or a stray copy in a series: a damaged volume is never read slice by
+    slice without a word). An AI Challenger volume folder (``<PID>.img``) is always a volume."""
     if force:
         return folder_images(folder)
-    try:
-        files = volume_files(folder)
-    except VolumeFormatError as e:  # not one numbered series of BMP/PNG/TIFF slices
-        images = folder_images(folder)  # a file that is no image is still an error
-        why = " ".join(str(e).split()).removeprefix(f"{folder}: ")
-        log.info(f"{folder}: read as {len(images)} independent B-scans, not one volume ({why})")
-        return images
-    if len(files) > 1 and not any(ch.isdigit() for p in files for ch in p.name):
-        log.info(f"{folder}: read as {len(files)} independent B-scans (their names carry no slice numbers)")
-        return list(files)
+    if folder.name.lower().endswith(".img"):
+        return None
+    images = folder_images(folder)  # a file that is no image is an error
+    why = _not_one_series(images)
+    if why is None:
+        return None
+    log.info(f"{folder}: read as {len(images)} independent B-scans, not one volume ({why})")
+    return images
+
+
+def _not_one_series(files: list[Path]) -> str | None:
+    """Why these names cannot be the slices of one volume, or None where they may be."""
+    if len(files) < 2:
+        return None
+    if any(p.suffix.lower() in (".jpg", ".jpeg") for p in files):
+        return "JPEG images: volumes are not stored as JPEG slices"
+    if not any(ch.isdigit() for p in files for ch in p.name):
+        return "their names carry no slice numbers"
+    parts = [re.split(r"(\d+)", p.name.lower()) for p in files]
+    if len({tuple(q[0::2]) for q in parts}) == 1:  # one naming pattern (Kermany's CNV-1016042-1.jpeg, -2, ...)
+        varying = [i for i in range(1, len(parts[0]), 2) if len({int(q[i]) for q in parts}) > 1]
+        if len(varying) > 1:
+            return f"their names differ in {len(varying)} runs of digits ({files[0].name}, {files[-1].name})"
     return None
 
 
@@ -141,11 +158,15 @@ def _picture(path: Path) -> tuple[np.ndarray, bool]:
 
 
 def looks_like_bscan(path: Path) -> bool:
-    """Whether an input looks like OCT by its form: a folder or a volume file; a grey image without a fundus
-    camera's round field of view."""
+    """Whether an input looks like OCT by its form: a folder, a volume file (NIfTI, DICOM, a Cirrus cube, ...), a
+    multi-page TIFF, or a grey image without a fundus camera's round field of view."""
     path = Path(path)
-    if path.is_dir() or not is_image_file(path):
-        return path.exists()
+    if path.is_dir():
+        return True
+    if path.suffix.lower() not in IMAGE_EXTS:
+        return path.is_file()  # a volume file
+    if not is_image_file(path):
+        return False  # a photo format B-scans do not come in (GIF, PPM)
     if not is_bscan_file(path):
         return True  # a multi-page TIFF: a volume
     a, grey = _picture(path)
@@ -153,23 +174,15 @@ def looks_like_bscan(path: Path) -> bool:
 
 
 def looks_like_fundus(path: Path) -> bool:
-    """Whether an image file looks like a fundus photo: a round field of view (colour, or grey as red-free photos
-    are), or the fundus's colour (red above green above blue) where the field is not round (cropped, wide-field)."""
+    """Whether an image file looks like a fundus photo: a fundus camera's round field of view, in colour or grey (as
+    red-free photos are). Colour alone says nothing (pseudo-colour OCT exports, overlays), nor does a cropped field:
+    such inputs are claimed by no task, and predict.py asks for --task."""
     path = Path(path)
-    if not (is_image_file(path) and is_bscan_file(path)):
+    if path.suffix.lower() not in IMAGE_EXTS or not path.is_file():
         return False
-    a, grey = _picture(path)
-    if has_round_field(a):
-        return True
-    if grey:
-        return False
-    rgb = a[..., :3].astype(np.float32)
-    level = rgb.sum(axis=2)
-    lit = level > level.min()  # the fundus, not a dark surround
-    if not lit.any():
-        return False
-    r, g, b = (rgb[..., c][lit].mean() for c in range(3))
-    return bool(r > g > b)
+    if is_image_file(path) and not is_bscan_file(path):
+        return False  # a multi-page TIFF
+    return has_round_field(_picture(path)[0])
 
 
 def has_round_field(a: np.ndarray) -> bool:
@@ -231,7 +244,8 @@ class BScanRecord:
         return read_bscan(self.image)[None]
 
     def read_labels(self) -> np.ndarray:
-        a = _as_channels_last(read_array(self.mask))
+        a = _palette_indices(self.mask)
+        a = _as_channels_last(read_array(self.mask)) if a is None else a
         if a.ndim == 3 and a.shape[2] >= 3 and (a[..., :3] == a[..., :1]).all():
             a = a[..., 0]  # a grey mask saved as RGB
         if a.ndim != 2 or a.dtype.kind not in "ui":
@@ -240,6 +254,22 @@ class BScanRecord:
                 f"{a.dtype} of shape {a.shape}"
             )
         return map_labels(a, parse_label_map(self.label_map), self.mask)[None]
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """A palette mask's indices (a class per index, as label tools save them), or None for other images."""
+    with open_image(path) as im:
+        return np.asarray(im).copy() if im.mode == "P" else None
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    """A folder's images by name without extension; two of one name (x.png and x.jpg) are an error naming them."""
+    found: dict[str, Path] = {}
+    for p in folder_images(folder):
+        if p.stem in found:
+            raise DatasetError(f"{found[p.stem]} and {p} share the name {p.stem!r}; keep one")
+        found[p.stem] = p
+    return found
 
 
 def _pair_folder(root: Path, split: str) -> Path | None:
@@ -267,11 +297,8 @@ def find_bscan_pairs(root: str | Path, split: str, val_count: int, label_map: st
         if split == "test" or not (root / "image").is_dir():
             raise DatasetError(f"{root}: no {split}/image/ folder{' nor image/' if split != 'test' else ''} of B-scans")
         base = root
-    images = {p.stem: p for p in folder_images(base / "image")}
-    masks = {p.stem: p for p in folder_images(base / "mask")} if (base / "mask").is_dir() else {}
-    for stems, what in ((images, "image"), (masks, "mask")):
-        if len(stems) != len(folder_images(base / what)):
-            raise DatasetError(f"{base / what}: two files share a name (x.png and x.jpg); keep one")
+    images = _by_stem(base / "image")
+    masks = _by_stem(base / "mask") if (base / "mask").is_dir() else {}
     orphans = sorted(set(masks) - set(images))
     if orphans:
         raise DatasetError(f"{base / 'mask'}: masks without a B-scan of the same name: {orphans[:5]}")
@@ -281,6 +308,9 @@ def find_bscan_pairs(root: str | Path, split: str, val_count: int, label_map: st
     records = [BScanRecord(s, images[s], masks.get(s), label_map) for s in sorted(images)]
     if base == root:
         if not 0 < val_count < len(records):
-            raise DatasetError(f"{root}: --val-count {val_count} must leave training B-scans (found {len(records)})")
+            raise DatasetError(
+                f"{root}: --val-count {val_count} must hold out at least one B-scan for validation and leave training "
+                f"ones (found {len(records)}); or give train/ and val/ folders"
+            )
         records = records[:-val_count] if split == "train" else records[-val_count:]
     return records

@@ -88,9 +88,15 @@ class VolumeCache:
                 f"{rec.image_paths[0]}"
             )
         if labels.shape != image.shape:
+            one = len(rec.label_paths) == len(rec.image_paths) == 1  # a file each: name the files
+            where = (
+                (rec.label_paths[0], rec.image_paths[0])
+                if one
+                else (rec.label_paths[0].parent, rec.image_paths[0].parent)
+            )
             raise DatasetError(
-                f"{rec.label_paths[0].parent}: label slices are {labels.shape[1]}x{labels.shape[2]} but image "
-                f"slices in {rec.image_paths[0].parent} are {image.shape[1]}x{image.shape[2]}"
+                f"{where[0]}: label slices are {labels.shape[1]}x{labels.shape[2]} but image "
+                f"slices in {where[1]} are {image.shape[1]}x{image.shape[2]}"
             )
         return image, labels
 

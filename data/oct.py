@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,6 +53,8 @@ class OctSettings(TaskSettings):
     )
     detection: str = DETECTION()
     scale: str | float = SCALE()
+
+    introduced: ClassVar[dict[str, Any]] = {"lone_bscans": 0.0}
 
     def validate(self) -> OctSettings:
         if self.val_count < 0:

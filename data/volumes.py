@@ -481,7 +481,7 @@ def _check_numbering(folder: Path, files: list[Path]) -> None:
     if len(varying) != 1:
         raise VolumeFormatError(
             f"{folder}: the slice names ({files[0].name}, {files[1].name}, ...) differ in {len(varying)} runs of "
-            "digits; name the slices with one slice number each"
+            "digits; name the slices with one slice number each (or, for independent B-scans, predict.py --bscans)"
         )
     numbers = [int(q[varying[0]]) for q in parts]  # files are in natural order, so these increase
     step = min(b - a for a, b in zip(numbers, numbers[1:]))  # every k-th B-scan exported: step k
@@ -496,7 +496,8 @@ def _check_numbering(folder: Path, files: list[Path]) -> None:
 def _odd_names(folder: Path, odd: list[str], example: Path) -> None:
     raise VolumeFormatError(
         f"{folder}: {', '.join(odd[:3])} {'does' if len(odd) == 1 else 'do'} not follow the slice names of "
-        f"{example.name} ... (one numbered series per folder); remove or move the odd files"
+        f"{example.name} ... (one numbered series per folder); remove or move the odd files (or, for independent "
+        "B-scans, predict.py --bscans)"
     )
 
 

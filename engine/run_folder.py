@@ -166,7 +166,11 @@ def resumed_settings(state: dict, current: Settings, given: Collection[str] | No
     stored = dict(state["settings"])
     if stored.get("task", Settings.task) != current.task:  # the task decides how --data-dir is read: always named
         raise CheckpointError(f"{path}: a checkpoint of task {stored.get('task')!r}, not {current.task!r}")
-    old, current = complete(Settings.from_dict(stored, source=str(path))), complete(current)
+    from tasks import task_settings
+
+    old = Settings.from_dict(stored, source=str(path))
+    legacy = {k: v for k, v in task_settings(old.task).introduced.items() if k not in old.task_settings}
+    old, current = complete(old.with_task(**legacy)), complete(current)
     asked = [f.name for f in dataclasses.fields(Settings)] if given is None else list(given)
     changed = [k for k in asked if k not in RESUMABLE and not _same(k, current.value(k), old.value(k))]
     if changed:

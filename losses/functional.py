@@ -57,8 +57,9 @@ def soft_dice_score(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class soft Dice over the whole batch.
 
-    probs, onehot: (B, C, H, W); mask: (B, 1, H, W). Returns (dice (C,), present (C,) bool), where ``present``
-    says the class occurs in the target. Computed for every class without a Python branch, so no device sync.
+    probs, onehot: (B, C, H, W); mask: (B, 1, H, W), or (B, C, H, W) for a mask per class. Returns (dice (C,),
+    present (C,) bool), where ``present`` says the class occurs in the target. Computed for every class without a
+    Python branch, so no device sync.
     """
     dims = (0, 2, 3)
     probs = probs * mask

@@ -66,6 +66,11 @@ class _DiceBase(nn.Module):
         dice, present = soft_dice_score(probs, onehot, mask, self.smooth)
         if not self.include_background:
             dice, present = dice[1:], present[1:]
+        if self.any_index is not None:  # and the Dice of any lesion, which a reference marking only "fluid" defines
+            valid = (target != self.ignore_index).unsqueeze(1)
+            lesion = (onehot[:, 1:].sum(1, keepdim=True) > 0) | (target == self.any_index).unsqueeze(1)
+            d, p = soft_dice_score(probs[:, 1:].sum(1, keepdim=True), lesion.float(), valid.float(), self.smooth)
+            dice, present = torch.cat([dice, d]), torch.cat([present, p])
         return dice, present
 
 

@@ -29,6 +29,7 @@ from data.cache import VolumeCache, compute_normalization
 from data.dataset import SliceDataset, neighbour_indices
 from data.oct import (
     CLASS_COLOURS,
+    LABEL_SUFFIX,
     LESION_NAMES,
     OVERLAY_ALPHA,
     SPLIT_FOLDERS,
@@ -289,7 +290,7 @@ class OctTask(Task):
     def output_names(self, name: str) -> tuple[str, ...]:
         """``<name>`` (the pictures' folder, ``report/<name>.html``, ``segment/<name>_...``) and ``<name>.gif``: a
         volume named ``A.gif`` would put its folder where ``A``'s GIF goes."""
-        return name, f"{name}.gif"
+        return name, f"{name}.gif", f"{name}{LABEL_SUFFIX}"
 
     def normalization(self, records: list[VolumeRecord]) -> dict[str, list[float]]:
         every = max(1, len(records) // 10)
@@ -311,7 +312,9 @@ class OctTask(Task):
         B-scans are predicted at their own size): a Cirrus model on 496-row Spectralis scans sees every structure
         at twice the scale and can miss or invent fluid without any error. With ``--scale`` other than none the
         B-scans are resampled to the training pixel scale instead (``scale_factors``)."""
-        if self.settings.resize_hw is not None or not self.states or self.own.scale != "none":
+        if self.settings.resize_hw is not None or not self.states:
+            return
+        if self.own.scale != "none" and self.train_scale is not None:  # resampled to the training scale instead
             return
         hw = (int(hw[0]), int(hw[1]))
         warned = self._sizes_warned
@@ -335,6 +338,7 @@ class OctTask(Task):
     def predict(self, predictor: Predictor, sample: Volume) -> Prediction:
         self._check_size(sample.image.shape[1:])
         fy, fx = self.scale_factors(sample)
+        check_resample(sample, fy, fx, self.MAX_FACTOR)
         # the volume crosses the bus once, as uint8; neighbours are stacked and normalised on the device
         volume = predictor.upload(np.asarray(sample.image))
         if (fy, fx) != (1.0, 1.0):  # to the training pixel scale, and the labels back to the input's own size
@@ -346,6 +350,9 @@ class OctTask(Task):
     # B-scans within this factor of the training pixel scale are predicted as they are: eyes differ by about as much
     # in retinal thickness (the estimate's cue), so resampling closer would add blur, not accuracy
     SCALE_TOLERANCE = 1.15
+    # B-scans span 250-1100 rows and 256-1024 columns at 1.6-4 um per row: no two devices differ by more than this
+    # (a spacing typed in the wrong unit, or an image that is no B-scan, does)
+    MAX_FACTOR = 8.0
 
     @cached_property
     def train_scale(self) -> dict | None:
@@ -391,6 +398,12 @@ class OctTask(Task):
             axial, lateral, ref, basis = est.axial_um, est.lateral_um, train["estimated_um"], est.explain()
         fy, fx = axial / ref[0], lateral / ref[1]
         if max(fy, 1 / fy, fx, 1 / fx) <= self.SCALE_TOLERANCE:
+            return 1.0, 1.0
+        if max(fy, 1 / fy, fx, 1 / fx) > self.MAX_FACTOR and basis != "the file's spacing":
+            log.warning(
+                f"{sample.name}: {basis}, {fy:.2f} x {fx:.2f} the model's scale: beyond what any device differs by "
+                f"(x{self.MAX_FACTOR:g}), so not believed; predicted at its own size (give --scale FACTOR)"
+            )
             return 1.0, 1.0
         log.info(
             f"{sample.name}: {axial:.2f} x {lateral:.2f} um per pixel ({basis}); resampled by {fy:.2f} x {fx:.2f} "
@@ -491,6 +504,20 @@ def training_pixel_scale(records: list, cache: VolumeCache, count: int = 24) -> 
         "estimated_um": np.median(np.array(estimated), axis=0).tolist(),
         "known_um": np.median(np.array(known), axis=0).tolist() if every_known else None,
     }
+
+
+def check_resample(sample: Volume, fy: float, fx: float, most: float) -> None:
+    """Refuse a resampling no device difference explains (a spacing in the wrong unit, ``--scale 100``): it would
+    blow a B-scan up past memory or shrink it to a few pixels whose labels say nothing."""
+    if (fy, fx) == (1.0, 1.0):
+        return
+    h, w = sample.image.shape[1:]
+    th, tw = scaled_size((h, w), fy, fx)
+    if max(fy, 1 / fy, fx, 1 / fx) > most or min(th, tw) < 16:
+        raise ValueError(
+            f"{sample.name}: resampling {h}x{w} B-scans by {fy:.3g} x {fx:.3g} (to {th}x{tw}) to the model's pixel "
+            f"scale is beyond any device (at most x{most:g}): check --spacing (mm) or --scale"
+        )
 
 
 def scaled_size(hw: tuple[int, int], fy: float, fx: float) -> tuple[int, int]:

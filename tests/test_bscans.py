@@ -11,12 +11,13 @@ from PIL import Image
 
 import predict as predict_script
 import train as train_script
-from data.bscans import BScanRecord, find_bscan_pairs, read_bscan
+from data.bscans import BScanRecord, find_bscan_pairs, independent_bscans, is_bscan_file, read_bscan
 from data.cache import VolumeCache
 from data.common import DatasetError
 from data.dataset import SliceDataset, detection_from_label
 from data.retouch import parse_label_map
 from data.transforms import ANY_LESION, Augment
+from data.volumes import read_volume
 from losses import DetectionBCELoss, WeightedCrossEntropyLoss
 from losses.functional import one_hot_valid
 from models import build_model
@@ -253,3 +254,93 @@ def test_lone_bscans_repeat_the_slice_in_every_channel(tmp_path):
     cache = VolumeCache(tmp_path / "cache")
     item = SliceDataset(recs, cache, Augment(flip=False), lone=1.0)[0]["image"]
     assert torch.equal(item[0], item[1]) and torch.equal(item[1], item[2])
+
+
+# ------------------------------------------------------------------------------------------ review findings
+def test_colour_without_a_round_field_is_asked_about_not_sent_to_the_vessel_model(tmp_path):
+    warm = np.zeros((64, 96, 3), np.uint8)
+    warm[20:44] = (230, 140, 40)  # a B-scan in a warm colour map: red above green above blue, no round field
+    Image.fromarray(warm).save(tmp_path / "hot.png")
+    with pytest.raises(ValueError, match=r"cannot tell from .*hot\.png"):
+        predict_script.inputs_task([tmp_path / "hot.png"])
+
+
+def test_an_rgb_bscan_with_jpeg_noise_between_channels_keeps_its_greys(tmp_path):
+    b = bscan_like()
+    rgb = np.repeat(b[..., None], 3, 2).astype(np.int16)
+    rgb[..., 0] += 1  # one level of chroma noise
+    Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(tmp_path / "rgb.png")
+    assert np.abs(read_bscan(tmp_path / "rgb.png").astype(int) - b).max() <= 1  # not stretched to 0..255
+
+
+def test_a_three_slice_tiff_stack_stays_a_volume(oct_ckpt, tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "v.tif", np.stack([bscan_like(seed=z) for z in range(3)]), photometric="minisblack")
+    assert not is_bscan_file(tmp_path / "v.tif")
+    files = predict([tmp_path / "v.tif"], tmp_path, oct_ckpt)
+    assert np.load(files["segment/v_labelMark_volumes.npy"]).shape == (3, 70, 52)
+
+
+def test_a_bscan_whose_outputs_would_overwrite_a_volumes_is_refused(oct_ckpt, tmp_path):
+    (tmp_path / "in" / "x").mkdir(parents=True)
+    Image.fromarray(bscan_like()).save(tmp_path / "in" / "x" / "1.png")
+    Image.fromarray(bscan_like()).save(tmp_path / "in" / "x_labelMark.png")
+    with pytest.raises(ValueError, match="would both be written as 'x_labelMark'"):
+        predict([tmp_path / "in" / "x", tmp_path / "in" / "x_labelMark.png"], tmp_path, oct_ckpt)
+
+
+def test_a_damaged_series_stays_an_error_and_is_never_read_slice_by_slice(tmp_path):
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    for z in (1, 2, 4):
+        Image.fromarray(bscan_like(seed=z)).save(gap / f"{z}.png")
+    assert independent_bscans(gap) is None  # a volume: data.volumes refuses the gap
+    with pytest.raises(DatasetError, match=r"missing \[3\]"):
+        read_volume(gap)
+    two = tmp_path / "two_runs"
+    two.mkdir()
+    for n in ("scan_1_1.png", "scan_1_2.png", "scan_2_1.png"):  # one pattern, two runs of digits: B-scans
+        Image.fromarray(bscan_like()).save(two / n)
+    assert [p.name for p in independent_bscans(two)] == ["scan_1_1.png", "scan_1_2.png", "scan_2_1.png"]
+
+
+def test_resampling_beyond_any_device_is_refused_naming_the_input(oct_ckpt, tmp_path):
+    Image.fromarray(bscan_like()).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match=r"b\.png: resampling 70x52 B-scans by 100 x 100 .* check --spacing"):
+        predict([tmp_path / "b.png", "--scale", "100"], tmp_path, oct_ckpt)
+
+
+def test_a_test_split_without_masks_and_palette_masks(tmp_path):
+    write_pairs(tmp_path, "train", 2, 4)
+    (tmp_path / "test" / "image").mkdir(parents=True)
+    Image.fromarray(bscan_like()).save(tmp_path / "test" / "image" / "t.png")
+    assert [(r.name, r.mask) for r in find_bscan_pairs(tmp_path, "test", 1, "1:1")] == [("t", None)]
+    palette = Image.fromarray(np.array([[0, 2], [3, 1]], np.uint8), mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    palette.save(tmp_path / "m.png")
+    rec = BScanRecord("m", tmp_path / "m.png", tmp_path / "m.png", "1:1,2:2,3:3")
+    assert rec.read_labels()[0].tolist() == [[0, 2], [3, 1]]  # the indices, not the colours
+
+
+def test_a_run_from_before_lone_bscans_resumes_without_them():
+    from engine.run_folder import resumed_settings
+
+    stored = Settings(name="unet", channels=SMALL).to_dict()
+    stored["task_settings"] = {k: v for k, v in stored["task_settings"].items() if k != "lone_bscans"}
+    state = {"model_name": "unet", "settings": stored}
+    resumed = resumed_settings(state, Settings(name="unet", channels=SMALL), given=(), path="old.pth.tar")
+    assert resumed.task_settings["lone_bscans"] == 0.0  # as that run trained, not the new default 0.1
+
+
+def test_dice_on_a_fluid_only_reference_scores_the_lesion_union():
+    from losses import SoftDiceLoss
+
+    target = torch.tensor([[[0, ANY_LESION, ANY_LESION, 0]]])
+    right = torch.full((1, 4, 1, 4), -9.0)
+    right[0, 0, 0, [0, 3]] = 9.0
+    right[0, 2, 0, 1:3] = 9.0  # fluid predicted as SRF: any lesion class is right
+    wrong = right.flip(-1).roll(1, -1)
+    loss = SoftDiceLoss(any_index=ANY_LESION)
+    assert loss(right, target).item() == pytest.approx(0.0, abs=1e-3)
+    assert loss(wrong, target).item() > 0.1

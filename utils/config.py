@@ -183,6 +183,9 @@ class TaskSettings:
 
     #: what this task changes in ``Settings``' defaults (a config file and the command line still override them)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: settings added after runs were made, with the value that reproduces how those runs trained: a resumed run
+    #: whose stored settings lack one continues with it, not with the new default
+    introduced: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "settings"):
