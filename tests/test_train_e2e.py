@@ -97,7 +97,7 @@ def test_eval_writes_metrics_and_pictures(trained, tmp_path):
     assert (tmp_path / "ev" / "metrics.json").exists() and (tmp_path / "ev" / "per_volume.csv").exists()
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["detection"] == "combined"  # how AUC was got
-    assert "scale" not in saved  # a vessel option (photos' pixel scale): B-scans are predicted as they are
+    assert saved["scale"] == "auto"  # B-scans brought to the training pixel scale: the same data, so left as they are
     gifs = sorted((tmp_path / "ev" / "vis").glob("*.gif"))
     assert len(gifs) == 3 and len(list((tmp_path / "ev" / "vis" / gifs[0].stem).glob("*.png"))) == 12
     fused = eval_script.main(
