@@ -1,27 +1,42 @@
 """The retina's boundaries in OCT B-scans, and the pixel scale they imply.
 
-``find_boundaries(bscan)`` -> ``RetinaBoundaries(ilm, rpe, valid)``: per A-scan (column), the row of the inner limiting
-membrane (the first dark-to-bright transition from the vitreous) and of the outer retinal boundary (the bottom of the
-bright RPE band, i.e. RPE / Bruch's membrane, above the choroid), and which columns were found with confidence.
+``find_boundaries(bscan)`` -> ``RetinaBoundaries(ilm, rpe, valid, bruch, fluid)``: per A-scan (column), the row of the
+inner limiting membrane (the top of the retina under the vitreous) and of the outer retinal boundary (the bottom of the
+bright RPE band, above the choroid), which columns were found with confidence, Bruch's membrane (the RPE's lower
+envelope, under drusen) and which columns hold fluid.
 ``estimate_spacing(bscans)`` -> ``ScaleEstimate``: micrometres per row from the retina's thickness in rows against the
-normative thickness of a healthy macula, micrometres per column from the assumed scan width.
+normative thickness of a healthy macula, micrometres per column from the assumed scan width
+(``spacing_from_boundaries`` does the same from boundaries already found).
 
 Method (after Chiu et al. 2010, "Automatic segmentation of seven retinal layers in SDOCT images congruent with expert
 manual segmentation", Opt Express 18:19413): smooth, take vertical gradients, and find each boundary as a minimum-cost
 path across the columns (``skimage.graph.MCP``), first on a coarse copy of the B-scan (about 250 x 256, so speckle is
-averaged and the search is cheap), then at full resolution inside a narrow strip around the coarse path. Two priors
-pick the right edge among the many layer edges, and keep fluid from being taken for the vitreous or the choroid:
+averaged and the search is cheap), then at full resolution inside a narrow strip around the coarse path. Priors pick
+the right edge among the many layer edges, keep fluid from being taken for the vitreous or the choroid, and keep the
+artefacts of real scans (a mirror image of the retina folded in from beyond the zero delay, a detached posterior
+hyaloid, a bright band over the vitreous, a bright choroid, a bright choroid-sclera junction) from being taken for
+the retina:
 
-- ILM: a dark-to-bright edge with nothing bright above it (the running maximum of the smoothed image from the top is
-  still at the vitreous level). The dark-to-bright edge under a dark cyst, subretinal fluid or the ONL has bright
-  inner retina above it, so it is never the ILM, however large the fluid.
-- RPE: a thin bright band (brighter than the rows both above and below it, so not the bright side of an edge) with
-  nothing as bright anywhere below it (the running maximum from the bottom, taken over ~0.3 mm wide so the choroid's
-  bright stroma is averaged with its dark vessels). The IS/OS line, the RNFL and the retina over any fluid all have the
-  RPE below them; the choroid below is darker than the RPE. The band is smoothed along a few slopes so the steep side
-  of a detached RPE stays a band. The boundary is then the first bright-to-dark edge beneath the band's brightest rows.
-  Under a pigment epithelial detachment the lifted RPE is the band, so the boundary follows the lifted RPE's bottom,
-  not Bruch's membrane under the detachment: thickness here is ILM to RPE, and a PED does not thicken the retina.
+- ILM: a dark-to-bright edge with vitreous-dark rows just above it, thick tissue (not a thin membrane) within ~0.2 mm
+  beneath it, and nothing anywhere above it nearly as bright as that tissue (``ABOVE_ILM_RATIO``). The edge under a
+  cyst or subretinal fluid has the inner retina above it, about as bright as the retina beneath, so it is not the
+  ILM however large the fluid; a mirror image, a band over the vitreous or a hyaloid above the ILM is much weaker than
+  the retina or thin, so it does not hide the ILM, and its own top edge, with weak tissue below, scores far less. The
+  IS/OS line under a dim inner retina has the outer nuclear layer, not the vitreous, just above it.
+- RPE: a thin bright band (brighter than the rows both above and below it, so not the bright side of an edge), weighed
+  by its brightness, with nothing as bright below it (``BELOW_RPE_RATIO``; the structure below is taken over ~0.3 mm
+  wide so the choroid's bright stroma is averaged with its dark vessels). The IS/OS line, the RNFL and the retina over
+  any fluid have the RPE below them, as bright; the choroid below the RPE is dimmer, if not by much; a faint band at
+  the bottom of the B-scan (the choroid-sclera junction, a mirror image) has nothing below it but is weaker than the
+  RPE. The band is smoothed along a few slopes so the steep side of a detached RPE stays a band. The boundary is then
+  the first bright-to-dark edge beneath the band's brightest rows. Under a pigment epithelial detachment the lifted RPE
+  is the band, so the boundary follows the lifted RPE's bottom, not Bruch's membrane under the detachment.
+- Bruch's membrane: drusen lift the RPE in domes up to ~0.5 mm wide, the photoreceptors over them thinned; the
+  membrane under them is seldom visible, and is taken as the RPE's lower envelope (``BRUCH_SPAN_MM``). The thickness
+  is ILM to Bruch's membrane, as in the normative studies: over drusen it is not read short, and a PED, wider than
+  the span, does not thicken the retina.
+- Fluid: columns whose retina darkens nearly to the vitreous level (``FLUID_LEVEL``) are thickened, and left out of the
+  scale while enough dry columns are left.
 
 A column is ``valid`` where both boundaries stand out: tissue brighter than the vitreous under the ILM, an RPE band
 brighter than the choroid under it and not dimmed by a shadow to a fraction of the B-scan's usual RPE, a plausible
@@ -56,6 +71,21 @@ PIT_RADIUS_MM = 0.75
 # left are healthy, and this quantile still falls among them; above the lowest values, so that what is left of the
 # pit's slope and a few wrong columns do not decide.
 THICKNESS_QUANTILE = 0.2
+# Drusen lift the RPE off Bruch's membrane in domes up to about 0.5 mm wide (Bruch's membrane itself, under them, is
+# seldom visible): the membrane is taken as the RPE's lower envelope over this span. A wider lift (a pigment
+# epithelial detachment) is followed, so the retina over it is measured to its lifted RPE.
+BRUCH_SPAN_MM = 0.6
+# Fluid (cysts, subretinal fluid) is nearly as dark as the vitreous, and darker than the darkest layer of a dry column
+# (the outer nuclear layer): a column holds fluid where its retina darkens to within FLUID_LEVEL of the way from the
+# vitreous level up to the retina's brightest, or to within FLUID_RELATIVE of the way from the vitreous level up to
+# the darkest layer of the B-scan's usual column (its DRY_PERCENTILE percentile: dry even with fluid over most
+# columns). Its thickness is not the healthy one. A dry column taken for fluid only leaves fewer columns to measure.
+FLUID_LEVEL = 0.15
+FLUID_RELATIVE = 0.6
+DRY_PERCENTILE = 80
+# The share of a B-scan's columns that must be left outside the pit and free of fluid for the fluid columns to be left
+# out: below it (fluid nearly everywhere, or a dark outer nuclear layer taken for fluid) all the columns are used.
+MIN_DRY_SHARE = 0.05
 # The share of a B-scan's columns that must hold a confident retina before its thickness is used.
 MIN_VALID_SHARE = 0.4
 # Scan depth assumed only to size the filters (see the module docstring); never used as the spacing itself.
@@ -70,9 +100,16 @@ MIN_STRUCTURE_CONTRAST = 0.3
 MIN_EDGE_CONTRAST = 0.12  # ILM step (tissue below minus vitreous above) and RPE step, in units of the image's range
 MIN_RPE_BRIGHTNESS = 0.35  # the RPE band's brightness over the B-scan's median RPE brightness: lower is a deep shadow
 MIN_THICKNESS_UM = 60.0  # nominal; thinner is two edges of the same band, not a retina
-# The brightest a row above the ILM may be (units of the image's range, bright tissue = 1) before the edges beneath it
-# stop counting as the ILM: vitreous, floaters and noise stay below it, the retina's inner layers do not.
+# What lies above the ILM (the brightest thick structure anywhere above it) over the tissue beneath it: up to the first
+# value the edge is the ILM, from the second on it is not. The inner retina over a cyst or subretinal fluid is about as
+# bright as the retina beneath the fluid; a mirror image, a vitreous band or a detached hyaloid is much weaker.
+ABOVE_ILM_RATIO = (0.55, 0.85)
+# The brightest the rows just above the ILM may be on average (units of the image's range, bright tissue = 1): vitreous
+# and fluid stay well below it, the outer nuclear layer above the IS/OS line does not.
 VITREOUS_MAX = 0.5
+# The brightest structure below the RPE band (the choroid, smoothed across ~0.3 mm) over the band's brightness: at
+# this ratio or below the band is fully the RPE; at 1 (as bright below) not at all.
+BELOW_RPE_RATIO = 0.8
 
 # Minimal-path moves: one column to the right and up to two rows up or down, or one row up or down in the same column
 # (Chiu et al.'s 8-neighbour graph without the moves back to the left, so the path has a row in every column, and with
@@ -86,17 +123,23 @@ _BAND_SLOPES = (-2.0, -1.25, -0.6, 0.0, 0.6, 1.25, 2.0)
 @dataclass
 class RetinaBoundaries:
     """Per column of one B-scan: ``ilm`` and ``rpe`` rows (float32 (W,), sub-pixel, 0 = top), ``valid`` (bool (W,))
-    where both were found with confidence (not blank columns, not deep shadows). Rows of invalid columns are the
-    minimal path's guess between valid ones, NaN where the B-scan shows no retina at all."""
+    where both were found with confidence (not blank columns, not deep shadows), and ``bruch``, Bruch's membrane
+    (float32 (W,)): the RPE's lower envelope, which runs under drusen where the RPE is lifted over them, and ``fluid``
+    (bool (W,)): valid columns whose retina holds a pocket nearly as dark as the vitreous (a cyst, subretinal fluid),
+    so is thickened. Rows of invalid columns are the minimal path's guess between valid ones, NaN where the B-scan
+    shows no retina at all."""
 
     ilm: np.ndarray
     rpe: np.ndarray
     valid: np.ndarray
+    bruch: np.ndarray
+    fluid: np.ndarray
 
     @property
     def thickness_px(self) -> np.ndarray:
-        """(W,) float32 rows from the ILM to the RPE boundary, NaN where not valid."""
-        return np.where(self.valid, self.rpe - self.ilm, np.nan).astype(np.float32)
+        """(W,) float32 rows from the ILM to Bruch's membrane (the retinal thickness of the normative studies), NaN
+        where not valid."""
+        return np.where(self.valid, self.bruch - self.ilm, np.nan).astype(np.float32)
 
 
 @dataclass
@@ -113,14 +156,14 @@ class ScaleEstimate:
     def explain(self) -> str:
         return (
             f"estimated spacing {self.axial_um:.2f} um/row: retina {self.thickness_px:.1f} rows thick "
-            f"({THICKNESS_QUANTILE:.0%} quantile of {self.columns} columns outside the foveal pit) taken as "
+            f"({THICKNESS_QUANTILE:.0%} quantile of {self.columns} columns outside the foveal pit and fluid) taken as "
             f"{HEALTHY_THICKNESS_UM:.0f} um; {self.lateral_um:.2f} um/column assuming a {self.width_mm:g} mm wide scan"
         )
 
 
 def find_boundaries(bscan: np.ndarray) -> RetinaBoundaries:
-    """ILM and outer RPE boundary of one B-scan (H, W), uint8 or float, inner retina at the top. A B-scan with no
-    retina in it (blank, noise) gives ``valid`` all False."""
+    """ILM, outer RPE boundary, Bruch's membrane and fluid columns of one B-scan (H, W), uint8 or float, inner retina at
+    the top. A B-scan with no retina in it (blank, noise) gives ``valid`` all False."""
     image = np.asarray(bscan)
     if image.ndim != 2 or min(image.shape) < 16:
         raise ValueError(
@@ -151,7 +194,8 @@ def find_boundaries(bscan: np.ndarray) -> RetinaBoundaries:
     scaled = (coarse - low) / (high - low)
 
     gap = max(1, round(16 * coarse_rows_per_um))  # rows between an edge and the region its prior looks at
-    ilm_coarse = _minimal_path(1 - _ilm_score(scaled, gap))
+    thick_sigma, tissue_reach = max(1.0, 15 * coarse_rows_per_um), max(2, round(200 * coarse_rows_per_um))
+    ilm_coarse = _minimal_path(1 - _ilm_score(scaled, gap, thick_sigma, tissue_reach))
     # the RPE score sees a band continuous over ~0.05 mm; what lies below it is judged over ~0.3 mm, where the choroid's
     # bright stroma is averaged with its dark vessels
     wide = ndimage.gaussian_filter1d(scaled, 0.15 * columns_per_mm / fx, axis=1)
@@ -168,7 +212,11 @@ def find_boundaries(bscan: np.ndarray) -> RetinaBoundaries:
     gradient = ndimage.gaussian_filter1d(fine, sigma_y, axis=0, order=1)  # > 0 dark above bright below
     columns = np.clip(np.arange(width) // fx, 0, wc - 1)
     reach = 2 * fy + max(2, round(8 * rows_per_um))
-    ilm = _refine(gradient, ilm_coarse[columns] * fy + (fy - 1) / 2, reach, reach)
+    # the ILM: the dark-to-bright edge with tissue beneath it, not the top of a membrane lying just above the retina
+    # (an epiretinal membrane, an attached hyaloid) with a dark cleft beneath it
+    span = max(2, round(20 * rows_per_um))
+    beneath = _shift(ndimage.uniform_filter1d(fine, span, axis=0, mode="nearest"), -(span // 2 + 1))
+    ilm = _refine(gradient * np.clip(beneath, 0, 1), ilm_coarse[columns] * fy + (fy - 1) / 2, reach, reach)
     # the RPE band's brightest rows, then the first bright-to-dark edge beneath them: the bottom of the band, not the
     # edges deeper in the choroid (choriocapillaris to vessel lumen)
     rpe_peak = _refine(fine, rpe_coarse[columns] * fy + (fy - 1) / 2, reach, reach)
@@ -177,7 +225,15 @@ def find_boundaries(bscan: np.ndarray) -> RetinaBoundaries:
     rpe = _refine(-gradient, rpe_peak, 1, down, nearness)
 
     valid = _confident(fine, ilm, rpe, blank, rows_per_um)
-    return RetinaBoundaries(ilm.astype(np.float32), rpe.astype(np.float32), valid)
+    bruch = _lower_envelope(rpe, valid, max(1, round(BRUCH_SPAN_MM * columns_per_mm)))
+
+    # fluid, on the coarse copy (speckle averaged), per block of columns
+    def blocked(rows: np.ndarray) -> np.ndarray:  # (W,) full-resolution rows -> (wc,) coarse rows
+        return (rows[: wc * fx].reshape(wc, fx).mean(axis=1) - (fy - 1) / 2) / fy
+
+    valid_blocks = valid[: wc * fx].reshape(wc, fx).all(axis=1)
+    fluid = _fluid_columns(scaled, blocked(ilm), blocked(rpe), valid_blocks, coarse_rows_per_um)[columns] & valid
+    return RetinaBoundaries(ilm.astype(np.float32), rpe.astype(np.float32), valid, bruch.astype(np.float32), fluid)
 
 
 def find_volume_boundaries(volume: np.ndarray) -> list[RetinaBoundaries]:
@@ -191,9 +247,10 @@ def find_volume_boundaries(volume: np.ndarray) -> list[RetinaBoundaries]:
 def estimate_spacing(bscans: np.ndarray | Sequence[np.ndarray], width_mm: float = NOMINAL_WIDTH_MM) -> ScaleEstimate:
     """Micrometres per row and per column of B-scans (H, W), a volume (Z, H, W) or a list of B-scans of one size.
 
-    Axial: ``HEALTHY_THICKNESS_UM`` over the ``THICKNESS_QUANTILE`` quantile of the ILM-RPE thickness in rows, pooled
-    over the B-scans' valid columns outside the foveal pit (the columns within ``PIT_RADIUS_MM`` of each B-scan's
-    thinnest point). Lateral: nothing in the image gives it reliably, so the B-scan is taken to span ``width_mm``
+    Axial: ``HEALTHY_THICKNESS_UM`` over the ``THICKNESS_QUANTILE`` quantile of the thickness in rows (ILM to Bruch's
+    membrane), pooled over the B-scans' valid columns outside the foveal pit (the columns within ``PIT_RADIUS_MM`` of
+    each B-scan's thinnest point) and, where at least ``MIN_DRY_SHARE`` of a B-scan's columns are left without it,
+    free of fluid. Lateral: nothing in the image gives it reliably, so the B-scan is taken to span ``width_mm``
     (the common 6 mm macular line). Raises ``ValueError`` when no B-scan shows a retina over ``MIN_VALID_SHARE`` of its
     columns."""
     if width_mm <= 0:
@@ -208,20 +265,35 @@ def estimate_spacing(bscans: np.ndarray | Sequence[np.ndarray], width_mm: float 
     width = stack[0].shape[1]
     if any(b.shape[1] != width for b in stack):
         raise ValueError(f"estimate_spacing expects B-scans of one width, got {sorted({b.shape[1] for b in stack})}")
+    return spacing_from_boundaries([find_boundaries(bscan) for bscan in stack], width_mm, stack[0].shape)
+
+
+def spacing_from_boundaries(
+    boundaries: Sequence[RetinaBoundaries], width_mm: float = NOMINAL_WIDTH_MM, shape: tuple[int, ...] | None = None
+) -> ScaleEstimate:
+    """``estimate_spacing`` from boundaries already found (``find_boundaries`` of B-scans of one width); ``shape``, the
+    B-scans' (H, W), only names them in the error raised when no retina is found."""
+    if width_mm <= 0:
+        raise ValueError(f"width_mm must be positive, got {width_mm}")
+    widths = sorted({found.ilm.size for found in boundaries})
+    if len(widths) != 1:
+        raise ValueError(f"spacing_from_boundaries expects the boundaries of B-scans of one width, got {widths}")
+    width = widths[0]
     pit_columns = PIT_RADIUS_MM / width_mm * width
     kept: list[np.ndarray] = []
     shares = []
-    for bscan in stack:
-        thickness = find_boundaries(bscan).thickness_px
+    for found in boundaries:
+        thickness = found.thickness_px
         valid = np.isfinite(thickness)
         shares.append(valid.mean())
         if valid.mean() >= MIN_VALID_SHARE:
-            outside_pit = np.abs(np.arange(width) - _thinnest(thickness, width_mm)) > pit_columns
-            kept.append(thickness[valid & outside_pit])
+            outside_pit = valid & (np.abs(np.arange(width) - _thinnest(thickness, width_mm)) > pit_columns)
+            dry = outside_pit & ~found.fluid
+            kept.append(thickness[dry if dry.sum() >= MIN_DRY_SHARE * width else outside_pit])
     if not kept:
         raise ValueError(
-            f"no retina found: the best of {len(stack)} B-scan(s) of shape {stack[0].shape} has a retina in "
-            f"{max(shares):.0%} of its columns, {MIN_VALID_SHARE:.0%} needed; is this an OCT B-scan with the inner "
+            f"no retina found: the best of {len(boundaries)} B-scan(s) of shape {shape or ('?', width)} has a retina "
+            f"in {max(shares):.0%} of its columns, {MIN_VALID_SHARE:.0%} needed; is this an OCT B-scan with the inner "
             "retina at the top?"
         )
     pooled = np.concatenate(kept)
@@ -237,30 +309,49 @@ def estimate_spacing(bscans: np.ndarray | Sequence[np.ndarray], width_mm: float 
 
 def _nothing_found(width: int) -> RetinaBoundaries:
     nan = np.full(width, np.nan, dtype=np.float32)
-    return RetinaBoundaries(nan, nan.copy(), np.zeros(width, dtype=bool))
+    none = np.zeros(width, dtype=bool)
+    return RetinaBoundaries(nan, nan.copy(), none, nan.copy(), none.copy())
 
 
-def _ilm_score(scaled: np.ndarray, gap: int) -> np.ndarray:
-    """(H, W) in [0, 1]: a dark-to-bright edge with only vitreous-dark rows above it."""
+def _ilm_score(scaled: np.ndarray, gap: int, thick_sigma: float, reach: int) -> np.ndarray:
+    """(H, W) in [0, 1]: a dark-to-bright edge with vitreous-dark rows just above it and thick tissue beneath it, and
+    nothing anywhere above it nearly as bright as that tissue. ``thick_sigma`` (rows) dims thin lines (a detached
+    hyaloid) against thick layers; ``reach`` rows beneath the edge are searched for the tissue, and ``reach // 4``
+    rows above it must be dark."""
     edge = np.clip(ndimage.sobel(scaled, axis=0), 0, None)
-    above = _shift(np.maximum.accumulate(scaled, axis=0), gap)  # the brightest of the rows down to y - gap
-    darkness = np.clip(1 - above / VITREOUS_MAX, 0, 1) ** 2
-    return _unit(edge * darkness)
+    # just above: the mean of the rows y - gap - reach // 4 .. y - gap, dark over the ILM and over fluid, not over the
+    # ONL (so the IS/OS line under a dim inner retina is not taken), and little raised by a thin hyaloid
+    span = max(2, reach // 4)
+    local = _shift(ndimage.uniform_filter1d(scaled, span, axis=0, mode="nearest"), gap + span // 2)
+    darkness = np.clip(1 - local / VITREOUS_MAX, 0, 1) ** 2
+    thick = ndimage.gaussian_filter1d(scaled, thick_sigma, axis=0)
+    # the brightest thick tissue in rows y + gap .. y + gap + reach: the inner retina, or at the fovea its outer layers
+    window = ndimage.maximum_filter1d(thick, reach, axis=0, mode="nearest")
+    tissue = np.clip(_shift(window, -(reach // 2 + gap)), 0, None)
+    above = _shift(np.maximum.accumulate(thick, axis=0), gap)  # the brightest of the rows down to y - gap
+    ratio = above / np.maximum(tissue, 1e-3)
+    clear = np.clip((ABOVE_ILM_RATIO[1] - ratio) / (ABOVE_ILM_RATIO[1] - ABOVE_ILM_RATIO[0]), 0, 1)
+    return _unit(edge * darkness * clear * np.clip(tissue, 0, 1))
 
 
 def _rpe_score(
     scaled: np.ndarray, wide: np.ndarray, smoothing: tuple[float, float], half_width: int, gap: int
 ) -> np.ndarray:
     """(H, W) in [0, 1]: a thin bright band (brighter than the rows ``half_width`` above and below it: not the bright
-    side of an edge) with nothing as bright below it in ``wide`` (the B-scan smoothed across many columns): its
-    prominence over all the rows from ``gap`` beneath. ``scaled`` is smoothed by ``smoothing`` (rows, columns) along
-    each of a few slopes and the best slope kept, so the steep sides of a detached RPE stay a band."""
+    side of an edge), weighed by its brightness, with nothing as bright below it in ``wide`` (the B-scan smoothed
+    across many columns) in all the rows from ``gap`` beneath (see ``BELOW_RPE_RATIO``). ``scaled`` is smoothed by
+    ``smoothing`` (rows, columns) along each of a few slopes and the best slope kept, so the steep sides of a detached
+    RPE stay a band."""
     below = _shift(np.maximum.accumulate(wide[::-1], axis=0)[::-1], -gap)
     best = np.zeros_like(scaled)
     for slope in _BAND_SLOPES:
         smooth = _shear(ndimage.gaussian_filter(_shear(scaled, slope), smoothing), -slope)
         band = np.minimum(smooth - _shift(smooth, half_width), smooth - _shift(smooth, -half_width))
-        best = np.maximum(best, np.clip(band, 0, None) * np.clip(smooth - below, 0, None))
+        # a band with as bright a structure below it is the IS/OS line or the inner retina; one with a weaker structure
+        # below it may still be the RPE over a bright choroid, and is weighed by its own brightness, so a faint band
+        # at the bottom of the B-scan (the choroid-sclera junction, a mirror image) does not win by having nothing below
+        lower = np.clip((1 - below / np.maximum(smooth, 1e-3)) / (1 - BELOW_RPE_RATIO), 0, 1)
+        best = np.maximum(best, np.clip(band, 0, None) * np.clip(smooth, 0, 1) ** 2 * lower)
     return _unit(best)
 
 
@@ -338,6 +429,40 @@ def _confident(fine: np.ndarray, ilm: np.ndarray, rpe: np.ndarray, blank: np.nda
     if ok.any():
         ok &= band > MIN_RPE_BRIGHTNESS * np.median(band[ok])
     return ok
+
+
+def _fluid_columns(
+    scaled: np.ndarray, ilm: np.ndarray, rpe: np.ndarray, valid: np.ndarray, rows_per_um: float
+) -> np.ndarray:
+    """(W,) bool: columns where the retina (``ilm`` to ``rpe``, (W,) rows of ``scaled`` (H, W)) darkens nearly to the
+    vitreous level (measured over the valid columns just above the ILM): see ``FLUID_LEVEL``."""
+    height, width = scaled.shape
+    rows = np.arange(height)[:, None]
+    margin = 20 * rows_per_um
+    retina = (rows > ilm[None, :] + margin) & (rows < rpe[None, :] - margin) & valid[None, :]
+    vitreous = (rows < ilm[None, :] - 30 * rows_per_um) & (rows > ilm[None, :] - 90 * rows_per_um) & valid[None, :]
+    if not retina.any() or not vitreous.any():
+        return np.zeros(width, dtype=bool)
+    level = np.median(scaled[vitreous])
+    darkest = np.where(retina, scaled, np.inf).min(axis=0)
+    usual = np.percentile(darkest[valid], DRY_PERCENTILE)
+    return (darkest < level + FLUID_LEVEL * (np.percentile(scaled[retina], 99) - level)) | (
+        darkest < level + FLUID_RELATIVE * (usual - level)
+    )
+
+
+def _lower_envelope(rpe: np.ndarray, valid: np.ndarray, span: int) -> np.ndarray:
+    """(W,) rows of Bruch's membrane: the RPE (W,) with every rise narrower than ``span`` columns bridged (a grey
+    closing: the lowest row the RPE reaches on both sides), over the valid columns with the others interpolated. The
+    RPE is first median-filtered over a tenth of the span, so the envelope does not ride on its noise."""
+    if not valid.any():
+        return rpe.copy()
+    columns = np.arange(rpe.size)
+    filled = np.interp(columns, columns[valid], rpe[valid])
+    steady = ndimage.median_filter(filled, size=max(1, span // 10), mode="nearest")
+    # continued past the ends along its slope (odd reflection), so a slope at an end is no valley to fill
+    padded = np.pad(steady, span, mode="reflect", reflect_type="odd")
+    return ndimage.grey_closing(padded, size=span)[span:-span]
 
 
 def _thinnest(thickness: np.ndarray, width_mm: float) -> int:
