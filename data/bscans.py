@@ -199,9 +199,19 @@ def has_round_field(a: np.ndarray) -> bool:
     rows, cols = np.nonzero(fov)
     if len(rows) == 0:
         return False
+    top, left = int(rows.min()), int(cols.min())
     h, w = int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1
     fill = len(rows) / (h * w)  # a disc fills pi/4 of its box, more when cut at the top and bottom
-    return 0.6 < fill < 0.92 and 0.6 < h / w < 1.5 and w < 0.97 * fov.shape[1]
+    if not (0.6 < fill < 0.92 and 0.6 < h / w < 1.5):
+        return False
+    # the corners of a disc's box lie outside it (even cut at the top and bottom); a band of tissue across the
+    # B-scan, flat, tilted or curved, fills at least two of its box's corners
+    box = fov[top : top + h, left : left + w]
+    ch, cw = max(1, h // 10), max(1, w // 10)
+    corners = (box[:ch, :cw], box[:ch, -cw:], box[-ch:, :cw], box[-ch:, -cw:])
+    # and a disc's leftmost and rightmost columns are short chords, where a band's ends are its whole thickness
+    ends = max(box[:, 0].mean(), box[:, -1].mean())
+    return all(c.mean() < 0.1 for c in corners) and ends < 0.35
 
 
 # ---------------------------------------------------------------------------------------- training pairs

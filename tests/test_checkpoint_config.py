@@ -163,6 +163,7 @@ def test_a_runs_settings_file_and_an_older_ones_work_as_config_files(tmp_path):
     (tmp_path / "settings.json").write_text(json.dumps(run.to_dict()))
     again = train_settings(_ns(config=str(tmp_path / "settings.json")))
     expect = {"layout": "retouch", "label_map": "1:1,2:2,3:3", "val_count": 2, "lone_bscans": 0.1, "detection": "seg"}
+    expect["scale"] = "auto"
     assert again.task_settings == expect
     assert {"layout", "val_count", "lr"} <= given_settings(_ns(config=str(tmp_path / "settings.json")))
 
@@ -197,9 +198,9 @@ def test_a_sweep_space_may_hold_the_tasks_own_settings(tmp_path):
     space = "val_count: {type: int, low: 2, high: 6}\nlr: {type: float, low: 0.001, high: 0.01}\n"
     (tmp_path / "s.yaml").write_text(space)
     assert set(load_space(tmp_path / "s.yaml", "vessel")) == {"val_count", "lr"}
-    (tmp_path / "o.yaml").write_text("scale: {type: categorical, choices: [auto, none]}\n")
-    with pytest.raises(ValueError, match="o.yaml: scale: not a setting"):
-        load_space(tmp_path / "o.yaml", "oct")
+    (tmp_path / "o.yaml").write_text("lone_bscans: {type: float, low: 0.0, high: 0.3}\n")  # an OCT setting
+    with pytest.raises(ValueError, match="o.yaml: lone_bscans: not a setting"):
+        load_space(tmp_path / "o.yaml", "vessel")
     (tmp_path / "t.yaml").write_text("task_settings: {type: categorical, choices: [{}]}\n")
     with pytest.raises(ValueError, match="t.yaml: task_settings: not a setting"):
         load_space(tmp_path / "t.yaml", "oct")
