@@ -140,6 +140,14 @@ def _not_one_series(files: list[Path]) -> str | None:
         varying = [i for i in range(1, len(parts[0]), 2) if len({int(q[i]) for q in parts}) > 1]
         if len(varying) > 1:
             return f"their names differ in {len(varying)} runs of digits ({files[0].name}, {files[-1].name})"
+    sizes = {}
+    for p in files:  # the slices of one volume share one size: images of several sizes are not one
+        with open_image(p) as im:
+            sizes.setdefault(im.size, p.name)
+    if len(sizes) > 1:
+        (wa, ha), (wb, hb) = list(sizes)[:2]
+        a, b = sizes[wa, ha], sizes[wb, hb]
+        return f"images of different sizes ({a} is {ha}x{wa}, {b} is {hb}x{wb}), which no volume's slices are"
     return None
 
 

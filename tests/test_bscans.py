@@ -303,6 +303,11 @@ def test_a_damaged_series_stays_an_error_and_is_never_read_slice_by_slice(tmp_pa
     for n in ("scan_1_1.png", "scan_1_2.png", "scan_2_1.png"):  # one pattern, two runs of digits: B-scans
         Image.fromarray(bscan_like()).save(two / n)
     assert [p.name for p in independent_bscans(two)] == ["scan_1_1.png", "scan_1_2.png", "scan_2_1.png"]
+    sizes = tmp_path / "sizes"  # one numbered series, but of several sizes (a set's B-scans of several devices)
+    sizes.mkdir()
+    for z, h in ((1, 70), (2, 60)):
+        Image.fromarray(bscan_like(h)).save(sizes / f"ph_{z:04d}.png")
+    assert [p.name for p in independent_bscans(sizes)] == ["ph_0001.png", "ph_0002.png"]
 
 
 def test_resampling_beyond_any_device_is_refused_naming_the_input(oct_ckpt, tmp_path):
