@@ -50,16 +50,14 @@ def read_bscan(path: Path) -> np.ndarray:
     RGB copies of grey B-scans become their channel mean; 16-bit and float images are mapped to 0..255 by the same
     percentile rule as volumes (``data.volumes``), so a B-scan and a volume of one device look alike to a model."""
     path = Path(path)
-    a = _as_channels_last(read_array(path))
+    a, grey = _picture(path)
     if a.ndim == 3 and a.shape[2] in (1, 2):  # grey (with alpha)
         a = a[..., 0]
     elif a.ndim == 3 and a.shape[2] in (3, 4):
-        spread = channel_spread(a)
-        top = 255.0 if a.dtype == np.uint8 else float(np.abs(a).max()) or 1.0
-        if spread * 255.0 / top > GREY_TOLERANCE:
+        if not grey:
             log.warning(
-                f"{path}: a colour image (channels differ by {spread * 255 / top:.1f} grey levels on average), "
-                "read as the mean of its channels; OCT B-scans are grey: is this a B-scan?"
+                f"{path}: a colour image (its channels differ by more than {GREY_TOLERANCE:g} grey levels on "
+                "average), read as the mean of its channels; OCT B-scans are grey: is this a B-scan?"
             )
         grey = a[..., :3].astype(np.float32).mean(axis=2)
         # 8-bit stays 8-bit (rounded): a float mean would be stretched by the percentile rule below

@@ -23,6 +23,12 @@ from utils.config import Settings, TaskSettings
 if TYPE_CHECKING:  # the registry and the command line import this module before torch is loaded
     from torch.utils.data import Dataset
 
+
+def scaled_size(h: int, w: int, fy: float, fx: float | None = None) -> tuple[int, int]:
+    """(h, w) resized by ``fy`` (rows) and ``fx`` (columns; ``fy`` when not given), at least one pixel each."""
+    return max(1, round(h * fy)), max(1, round(w * (fy if fx is None else fx)))
+
+
 # the models that ship with the toolkit (predict.py's defaults, by task)
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 

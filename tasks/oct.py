@@ -47,7 +47,7 @@ from metrics import detection_auc, fluid_counts, fluid_summary, summarize_dice, 
 from metrics.quantify import quantify
 from reports.html import write_patient_report
 from tasks import register_task
-from tasks.base import SHIPPED_DIR, Evaluator, Task
+from tasks.base import SHIPPED_DIR, Evaluator, Task, scaled_size
 from utils.io import OUTPUT_MARKER, save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
 from utils.log import Progress
 
@@ -342,7 +342,7 @@ class OctTask(Task):
         # the volume crosses the bus once, as uint8; neighbours are stacked and normalised on the device
         volume = predictor.upload(np.asarray(sample.image))
         if (fy, fx) != (1.0, 1.0):  # to the training pixel scale, and the labels back to the input's own size
-            volume = resample(volume, scaled_size(volume.shape[1:], fy, fx), "bilinear")
+            volume = resample(volume, scaled_size(*volume.shape[1:], fy, fx), "bilinear")
         p = predict_volume(predictor, volume)
         labels = p.labels if (fy, fx) == (1.0, 1.0) else resample(p.labels, sample.image.shape[1:], "nearest")
         return Prediction(labels, detection_scores(labels, p.det, self.own.detection))
@@ -512,16 +512,12 @@ def check_resample(sample: Volume, fy: float, fx: float, most: float) -> None:
     if (fy, fx) == (1.0, 1.0):
         return
     h, w = sample.image.shape[1:]
-    th, tw = scaled_size((h, w), fy, fx)
+    th, tw = scaled_size(h, w, fy, fx)
     if max(fy, 1 / fy, fx, 1 / fx) > most or min(th, tw) < 16:
         raise ValueError(
             f"{sample.name}: resampling {h}x{w} B-scans by {fy:.3g} x {fx:.3g} (to {th}x{tw}) to the model's pixel "
             f"scale is beyond any device (at most x{most:g}): check --spacing (mm) or --scale"
         )
-
-
-def scaled_size(hw: tuple[int, int], fy: float, fx: float) -> tuple[int, int]:
-    return max(1, round(hw[0] * fy)), max(1, round(hw[1] * fx))
 
 
 def resample(volume: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

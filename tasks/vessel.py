@@ -34,7 +34,7 @@ from data.photos import (
 from inference.predictor import Predictor
 from metrics import best_f1_threshold, binary_metrics, curves
 from tasks import load_predictor, register_task
-from tasks.base import SHIPPED_DIR, Evaluator, Task
+from tasks.base import SHIPPED_DIR, Evaluator, Task, scaled_size
 from utils.config import scale_value
 from utils.io import save_csv_atomic, save_image_atomic
 
@@ -275,11 +275,6 @@ class VesselTask(Task):
         if not seg:
             return []
         return [save_image_atomic(folder / f"{name}_mask.png", prediction.mask.astype(np.uint8) * 255)]
-
-
-def scaled_size(h: int, w: int, factor: float) -> tuple[int, int]:
-    """(h, w) resized by ``factor``, at least one pixel each."""
-    return max(1, round(h * factor)), max(1, round(w * factor))
 
 
 def photo_name(sample: Photo) -> str:
