@@ -9,11 +9,18 @@ some patients have no lesion. Output is a pure function of the seed.
 
     python -m data.synthetic --out data/synthetic --seed 0 --train 8 --val 3 --test 3 \
         --slices 32 --height 256 --width 128
+
+``--variety wide`` (what the shipped OCT model is trained on; ``classic``, the default, keeps the demo's and the
+tests' data as it was) widens every eye: retina position, tilt, curvature (myopic eyes curve the other way) and
+thickness, foveal pits from shallow to deep, clusters of small intraretinal cysts beside the thickening domes, drusen
+and hyperreflective foci (not lesions: the model must learn to leave them), columns of lost signal under media
+opacities, and B-scans passed on by a publisher (shrunk along either axis and blown back up, JPEG-compressed).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -88,7 +95,10 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def _patient(rng: np.random.Generator, height: int, width: int, style: str = "mixed") -> dict:
+VARIETIES = ("classic", "wide")
+
+
+def _patient(rng: np.random.Generator, height: int, width: int, style: str = "mixed", variety: str = "classic") -> dict:
     healthy = rng.random() < 0.2
     lesions: dict[str, list[Blob]] = {k: [] for k in LESIONS}
     if not healthy:
@@ -130,7 +140,7 @@ def _patient(rng: np.random.Generator, height: int, width: int, style: str = "mi
         ),
     }
     n_vessels = int(rng.integers(4, 9))
-    return {
+    p = {
         "top": rng.uniform(0.22, 0.30) * height,
         "curve": rng.uniform(0.03, 0.10) * height,
         "tilt": rng.uniform(-0.05, 0.05) * height,
@@ -149,6 +159,67 @@ def _patient(rng: np.random.Generator, height: int, width: int, style: str = "mi
         "lesions": lesions,
         "looks": looks,
         "style": _style(rng, style),
+        "wide": _wide(np.random.default_rng(rng.integers(2**63)), height, width) if variety == "wide" else None,
+    }
+    if variety == "wide":  # the eye's shape, redrawn over the ranges real eyes and devices span
+        w = p["wide"]
+        p.update({k: w[k] for k in ("top", "curve", "tilt", "thick", "pit")})
+        if not any(p["lesions"].values()):  # a healthy eye keeps no cysts
+            w["cysts"] = []
+    return p
+
+
+def _wide(rng: np.random.Generator, height: int, width: int) -> dict:
+    """What ``--variety wide`` adds to an eye (drawn from its own generator, so the classic eye stays as it was)."""
+    thick = rng.uniform(0.12, 0.26) * height
+    top = rng.uniform(0.10, max(0.11, 0.62 - thick / height - 0.12)) * height
+    cysts = []
+    if rng.random() < 0.6:  # cystoid oedema: many small dark cysts in the inner and outer nuclear layers
+        fx, fz = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
+        spread = rng.uniform(0.05, 0.25)
+        for _ in range(int(rng.integers(3, 30))):
+            ay = _log_uniform(rng, 0.004, 0.035) * height  # half height in rows, from a few pixels
+            ax = ay / width * rng.uniform(1.0, 3.0)  # wider than tall, as fraction of the width
+            cysts.append(
+                (
+                    float(np.clip(rng.normal(fx, spread), 0.05, 0.95)),  # x
+                    float(np.clip(rng.normal(fz, spread), 0.05, 0.95)),  # z
+                    rng.uniform(0.25, 0.65),  # depth in the retina (0: ILM, 1: RPE)
+                    ax,
+                    ay,
+                    ax * rng.uniform(0.8, 2.0),  # across slices
+                )
+            )
+    drusen = []
+    if rng.random() < 0.35:  # drusen: small bumps lifting the RPE, filled with medium-bright material (not fluid)
+        for _ in range(int(rng.integers(2, 12))):
+            drusen.append(
+                Blob(
+                    cx=rng.uniform(0.1, 0.9),
+                    cz=rng.uniform(0.1, 0.9),
+                    ax=rng.uniform(0.015, 0.06),
+                    az=rng.uniform(0.02, 0.08),
+                    amp=rng.uniform(0.006, 0.035) * height,
+                    wobble=rng.uniform(-1, 1, (3, 2)),
+                )
+            )
+    publisher = None
+    if rng.random() < 0.45:  # passed on: shrunk along either axis, blown back up, maybe JPEG-compressed
+        quality = int(rng.integers(50, 96)) if rng.random() < 0.7 else 0
+        publisher = (rng.uniform(0.4, 1.0), rng.uniform(0.4, 1.0), quality)
+    opacity = (rng.uniform(0.1, 0.9), rng.uniform(0.03, 0.3), rng.uniform(0.3, 0.75)) if rng.random() < 0.3 else None
+    return {
+        "top": top,
+        "thick": thick,
+        "curve": rng.uniform(-0.04, 0.14) * height,
+        "tilt": rng.uniform(-0.12, 0.12) * height,
+        "pit": rng.uniform(0.3, 0.95),
+        "cysts": cysts,
+        "drusen": drusen,
+        "drusen_level": rng.uniform(110, 190),
+        "foci": int(rng.integers(0, 25)) if rng.random() < 0.5 else 0,
+        "opacity": opacity,
+        "publisher": publisher,
     }
 
 
@@ -173,6 +244,9 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
             if after == name:
                 h = sum((b.height(x, z) for b in p["lesions"][lesion]), np.zeros(width))
                 bands.append((h, p["looks"][lesion]["level"], cls))
+        if name == "rpe" and p["wide"] and p["wide"]["drusen"]:  # under the RPE, beside any PED: not a lesion
+            h = sum((b.height(x, z) for b in p["wide"]["drusen"]), np.zeros(width))
+            bands.append((h, p["wide"]["drusen_level"], 0))
     # order bottom-up: PED sits under the RPE, so reverse the top-down list
     bands = bands[::-1]
     bottom = floor  # Bruch's membrane stays in place; bands above it are lifted
@@ -202,6 +276,8 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
     choroid = np.where(field < p["choroid_lumen"], 35.0, 150.0 + 25 * field) * np.exp(-np.clip(depth, 0, None) * 0.9)
     img = np.where(below, choroid + 18, img)
     img = np.where(vitreous, 0.0, img)  # the scanner adds its background level
+    if p["wide"]:
+        img, cls = _wide_bscan(p, img, cls, x, z, yy, ilm, bottom, height, width, rng)
 
     # fluid and detachments are mottled (septa, fibrovascular tissue); every band gets a low-frequency texture
     septa = gaussian_filter(rng.standard_normal((height, width)).astype(np.float32), max(height / 256, 1.0))
@@ -217,7 +293,49 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
         shadow = np.minimum(shadow, 1 - 0.7 * np.clip(1.5 - d / w, 0, 1))
     rnfl_bottom = ilm + bands[-1][0]
     img = np.where(yy > rnfl_bottom[None] + 2, img * shadow[None], img)
-    return _scanner(img, p, height, width, rng), cls
+    out = _scanner(img, p, height, width, rng)
+    if p["wide"] and p["wide"]["publisher"]:
+        out = _published(out, *p["wide"]["publisher"])
+    return out, cls
+
+
+def _wide_bscan(p, img, cls, x, z, yy, ilm, bottom, height, width, rng):
+    """Cysts (REA), hyperreflective foci and lost signal (neither a lesion) in one B-scan of a ``wide`` eye."""
+    w = p["wide"]
+    retina = (yy >= ilm[None]) & (yy < bottom[None])
+    for cx, cz, depth, ax, ay, az in w["cysts"]:
+        dz = (z - cz) / az
+        if abs(dz) >= 1:
+            continue
+        shrink = np.sqrt(1 - dz**2)
+        centre = ilm + depth * (bottom - ilm)  # (W,) rows
+        inside = ((x[None] - cx) / (ax * shrink)) ** 2 + ((yy - centre[None]) / (ay * shrink)) ** 2 < 1
+        inside &= retina & (cls == 0)
+        cls = np.where(inside, 1, cls).astype(np.uint8)
+        img = np.where(inside, p["looks"]["REA"]["level"], img)
+    for _ in range(w["foci"]):  # bright dots in the inner retina, a pixel or two across
+        col = int(rng.integers(width))
+        row = ilm[col] + rng.uniform(0.1, 0.8) * (bottom[col] - ilm[col])
+        r = rng.uniform(0.6, 2.0) * max(height / 512, 1.0)
+        dot = ((yy - row) ** 2 + ((np.arange(width)[None] - col) * height / width / 2) ** 2 < r**2) & (cls == 0)
+        img = np.where(dot, rng.uniform(190, 250), img)
+    if w["opacity"]:  # a floater or cataract dims a band of A-scans through their whole depth
+        c, half, gain = w["opacity"]
+        d = np.clip(1 - np.abs(x - c) / half, 0, 1)
+        img = img * (1 - (1 - gain) * d)[None]
+    return img, cls
+
+
+def _published(img: np.ndarray, fy: float, fx: float, quality: int) -> np.ndarray:
+    """A B-scan as a publisher passes it on: shrunk by (fy, fx), blown back up to its size, JPEG at ``quality``."""
+    h, w = img.shape
+    pic = Image.fromarray(img).resize((max(8, round(w * fx)), max(8, round(h * fy))), Image.Resampling.BILINEAR)
+    pic = pic.resize((w, h), Image.Resampling.BICUBIC)
+    if quality:
+        buf = io.BytesIO()
+        pic.save(buf, format="JPEG", quality=quality)
+        pic = Image.open(io.BytesIO(buf.getvalue()))
+    return np.asarray(pic.convert("L"), dtype=np.uint8)
 
 
 def _scanner(img: np.ndarray, p: dict, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -232,12 +350,14 @@ def _scanner(img: np.ndarray, p: dict, height: int, width: int, rng: np.random.G
 
 
 def generate_volume(
-    rng: np.random.Generator, slices: int, height: int, width: int, style: str = "mixed"
+    rng: np.random.Generator, slices: int, height: int, width: int, style: str = "mixed", variety: str = "classic"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(image (N, H, W) uint8, classes (N, H, W) uint8) for one synthetic patient scanned in ``style``."""
     if style not in (*STYLES, "mixed"):
         raise ValueError(f"style must be one of {sorted(STYLES)} or 'mixed', got {style!r}")
-    p = _patient(rng, height, width, style)
+    if variety not in VARIETIES:
+        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}")
+    p = _patient(rng, height, width, style, variety)
     image = np.empty((slices, height, width), np.uint8)
     classes = np.empty_like(image)
     for i in range(slices):
@@ -265,6 +385,7 @@ def write_dataset(
     style: str = "mixed",
     test_labels: bool = True,
     layout: str = "challenger",
+    variety: str = "classic",
 ) -> Path:
     """Write the three splits under ``out``, atomically (a staging folder renamed at the end; ``force`` replaces
     only a folder this toolkit wrote). The test split's labels are written too unless ``test_labels`` is off (the
@@ -278,12 +399,14 @@ def write_dataset(
         raise ValueError(f"style must be one of {sorted(STYLES)} or 'mixed', got {style!r}")
     if layout not in ("challenger", "retouch"):
         raise ValueError(f"layout must be challenger or retouch, got {layout!r}")
+    if variety not in VARIETIES:
+        raise ValueError(f"variety must be one of {', '.join(VARIETIES)}, got {variety!r}")
     with staged_output_dir(out, force) as tmp:
-        _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels, layout)
+        _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels, layout, variety)
     return Path(out)
 
 
-def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels, layout) -> None:
+def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, style, test_labels, layout, variety):
     rng = np.random.default_rng(seed)
     jobs_list = []
     for split, count in (("train", train), ("val", val), ("test", test)):
@@ -302,7 +425,7 @@ def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, styl
                     tmp / f"RETOUCH-{kind}-{style.capitalize()}",
                     f"{'TEST' if split == 'test' else 'TRAIN'}{n:03d}",
                 )
-            jobs_list.append((where, pid, labelled, seed_p, slices, height, width, style, layout))
+            jobs_list.append((where, pid, labelled, seed_p, slices, height, width, style, layout, variety))
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             list(pool.map(_write_patient, jobs_list))
@@ -312,8 +435,8 @@ def _write_splits(tmp, seed, train, val, test, slices, height, width, jobs, styl
 
 
 def _write_patient(job) -> None:
-    base, pid, labelled, seed, slices, height, width, style, layout = job
-    image, classes = generate_volume(np.random.default_rng(seed), slices, height, width, style)
+    base, pid, labelled, seed, slices, height, width, style, layout, variety = job
+    image, classes = generate_volume(np.random.default_rng(seed), slices, height, width, style, variety)
     if layout == "retouch":
         case = base / pid
         case.mkdir(parents=True)
@@ -356,6 +479,13 @@ def main(argv: list[str] | None = None) -> None:
         choices=["challenger", "retouch"],
         help="AI Challenger folders of BMP slices, or RETOUCH case folders of MetaImage volumes (oct.mhd and labels)",
     )
+    ap.add_argument(
+        "--variety",
+        default="classic",
+        choices=VARIETIES,
+        help="classic: the demo's eyes; wide: what the shipped model learns from (eye shapes, cysts, drusen, foci, "
+        "lost signal, publishers' copies)",
+    )
     a = ap.parse_args(argv)
     path = write_dataset(
         a.out,
@@ -371,6 +501,7 @@ def main(argv: list[str] | None = None) -> None:
         a.style,
         a.test_labels,
         a.layout,
+        a.variety,
     )
     print(f"wrote {a.train}/{a.val}/{a.test} train/val/test patients of {a.slices}x{a.height}x{a.width} to {path}")
 

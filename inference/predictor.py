@@ -9,6 +9,7 @@ windows).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -88,6 +89,27 @@ def normalize(x_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return (x_u8.float() / 255.0 - m) / s
 
 
+def biased(logits: torch.Tensor, bias: Sequence[float] | None) -> torch.Tensor:
+    """(B, C, H, W) class logits with a per-class offset added (as they are without one)."""
+    if bias is None:
+        return logits
+    return logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device).view(1, -1, 1, 1)
+
+
+def checked_class_bias(bias, num_classes: int, path) -> tuple[float, ...] | None:
+    """A checkpoint's ``class_bias``: one finite number per class, or None."""
+    if bias is None:
+        return None
+    values = list(bias) if isinstance(bias, (list, tuple)) else None
+    ok = values is not None and len(values) == num_classes
+    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    if not ok:
+        raise CheckpointError(
+            f"{path}: class_bias {bias!r} is not {num_classes} finite numbers (one logit offset per class)"
+        )
+    return tuple(float(v) for v in values)
+
+
 @dataclass
 class Member:
     """One model of an ensemble with the input handling it was trained with."""
@@ -97,6 +119,9 @@ class Member:
     std: Sequence[float]
     resize: tuple[int, int] | None = None
     weight: float = 1.0
+    # added to the class logits before the softmax (log-probability offsets, one per class): a calibrated model's
+    # shift of the background against the lesions (``tools.calibrate``), None where it has none
+    class_bias: Sequence[float] | None = None
 
 
 @dataclass
@@ -177,7 +202,8 @@ class Predictor:
             model = model.to(device, memory_format=torch.channels_last)  # faster on GPUs and CPUs alike
             norm = state["normalization"]
             w = 1.0 if weights is None else weights[i]
-            members.append(Member(model, norm["mean"], norm["std"], seen_as.get("resize"), w))
+            bias = checked_class_bias(state.get("class_bias"), settings.num_classes, p)
+            members.append(Member(model, norm["mean"], norm["std"], seen_as.get("resize"), w, bias))
         return cls(members, device, **kwargs)
 
     def upload(self, array: np.ndarray) -> torch.Tensor:
@@ -206,7 +232,7 @@ class Predictor:
                 # monotonic), and no probability map is ever made
                 member = self.members[0]
                 out = self._model_out(member, normalize(x_u8, member.mean, member.std))
-                labels[start:stop] = out.seg_logits.argmax(1).to(torch.uint8)
+                labels[start:stop] = biased(out.seg_logits, member.class_bias).argmax(1).to(torch.uint8)
                 det = None if out.cls_logits is None else out.cls_logits.float().sigmoid()
             else:
                 p, det = self._fused(x_u8)
@@ -292,7 +318,7 @@ class Predictor:
         if member.resize and member.resize != (h, w):
             x = F.interpolate(x, size=member.resize, mode="bilinear", align_corners=False)
         out = self._model_out(member, x)
-        probs = out.seg_logits.float().softmax(1)
+        probs = biased(out.seg_logits.float(), member.class_bias).softmax(1)
         if probs.shape[-2:] != (h, w):
             probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
         det = out.cls_logits.float().sigmoid() if out.cls_logits is not None else None

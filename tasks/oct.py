@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -198,6 +199,14 @@ class OctTask(Task):
                     f"by {GREY_RULE!r}: such inputs look different to it than in training; retrain, or predict with "
                     "the version it was trained with"
                 )
+        for st in self.states:
+            cal = st.get("calibration") or {}
+            if st.get("class_bias") is not None:
+                log.info(
+                    "calibrated fluid: the checkpoint's background logit offset "
+                    f"{st['class_bias'][0]:+.3f} (tools.calibrate on {cal.get('records', '?')} {cal.get('split', '')} "
+                    f"cases of {cal.get('data_dir', 'unrecorded data')})"
+                )
         lesions = len(LESION_NAMES)
         if settings.num_classes != lesions + 1:  # the label greys (and RETOUCH values) name exactly these classes
             raise ValueError(
@@ -332,10 +341,33 @@ class OctTask(Task):
                 "an error; resample the volumes to the training size, or train on this kind of scan"
             )
 
+    def applied_options(self) -> dict[str, Any]:
+        """The task's inference settings and, for calibrated checkpoints, their class offsets (``tools.calibrate``)."""
+        out = super().applied_options()
+        if any(st.get("class_bias") is not None for st in self.states):
+            out["class_bias"] = [st.get("class_bias") for st in self.states]
+        return out
+
     def train_dataset(self, records, augment) -> SliceDataset:
         return SliceDataset(records, self.cache, augment, seed=self.settings.seed, lone=self.own.lone_bscans)
 
     def predict(self, predictor: Predictor, sample: Volume) -> Prediction:
+        p, native = self._predict_at_training_scale(predictor, sample)
+        labels = native(p.labels)
+        return Prediction(labels, detection_scores(labels, p.det, self.own.detection))
+
+    def fluid_margin(self, predictor: Predictor, sample: Volume) -> torch.Tensor:
+        """(N, H, W) float32 at the input's own size: per pixel, log(P(most likely lesion) / P(background)) with the
+        checkpoint's class offsets, the margin the labels' fluid decision thresholds at 0 (a further background
+        offset b moves it to b: ``tools.calibrate`` finds b from these). Keeps every class probability of the
+        volume at the model's scale: for B-scans and small volumes."""
+        p, native = self._predict_at_training_scale(predictor, sample, keep_probs=True)
+        logp = p.probs.clamp_min(1e-30).log()
+        return native(logp[:, 1:].amax(1) - logp[:, 0])
+
+    def _predict_at_training_scale(self, predictor: Predictor, sample: Volume, keep_probs: bool = False):
+        """(the predictor's output for ``sample`` brought to the training pixel scale, a function taking a map of
+        that output back to the input's own size: nearest, so labels stay labels)."""
         self._check_size(sample.image.shape[1:])
         fy, fx = self.scale_factors(sample)
         check_resample(sample, fy, fx, self.MAX_FACTOR)
@@ -343,9 +375,12 @@ class OctTask(Task):
         volume = predictor.upload(np.asarray(sample.image))
         if (fy, fx) != (1.0, 1.0):  # to the training pixel scale, and the labels back to the input's own size
             volume = resample(volume, scaled_size(*volume.shape[1:], fy, fx), "bilinear")
-        p = predict_volume(predictor, volume)
-        labels = p.labels if (fy, fx) == (1.0, 1.0) else resample(p.labels, sample.image.shape[1:], "nearest")
-        return Prediction(labels, detection_scores(labels, p.det, self.own.detection))
+        p = predictor.predict(lambda a, b: neighbour_batch(volume, a, b), volume.shape[0], keep_probs)
+
+        def native(x: torch.Tensor) -> torch.Tensor:
+            return x if (fy, fx) == (1.0, 1.0) else resample(x, sample.image.shape[1:], "nearest")
+
+        return p, native
 
     # B-scans within this factor of the training pixel scale are predicted as they are: eyes differ by about as much
     # in retinal thickness (the estimate's cue), so resampling closer would add blur, not accuracy
@@ -521,8 +556,9 @@ def check_resample(sample: Volume, fy: float, fx: float, most: float) -> None:
 
 
 def resample(volume: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """(N, H, W) uint8 (or integer labels) -> (N, *size), same dtype: bilinear (antialiased when shrinking) for
-    B-scans, nearest for labels; one B-scan at a time, so a large volume needs no float copy of itself."""
+    """(N, H, W) uint8 (or integer labels, or float maps) -> (N, *size), same dtype: bilinear (antialiased when
+    shrinking) for B-scans, nearest for labels and maps; one B-scan at a time, so a large volume needs no float copy
+    of itself."""
     size = (int(size[0]), int(size[1]))
     out = torch.empty((volume.shape[0], *size), dtype=volume.dtype, device=volume.device)
     for z in range(volume.shape[0]):

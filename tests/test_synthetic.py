@@ -103,3 +103,72 @@ def test_lesion_looks_and_sizes_vary_and_test_labels_are_written(tmp_path):
     assert find_volumes(root, "test")[0].label_paths is not None
     kept = write_dataset(tmp_path / "k", 1, 1, 1, 1, slices=3, height=48, width=32, test_labels=False)
     assert find_volumes(kept, "test")[0].label_paths is None
+
+
+# ---------------------------------------------------------------------------------- --variety wide (issue 23, item 4)
+def _wide_eye(seed=4, h=256, w=128):
+    """A wide eye without lesions, cysts, drusen, foci, opacity or publisher (tests add the one they check)."""
+    from data.synthetic import _patient
+
+    p = _patient(np.random.default_rng(seed), h, w, "cirrus", "wide")
+    p["lesions"] = {k: [] for k in p["lesions"]}
+    p["wide"].update(cysts=[], drusen=[], foci=0, opacity=None, publisher=None)
+    return p
+
+
+def _bscan_of(p, h=256, w=128, seed=0):
+    from data.synthetic import _bscan
+
+    return _bscan(p, 0.5, h, w, np.random.default_rng(seed))
+
+
+def test_the_classic_variety_is_unchanged_and_wide_spans_more_eyes():
+    from data.synthetic import _patient
+
+    classic = [_patient(np.random.default_rng(s), 256, 128)["thick"] / 256 for s in range(40)]
+    wide = [_patient(np.random.default_rng(s), 256, 128, variety="wide")["thick"] / 256 for s in range(40)]
+    assert min(classic) >= 0.18 and max(classic) <= 0.22  # the demo's eyes as before
+    assert min(wide) < 0.15 and max(wide) > 0.23  # thin and thick retinas
+    tilts = [_patient(np.random.default_rng(s), 256, 128, variety="wide")["tilt"] / 256 for s in range(40)]
+    assert min(tilts) < -0.06 and max(tilts) > 0.06  # beyond the classic +-0.05
+    # the classic eye draws nothing more: the same seed gives the same B-scans as before the wide variety existed
+    a, _ = generate_volume(np.random.default_rng(5), 2, 64, 48, "cirrus")
+    assert hashlib.md5(a.tobytes()).hexdigest() == "7dd698035256a5828e1e171c54532a0b"
+    with pytest.raises(ValueError, match="variety"):
+        generate_volume(np.random.default_rng(5), 2, 64, 48, "cirrus", "narrow")
+
+
+def test_drusen_and_foci_change_the_picture_but_are_never_labelled():
+    from data.synthetic import Blob
+
+    p = _wide_eye()
+    plain, plain_cls = _bscan_of(p)
+    assert not plain_cls.any()
+    p["wide"]["drusen"] = [Blob(0.5, 0.5, 0.2, 0.3, 12.0, np.zeros((3, 2)))]  # a 12-row bump under the RPE
+    p["wide"]["foci"] = 20
+    img, cls = _bscan_of(p)
+    assert not cls.any()  # not fluid
+    assert np.abs(img.astype(int) - plain).mean() > 2  # but visible
+
+
+def test_cysts_are_rea_inside_the_retina_and_dark():
+    p = _wide_eye()
+    plain, _ = _bscan_of(p)
+    # one cyst at the middle column, half-way down the retina, 6 rows tall
+    p["wide"]["cysts"] = [(0.5, 0.5, 0.5, 0.08, 6.0, 0.3)]
+    img, cls = _bscan_of(p)
+    assert set(np.unique(cls)) == {0, 1}
+    rows, cols = np.nonzero(cls == 1)
+    assert 6 <= rows.max() - rows.min() + 1 <= 13 and abs(cols.mean() - 63.5) < 2
+    assert img[cls == 1].mean() < plain[cls == 1].mean() - 20  # darker than the retina it replaces
+
+
+def test_a_published_copy_is_blurred_and_blocky_at_the_same_size():
+    from data.synthetic import _published
+
+    img, _ = _bscan_of(_wide_eye())
+    copy = _published(img, 0.5, 0.5, 60)
+    assert copy.shape == img.shape and copy.dtype == np.uint8
+    grad = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert grad(copy) < 0.8 * grad(img)  # speckle smoothed away by the shrink
+    assert 0 < np.abs(copy.astype(int) - img).mean() < 30
