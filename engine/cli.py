@@ -27,6 +27,7 @@ TOOLS = """tools:
   python -m data.synthetic --out DIR ...    write a synthetic OCT set in the AI Challenger layout
   python -m tools.export CKPT --format onnx export a checkpoint to ONNX or TorchScript
   python -m utils.checkpoint SRC DST        an optimiser-free (fp16 / bf16) copy of a checkpoint for shipping
+  python -m tools.calibrate --seg-path CKPT an OCT model's fluid calibrated on labelled data (area ratio 1)
   python bench.py                           speed of the fast paths against the original's way
 """
 
@@ -275,10 +276,12 @@ def task_for(paths: list[str], cache_dir=None, weights=None, overrides: dict | N
     ``overrides`` replacing its own, and the task they name, holding every checkpoint's carried values. An override
     that the checkpoint's task does not take is ignored with a warning."""
     from tasks import build_task, get_task
-    from utils.checkpoint import load_checkpoint
+    from utils.checkpoint import checked_class_bias, load_checkpoint
 
     states = [load_checkpoint(p) for p in paths]
     settings = Settings.from_dict(states[0]["settings"], source=paths[0])
+    for p, st in zip(paths, states):  # checked before anything reads it (the task logs it)
+        checked_class_bias(st.get("class_bias"), settings.num_classes, p)
     if cache_dir is not None:
         settings = dataclasses.replace(settings, cache_dir=cache_dir)
     own = {f.name for f in dataclasses.fields(get_task(settings.task).settings_class)}

@@ -9,7 +9,6 @@ windows).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import model_from_checkpoint
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, checked_class_bias
 from utils.config import Settings
 
 
@@ -94,20 +93,6 @@ def biased(logits: torch.Tensor, bias: Sequence[float] | None) -> torch.Tensor:
     if bias is None:
         return logits
     return logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device).view(1, -1, 1, 1)
-
-
-def checked_class_bias(bias, num_classes: int, path) -> tuple[float, ...] | None:
-    """A checkpoint's ``class_bias``: one finite number per class, or None."""
-    if bias is None:
-        return None
-    values = list(bias) if isinstance(bias, (list, tuple)) else None
-    ok = values is not None and len(values) == num_classes
-    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-    if not ok:
-        raise CheckpointError(
-            f"{path}: class_bias {bias!r} is not {num_classes} finite numbers (one logit offset per class)"
-        )
-    return tuple(float(v) for v in values)
 
 
 @dataclass

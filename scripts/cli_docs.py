@@ -16,6 +16,7 @@ import predict as predict_script  # noqa: E402
 import sweep as sweep_script  # noqa: E402
 import test as test_script  # noqa: E402
 import train as train_script  # noqa: E402
+from tools import calibrate as calibrate_tool  # noqa: E402
 
 HEADER = """# Command line
 
@@ -32,6 +33,7 @@ for name, module in (
     ("test.py", test_script),
     ("predict.py", predict_script),
     ("sweep.py", sweep_script),
+    ("python -m tools.calibrate", calibrate_tool),
 ):
     blocks.append(f"## {name}\n\n```text\n{module.build_parser().format_help()}```\n")
 (ROOT / "docs" / "CLI.md").write_text("\n".join(blocks))

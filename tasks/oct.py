@@ -207,6 +207,12 @@ class OctTask(Task):
                     f"{st['class_bias'][0]:+.3f} (tools.calibrate on {cal.get('records', '?')} {cal.get('split', '')} "
                     f"cases of {cal.get('data_dir', 'unrecorded data')})"
                 )
+        if len({tuple(st.get("class_bias") or ()) for st in self.states}) > 1:
+            log.warning(
+                "the fused checkpoints carry different class offsets (some calibrated, or calibrated apart): each "
+                "model's own is applied, but the fusion's fluid is calibrated as none of them was; calibrate the "
+                "fusion's members together, or fuse uncalibrated models"
+            )
         lesions = len(LESION_NAMES)
         if settings.num_classes != lesions + 1:  # the label greys (and RETOUCH values) name exactly these classes
             raise ValueError(

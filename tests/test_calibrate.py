@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from inference.predictor import Member, Predictor, checked_class_bias
+from inference.predictor import Member, Predictor
 from models import build_model
 from models.segdet import SegDetOutput
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, checked_class_bias, load_checkpoint, save_checkpoint
 from utils.config import Settings
 
 SMALL = [4, 8, 8, 16, 16]
@@ -106,3 +106,36 @@ def test_an_area_no_offset_reaches_is_refused_and_nothing_written(tiny_dataset, 
     with pytest.raises(ValueError, match=r"no offset within \+-8 logits.*area ratio"):
         calibrate.main(["--seg-path", str(path), "-d", str(tiny_dataset), "--split", "val", "--out", str(out)])
     assert not out.exists()
+
+
+def test_export_keeps_the_calibration_and_a_bad_offset_is_refused_at_load_naming_the_file(ckpt, tmp_path):
+    import eval as eval_py
+    from tools.export import export
+
+    state = load_checkpoint(ckpt)
+    calibrated, bad = tmp_path / "cal.pth.tar", tmp_path / "bad.pth.tar"
+    save_checkpoint(calibrated, {**state, "class_bias": [-0.05, 0.0, 0.0, 0.0]})
+    save_checkpoint(bad, {**state, "class_bias": []})
+    x = torch.rand(2, 3, 32, 24)
+    seg = [
+        torch.jit.load(str(export(c, "torchscript", tmp_path / f"{c.stem}.pt", 32, 24)))(x)[0]
+        for c in (ckpt, calibrated)
+    ]
+    assert torch.allclose(seg[1][:, 0], seg[0][:, 0] - 0.05, atol=1e-6) and torch.equal(seg[1][:, 1:], seg[0][:, 1:])
+    with pytest.raises(CheckpointError, match="bad.pth.tar: class_bias"):
+        eval_py.main(["--seg-path", str(bad), "--split", "val", "--out", str(tmp_path / "e")])
+
+
+def test_a_bad_target_is_refused_before_any_prediction(ckpt, tmp_path, monkeypatch):
+    from tasks.oct import OctTask
+    from tools import calibrate
+
+    def never(*a, **k):
+        raise AssertionError("predicted")
+
+    monkeypatch.setattr(OctTask, "fluid_margin", never)
+    for target in ("0", "nan", "-1"):
+        with pytest.raises(ValueError, match="--target must be a positive number"):
+            calibrate.main(
+                ["--seg-path", str(ckpt), "--split", "val", "--target", target, "--out", str(tmp_path / "c")]
+            )

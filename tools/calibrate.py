@@ -31,6 +31,7 @@ log = logging.getLogger("calibrate")
 BIAS_RANGE = 8.0
 STEPS = 30  # bisection steps (each a count over the stored margins, not a prediction)
 CLOSE_ENOUGH = 1.1  # the area ratio reached must lie within this factor of the target
+MAX_PIXELS = 4e8  # margins kept in memory: 1.6 GB of float32
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def margins(task, predictor, samples: list) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per case (the fluid margin (N, H, W) float16, the reference's fluid (N, H, W) bool): one prediction each."""
+    """Per case (the fluid margin (N, H, W) float32, the reference's fluid (N, H, W) bool): one prediction each."""
     out = []
     for _, sample in samples:
-        margin = task.fluid_margin(predictor, sample).cpu().numpy().astype(np.float16)
+        margin = task.fluid_margin(predictor, sample).cpu().numpy()
         out.append((margin, np.asarray(sample.labels) > 0))  # fluid as the evaluator counts it (label > 0)
     return out
 
@@ -102,57 +103,98 @@ def pipeline_figures(task, predictor, samples: list) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    import hashlib
+
     import torch
 
-    from engine.cli import build_predictor, task_for, task_overrides
+    from engine.cli import build_predictor, protected_paths, task_for, task_overrides
     from utils.checkpoint import FORMAT_VERSION, load_checkpoint
     from utils.io import check_output_file, output_file
     from utils.log import setup_logging
 
     setup_logging()
     args = build_parser().parse_args(argv)
+    if not math.isfinite(args.target) or args.target <= 0:
+        raise ValueError(f"--target must be a positive number, got {args.target}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     src, dst = Path(args.seg_path), Path(args.out)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else None
     settings, task = task_for([str(src)], args.cache_dir, None, task_overrides(args))
     if task.name != "oct":
         raise ValueError(f"{src}: a {task.name} model; tools.calibrate calibrates the fluid of OCT models")
     data_dir = args.data_dir or settings.data_dir
     records = task.records(args.split, data_dir, args.list_dir)
-    protected = [("the checkpoint being calibrated", src), ("the calibration data", Path(data_dir))]
+    protected = [
+        ("the checkpoint being calibrated", src),
+        *protected_paths(data_dir, [str(src)], task, records, args.list_dir),
+    ]
     check_output_file(dst, args.force, protected)  # before the slow part
-    samples = [(rec, task.load(rec)) for rec in records]
-    if not samples:
+    if not records:
         raise ValueError(f"{data_dir}: no {args.split} records to calibrate on")
-    if any(s.labels is None for _, s in samples):
-        raise ValueError(f"{data_dir}: the {args.split} split has cases without labels; calibrate on labelled data")
+    samples = [(rec, task.load(rec)) for rec in records]
+    unlabelled = [rec.name for rec, s in samples if s.labels is None]
+    if unlabelled:
+        raise ValueError(
+            f"{data_dir}: {len(unlabelled)} {args.split} case(s) without labels ({', '.join(unlabelled[:3])}); "
+            "calibrate on labelled data"
+        )
+    pixels = sum(np.asarray(s.image).size for _, s in samples)
+    if pixels > MAX_PIXELS:
+        raise ValueError(
+            f"{data_dir}: {pixels / 1e6:.0f} million pixels in the {args.split} split; calibration keeps a margin "
+            f"per pixel and takes at most {MAX_PIXELS / 1e6:.0f} million: calibrate on B-scans or fewer volumes"
+        )
     predictor = build_predictor(args, [str(src)])
     # the scale estimate does not depend on the offset: made once per case for both passes
     factors: dict[int, tuple[float, float]] = {}
     scale_factors = task.scale_factors
-    task.scale_factors = lambda s: factors.setdefault(id(s), scale_factors(s))
+
+    def once(sample):
+        if id(sample) not in factors:
+            factors[id(sample)] = scale_factors(sample)
+        return factors[id(sample)]
+
+    task.scale_factors = once
     log.info(f"calibrating {src} on {len(samples)} {args.split} {task.noun} of {data_dir} to area ratio {args.target}")
     bias, before, _ = calibrate(margins(task, predictor, samples), args.target)
     for member in predictor.members:
         base = member.class_bias or (0.0,) * settings.num_classes
         member.class_bias = (base[0] + bias, *base[1:])
-    after = pipeline_figures(task, predictor, samples)
+    after = pipeline_figures(task, predictor, samples)  # eval.py's own path, with the offset in the model
+    reached = after["fluid_area_ratio"]
+    if not args.target / CLOSE_ENOUGH <= reached <= args.target * CLOSE_ENOUGH:
+        raise ValueError(
+            f"with the offset {bias:+.3f} found, eval.py's path gives a fluid area ratio of {reached:.3f}, not "
+            f"{args.target:g} (flip TTA or resizing inside the model blur the margins): nothing written"
+        )
 
+    if digest is None or hashlib.sha256(src.read_bytes()).hexdigest() != digest:
+        raise ValueError(
+            f"{src} changed while it was being calibrated (a training replacing its best checkpoint?): the offset "
+            "fits the weights read before; nothing written. Calibrate a copy that nothing writes to"
+        )
     state = load_checkpoint(src)
     base = list(state.get("class_bias") or [0.0] * settings.num_classes)
     state["class_bias"] = [base[0] + bias, *base[1:]]
     keys = ("fluid_area_ratio", "fluid_dice", "fluid_dice_bscan", "fluid_false_bscans")
     state["calibration"] = {
         "tool": "tools.calibrate",
+        "checkpoint": str(src),
+        "checkpoint_sha256": digest,
         "data_dir": str(data_dir),
         "split": args.split,
         "records": len(samples),
         "target": args.target,
         "background_offset": bias,
+        "options": {"tta": args.tta, "amp": args.amp, **task.applied_options()},
         "before": {k: before.get(k) for k in keys},
         "after": {k: after.get(k) for k in keys},
     }
-    state.pop("format_version", None)
+    # a calibrated model is for inference: resuming its training would keep the offset for other weights
+    drop = ("format_version", "optimizer", "rng_states", "train_sums", "step")
     with output_file(dst, args.force, protected) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+        torch.save({"format_version": FORMAT_VERSION, **{k: v for k, v in state.items() if k not in drop}}, tmp)
     log.info(
         f"background logit offset {bias:+.3f}: fluid area ratio {before['fluid_area_ratio']:.3f} -> "
         f"{after['fluid_area_ratio']:.3f}, fluid Dice {before['fluid_dice']:.4f} -> {after['fluid_dice']:.4f}, "

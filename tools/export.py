@@ -3,8 +3,9 @@
     python -m tools.export runs/demo/checkpoint/model_best.pth.tar --format onnx --out model.onnx
 
 The exported graph takes the normalised 3-channel input (B, 3, H, W) float32 and returns ``seg_logits``
-(B, 4, H, W) and ``cls_logits`` (B, 3); the mean and std to normalise with are printed and stored in the ONNX
-metadata (``mean``, ``std``).
+(B, 4, H, W; a calibrated checkpoint's class offsets already added, so their argmax is the toolkit's labels) and
+``cls_logits`` (B, 3); the mean and std to normalise with are printed and stored in the ONNX metadata (``mean``,
+``std``, and ``class_bias``).
 """
 
 from __future__ import annotations
@@ -21,20 +22,24 @@ import torch
 from torch import nn
 
 from models import model_from_checkpoint
+from utils.checkpoint import checked_class_bias
 from utils.io import check_output_file, output_file
 
 
 class ExportWrapper(nn.Module):
-    """Plain tuple outputs for exporters: (seg_logits, cls_logits)."""
+    """Plain tuple outputs for exporters: (seg_logits, cls_logits), the segmentation logits with a calibrated
+    checkpoint's class offsets added (``class_bias``, as ``inference.predictor`` adds them)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, class_bias: tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.register_buffer("class_bias", None if class_bias is None else torch.tensor(class_bias).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(x)
+        seg = out.seg_logits if self.class_bias is None else out.seg_logits + self.class_bias
         cls = out.cls_logits if out.cls_logits is not None else out.seg_logits.new_zeros(x.shape[0], 0)
-        return out.seg_logits, cls
+        return seg, cls
 
 
 def export(
@@ -55,7 +60,8 @@ def export(
     protected = [("the checkpoint being exported", Path(ckpt))]
     check_output_file(out, force, protected)  # before the (slow) load and trace
     model, settings, state = model_from_checkpoint(ckpt)
-    wrapper = ExportWrapper(model).eval()
+    bias = checked_class_bias(state.get("class_bias"), settings.num_classes, ckpt)
+    wrapper = ExportWrapper(model, bias).eval()
     example = torch.randn(2, 3, height, width)
     norm = state.get("normalization") or {}
     with output_file(out, force, protected) as tmp:
@@ -92,6 +98,7 @@ def _write(wrapper: nn.Module, example: torch.Tensor, fmt: str, tmp: Path, opset
             "mean": json.dumps(norm.get("mean")),
             "std": json.dumps(norm.get("std")),
             "model": name,
+            "class_bias": json.dumps(None if wrapper.class_bias is None else wrapper.class_bias.flatten().tolist()),
         }.items():
             entry = m.metadata_props.add()
             entry.key, entry.value = k, v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -63,6 +64,20 @@ def migrate(state: dict) -> dict:
     if state["format_version"] < 3 and isinstance(state.get("settings"), dict):
         state["settings"] = nest_task_settings(state["settings"])
     return state
+
+
+def checked_class_bias(bias, num_classes: int, path) -> tuple[float, ...] | None:
+    """A checkpoint's ``class_bias`` (``tools.calibrate``: one logit offset per class), checked; None without one."""
+    if bias is None:
+        return None
+    values = list(bias) if isinstance(bias, (list, tuple)) else None
+    ok = values is not None and len(values) == num_classes
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    if not ok:
+        raise CheckpointError(
+            f"{path}: class_bias {bias!r} is not {num_classes} finite numbers (one logit offset per class)"
+        )
+    return tuple(float(v) for v in values)
 
 
 def load_model_weights(model: torch.nn.Module, state_dict: dict, path: str | Path) -> None:

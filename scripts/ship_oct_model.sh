@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# How checkpoints/oct_unet.pth.tar is made (docs/OCT_MODEL_CARD.md), on a CPU in about 1.5 hours (2 cores):
+# generate the wide synthetic set, train (stop it any time: re-running continues with --resume auto), keep an fp16
+# copy, calibrate its fluid on an independent phantom, score it on the independent test sets.
+#   bash scripts/ship_oct_model.sh            # writes runs/oct_ship/oct_unet.pth.tar and the eval folders
+#   cp runs/oct_ship/oct_unet.pth.tar checkpoints/   # what ships
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-runs/oct_ship}
+DATA=${DATA:-$WORK/wide}
+IND=${IND:-data/independent}
+[ -d "$DATA" ] || python -m data.synthetic --out "$DATA" --seed 2027 --train 40 --val 6 --test 6 --slices 32 \
+    --height 512 --width 256 --variety wide --jobs 2
+python train.py --name unet -d "$DATA" --out "$WORK/run" --batch-size 8 -j 2 --epochs 12 -o Adam --lr 0.002 \
+    --lr-mode poly --loss mix_3 --seed 2027 --lone-bscans 0.5 --random-scale 0.2 --select fluid_dice --resume auto
+python -m utils.checkpoint "$WORK/run/checkpoint/model_best.pth.tar" "$WORK/fp16.pth.tar" --dtype fp16 --force
+# held-out data unlike the training data: the independent phantom (data/phantom.py), a calibration set and a test set
+# of other seeds, and the demo's test B-scans as a publisher passes them on
+[ -d "$IND/phantom_cal" ] || python -m data.phantom --out "$IND/phantom_cal/test" --count 120 --seed 77
+[ -d "$IND/phantom" ] || python -m data.phantom --out "$IND/phantom/test" --count 120 --seed 2026
+[ -d data/synthetic ] || python -m data.synthetic --out data/synthetic --seed 0 --train 8 --val 3 --test 3 \
+    --slices 32 --height 256 --width 128
+[ -d "$IND/published" ] || python -m tools.publish_copies data/synthetic "$IND/published/test" --split test \
+    --size 512x512 --quality 75 --every 2
+python -m tools.calibrate --seg-path "$WORK/fp16.pth.tar" -d "$IND/phantom_cal" --layout bscans \
+    --label-map 255:fluid --out "$WORK/oct_unet.pth.tar" --force
+for model in fp16 oct_unet; do
+    python eval.py --seg-path "$WORK/$model.pth.tar" -d "$IND/phantom" --split test --layout bscans \
+        --label-map 255:fluid --out "$WORK/eval_phantom_$model" --force
+    python eval.py --seg-path "$WORK/$model.pth.tar" -d "$IND/published" --split test --layout bscans \
+        --label-map 255:1,191:2,128:3 --out "$WORK/eval_published_$model" --force
+done
+python eval.py --seg-path "$WORK/oct_unet.pth.tar" -d "$DATA" --split test --out "$WORK/eval_wide_test" --force
