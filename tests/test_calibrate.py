@@ -139,3 +139,24 @@ def test_a_bad_target_is_refused_before_any_prediction(ckpt, tmp_path, monkeypat
             calibrate.main(
                 ["--seg-path", str(ckpt), "--split", "val", "--target", target, "--out", str(tmp_path / "c")]
             )
+
+
+def test_a_checkpoint_replaced_while_it_is_calibrated_is_not_written(ckpt, tiny_dataset, tmp_path, monkeypatch):
+    """A run's model_best.pth.tar replaced by a better epoch mid-way: the offset fits the weights read first."""
+    import shutil
+
+    from tools import calibrate
+
+    src = tmp_path / "model_best.pth.tar"
+    shutil.copy(ckpt, src)
+    real = calibrate.margins
+
+    def training_saves_a_better_epoch(*args):
+        save_checkpoint(src, {**load_checkpoint(ckpt), "epoch": 2})
+        return real(*args)
+
+    monkeypatch.setattr(calibrate, "margins", training_saves_a_better_epoch)
+    out = tmp_path / "c.pth.tar"
+    with pytest.raises(ValueError, match="changed while it was being calibrated"):
+        calibrate.main(["--seg-path", str(src), "-d", str(tiny_dataset), "--split", "val", "--out", str(out)])
+    assert not out.exists()
