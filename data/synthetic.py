@@ -14,7 +14,8 @@ some patients have no lesion. Output is a pure function of the seed.
 tests' data as it was) widens every eye: retina position, tilt, curvature (myopic eyes curve the other way) and
 thickness, foveal pits from shallow to deep, clusters of small intraretinal cysts beside the thickening domes, drusen
 and hyperreflective foci (not lesions: the model must learn to leave them), columns of lost signal under media
-opacities, and B-scans passed on by a publisher (shrunk along either axis and blown back up, JPEG-compressed).
+opacities, log display curves over a raised noise floor, and B-scans passed on by a publisher (shrunk along either
+axis and blown back up, JPEG-compressed).
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def _wide(rng: np.random.Generator, height: int, width: int) -> dict:
         quality = int(rng.integers(50, 96)) if rng.random() < 0.7 else 0
         publisher = (rng.uniform(0.4, 1.0), rng.uniform(0.4, 1.0), quality)
     opacity = (rng.uniform(0.1, 0.9), rng.uniform(0.03, 0.3), rng.uniform(0.3, 0.75)) if rng.random() < 0.3 else None
+    # how the device or its export displays the signal: half of the eyes on a log curve over a raised noise floor
+    # (dark fluid only somewhat darker than the retina, a grey vitreous), as many exported B-scans look
+    display = (rng.uniform(15, 90), _log_uniform(rng, 2, 40)) if rng.random() < 0.5 else None
     return {
         "top": top,
         "thick": thick,
@@ -220,6 +224,7 @@ def _wide(rng: np.random.Generator, height: int, width: int) -> dict:
         "foci": int(rng.integers(0, 25)) if rng.random() < 0.5 else 0,
         "opacity": opacity,
         "publisher": publisher,
+        "display": display,
     }
 
 
@@ -294,6 +299,8 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
     rnfl_bottom = ilm + bands[-1][0]
     img = np.where(yy > rnfl_bottom[None] + 2, img * shadow[None], img)
     out = _scanner(img, p, height, width, rng)
+    if p["wide"] and p["wide"]["display"]:
+        out = _displayed(out, *p["wide"]["display"])
     if p["wide"] and p["wide"]["publisher"]:
         out = _published(out, *p["wide"]["publisher"])
     return out, cls
@@ -324,6 +331,12 @@ def _wide_bscan(p, img, cls, x, z, yy, ilm, bottom, height, width, rng):
         d = np.clip(1 - np.abs(x - c) / half, 0, 1)
         img = img * (1 - (1 - gain) * d)[None]
     return img, cls
+
+
+def _displayed(img: np.ndarray, floor: float, k: float) -> np.ndarray:
+    """A B-scan on a log display curve of strength ``k`` over a noise floor of grey ``floor``."""
+    x = np.log1p(k * img.astype(np.float32) / 255.0) / np.log1p(k)
+    return np.clip(floor + (255.0 - floor) * x, 0, 255).astype(np.uint8)
 
 
 def _published(img: np.ndarray, fy: float, fx: float, quality: int) -> np.ndarray:
