@@ -615,3 +615,77 @@ def save_volume_pictures(
     return save_image_atomic(
         out_dir / f"{pid}.gif", frames[0], save_all=True, append_images=frames[1:], duration=120, loop=0
     )
+
+
+# ---------------------------------------------------------------------------------------------------- Python API
+@dataclass
+class FluidResult:
+    """What ``FluidSegmenter.predict`` returns, as NumPy arrays at the input's own size."""
+
+    labels: np.ndarray  # (N, H, W) uint8 class indices (0 background, 1 REA, 2 SRF, 3 PED); (H, W) for one B-scan
+    detection: np.ndarray  # (N, 3) float32 per-B-scan lesion scores, as test.py writes them (``--detection``)
+    quantities: dict  # metrics.quantify: voxels, volume_nl (None without a spacing), affected B-scans, en-face maps
+
+
+class FluidSegmenter:
+    """OCT fluid segmentation from Python with a checkpoint, by default the shipped one (docs/OCT_MODEL_CARD.md),
+    exactly as predict.py does it (scale, calibration, detection score).
+
+    >>> seg = FluidSegmenter.from_checkpoint()  # checkpoints/oct_unet.pth.tar
+    >>> out = seg.predict(bscan)  # (H, W) or (N, H, W) uint8; spacing=(dz, dy, dx) in mm for volumes in nL
+    >>> out.labels, out.detection, out.quantities["volume_nl"]
+    >>> out = seg.predict_file("P0001.img")  # any file or folder predict.py reads
+    """
+
+    def __init__(self, predictor: Predictor, task: OctTask) -> None:
+        self.predictor = predictor
+        self.task = task
+        self.count = 0  # inputs predicted: the default name of the next one is "volume <count + 1>"
+
+    @classmethod
+    def from_checkpoint(
+        cls, paths=None, device=None, weights=None, scale=None, detection=None, **predictor_kwargs
+    ) -> FluidSegmenter:
+        """One checkpoint (default: the shipped OCT model), or several fused (``weights``: one per checkpoint);
+        ``scale``: ``auto``, ``none`` or a factor; ``detection``: ``combined``, ``seg`` or ``head`` (the
+        checkpoint's setting when not given); ``predictor_kwargs`` go to ``Predictor`` (``tta_flip``, ``amp``, ...)."""
+        from engine.cli import task_for
+        from tasks import load_predictor
+        from utils.config import scale_value
+
+        if paths is None:
+            paths = OctTask.shipped_checkpoint
+            if not paths.is_file():
+                raise FileNotFoundError(f"{paths}: the shipped OCT model is missing; give a checkpoint")
+        paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
+        overrides = {k: v for k, v in (("scale", scale), ("detection", detection)) if v is not None}
+        if "scale" in overrides:
+            overrides["scale"] = scale_value(overrides["scale"])  # checked before any checkpoint is read
+        settings, task = task_for(paths, weights=weights, overrides=overrides)
+        if task.name != OctTask.name:
+            raise ValueError(f"{paths[0]}: a checkpoint of task {task.name!r}, not 'oct'")
+        return cls(load_predictor(paths, weights, device=device, **predictor_kwargs), task)
+
+    def predict(self, image: np.ndarray, spacing=None, name: str | None = None) -> FluidResult:
+        """image (H, W) (one B-scan) or (N, H, W) (a volume, B-scans in order) uint8 -> ``FluidResult``; ``spacing``
+        (between B-scans, along depth, between A-scans) in mm, where known, gives volumes in nL and, with ``--scale
+        auto``, the resampling to the model's pixel scale. Messages call the input ``name`` (default "volume N")."""
+        self.count += 1
+        name = name or f"volume {self.count}"
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or 0 in image.shape:
+            raise ValueError(f"{name}: expected (H, W) or (N, H, W) uint8 B-scans, got {image.dtype} {image.shape}")
+        bscan = image.ndim == 2
+        sample = Volume(np.ascontiguousarray(image[None] if bscan else image), None, spacing, bscan, name)
+        return self._result(sample)
+
+    def predict_file(self, path) -> FluidResult:
+        """A B-scan image, a slice folder or a volume file, read as predict.py reads it."""
+        self.count += 1
+        return self._result(self.task.read_input(Path(path)))
+
+    def _result(self, sample: Volume) -> FluidResult:
+        p = self.task.predict(self.predictor, sample)
+        labels = p.labels.cpu().numpy()
+        quant = self.task.quantify(sample, p)
+        return FluidResult(labels[0] if sample.bscan else labels, p.det.float().cpu().numpy(), quant)

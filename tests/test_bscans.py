@@ -2,6 +2,7 @@
 paired 2-D training layout with a fluid-only reference (a partial-label loss), and lone B-scans in training."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +350,26 @@ def test_dice_on_a_fluid_only_reference_scores_the_lesion_union():
     loss = SoftDiceLoss(any_index=ANY_LESION)
     assert loss(right, target).item() == pytest.approx(0.0, abs=1e-3)
     assert loss(wrong, target).item() > 0.1
+
+
+# ------------------------------------------------------------------------------------------ the Python API (OCT)
+def test_fluid_segmenter_gives_predict_pys_labels_and_checks_its_input(oct_ckpt, tiny_dataset, tmp_path):
+    from tasks.oct import FluidSegmenter
+
+    folder = sorted((tiny_dataset / "Edema_testset" / "original_images").iterdir())[0]
+    files = predict([folder], tmp_path, oct_ckpt)
+    seg = FluidSegmenter.from_checkpoint(oct_ckpt)
+    volume = read_volume(folder).image
+    out = seg.predict(volume, spacing=(0.05, 0.002, 0.01))
+    written = {k.split("_labelMark_")[-1]: np.load(p) for k, p in files.items() if k.endswith(".npy")}
+    assert out.labels.shape == volume.shape and out.detection.shape == (volume.shape[0], 3)
+    assert np.array_equal(out.labels, written["volumes.npy"]) and np.allclose(out.detection, written["detections.npy"])
+    assert np.array_equal(out.labels, seg.predict_file(folder).labels)
+    # one voxel is 0.05 x 0.002 x 0.01 mm = 1e-6 mm^3 = 1e-3 nL
+    assert out.quantities["volume_nl"]["REA"] == pytest.approx((out.labels == 1).sum() * 1e-3)
+    one = seg.predict(volume[2])  # a single B-scan: (H, W) labels, its neighbours itself
+    assert one.labels.shape == volume.shape[1:] and one.detection.shape == (1, 3)
+    with pytest.raises(ValueError, match="scan 7: expected .* uint8 B-scans, got float64"):
+        seg.predict(volume.astype(float), name="scan 7")
+    with pytest.raises(ValueError, match="not 'oct'"):
+        FluidSegmenter.from_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "drive_unet.pth.tar")
