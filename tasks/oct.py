@@ -599,22 +599,54 @@ def panel(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None) -> np.n
 
 
 def save_volume_pictures(
-    out_dir: Path, pid: str, volume: np.ndarray, pred: np.ndarray, truth: np.ndarray | None, gif_scale: float = 0.5
+    out_dir: Path, pid: str, volume: np.ndarray, pred: np.ndarray, truth: np.ndarray | None, gif_shrink: int = 2
 ) -> Path:
-    """Writes ``out_dir/<pid>/<z>.png`` for every slice and ``out_dir/<pid>.gif``; returns the GIF path."""
+    """Writes ``out_dir/<pid>/<z>.png`` for every slice and ``out_dir/<pid>.gif`` (frames ``gif_shrink`` times
+    smaller, every lesion kept: ``gif_frame``); returns the GIF path."""
     folder = out_dir / pid
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(gif_palette())
     for z in range(volume.shape[0]):
-        pic = panel(np.asarray(volume[z]), np.asarray(pred[z]), None if truth is None else np.asarray(truth[z]))
-        save_image_atomic(folder / f"{z + 1}.png", pic)
-        im = Image.fromarray(pic)
-        if gif_scale != 1:
-            im = im.resize((max(1, int(im.width * gif_scale)), max(1, int(im.height * gif_scale))), Image.BILINEAR)
-        frames.append(im.convert("P", palette=Image.ADAPTIVE, colors=64))
+        image, p, t = np.asarray(volume[z]), np.asarray(pred[z]), None if truth is None else np.asarray(truth[z])
+        save_image_atomic(folder / f"{z + 1}.png", panel(image, p, t))
+        frames.append(gif_frame(image, p, t, gif_shrink, palette))
     return save_image_atomic(
         out_dir / f"{pid}.gif", frames[0], save_all=True, append_images=frames[1:], duration=120, loop=0
     )
+
+
+# GIF frames hold 256 colours. Quantised one by one (an adaptive palette per frame) and shrunk by interpolation, the
+# overlay lost small lesions: a few tinted pixels get no colour of their own, and a lesion of a pixel or two blends
+# into the grey around it. So every frame shares one palette made for the overlay (grey levels, and each lesion
+# colour blended over grey levels as ``overlay`` blends it), and frames are shrunk by whole blocks with the labels
+# max-pooled: a block holding a lesion pixel is drawn as lesion.
+GIF_GREYS, GIF_TINTS = 128, 42  # 128 + 3 x 42 = 254 colours
+
+
+def gif_palette() -> list[int]:
+    """The shared GIF palette: 768 values (R, G, B per entry)."""
+    greys = np.linspace(0, 255, GIF_GREYS)[:, None]
+    levels = np.linspace(0, 255, GIF_TINTS)[:, None]
+    entries = [np.repeat(greys, 3, axis=1)]
+    entries += [(1 - OVERLAY_ALPHA) * levels + OVERLAY_ALPHA * colour[None] for colour in CLASS_COLOURS[1:]]
+    pal = np.concatenate(entries).round().clip(0, 255).astype(np.uint8).reshape(-1)
+    return pal.tolist() + [0] * (768 - pal.size)
+
+
+def gif_frame(image, pred, truth, shrink: int, palette: Image.Image) -> Image.Image:
+    """One GIF frame: the panel at 1 / ``shrink`` of the size, labels max-pooled, in the shared ``palette``."""
+    if shrink > 1 and min(image.shape) >= shrink:
+        h, w = (n // shrink for n in image.shape)
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+        def pool(labels):
+            return labels[: h * shrink, : w * shrink].reshape(h, shrink, w, shrink).max(axis=(1, 3))
+
+        pred, truth = pool(pred), None if truth is None else pool(truth)
+    pic = Image.fromarray(panel(image, pred, truth))
+    return pic.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
 # ---------------------------------------------------------------------------------------------------- Python API

@@ -299,3 +299,34 @@ def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="det"):
         write_patient_report(tmp_path / "a.html", "a", image, labels, det[:, :2], q)
     assert not (tmp_path / "a.html").exists()
+
+
+def test_a_one_pixel_lesion_stays_visible_in_the_gif(tmp_path):
+    """The GIF halved its frames by interpolation and quantised each to 64 colours of its own: on a demo volume 1,824
+    strongly coloured overlay pixels of the PNGs became 0 in the GIF (issue 24, item 5)."""
+    from PIL import Image
+
+    from data.oct import CLASS_COLOURS
+    from tasks.oct import save_volume_pictures
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, (3, 41, 30), dtype=np.uint8)  # noise: many greys for a palette to spend on
+    pred = np.zeros_like(volume)
+    pred[1, 20, 13] = 1  # one REA pixel
+    pred[2, 7, 5] = 3  # one PED pixel
+    gif = save_volume_pictures(tmp_path, "P1", volume, pred, None)
+    frames = []
+    with Image.open(gif) as im:
+        for z in range(im.n_frames):
+            im.seek(z)
+            frames.append(np.asarray(im.convert("RGB")).astype(int))
+    assert frames[0].shape[0] == 20  # halved: 41 x 30 -> 20 x 15, B-scan | overlay
+
+    def tinted(frame, k):
+        """Pixels of the overlay half whose colour is class k's tint (far from grey, towards its colour)."""
+        over = frame[:, -15:]
+        tint = CLASS_COLOURS[k] - CLASS_COLOURS[k].mean()
+        return ((over - over.mean(axis=2, keepdims=True)) @ tint / (tint @ tint) > 0.3).sum()
+
+    assert tinted(frames[0], 1) == tinted(frames[0], 3) == 0
+    assert tinted(frames[1], 1) == 1 and tinted(frames[2], 3) == 1
