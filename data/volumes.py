@@ -35,7 +35,7 @@ import tifffile
 
 from data.common import DatasetError, file_error
 from data.oct import read_grey, stack_slices
-from utils.io import IGNORED_FILES
+from utils.io import IGNORED_FILES, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,49 @@ class ScanVolume:
     spacing: Spacing | None
     path: Path
     format: str
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels lie, in ITK's terms (x: A-scans, y: depth, z: B-scans): ``spacing`` and ``origin`` in
+    mm, ``direction`` the 3 x 3 matrix row by row; ``source``: "file" (the input's own header), "spacing" (a known
+    spacing, origin 0 and no rotation) or "unit" (nothing known: 1 mm voxels)."""
+
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+    source: str
+
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def volume_geometry(volume: ScanVolume) -> Geometry:
+    """The geometry a label map of ``volume`` is written with: the header's origin and direction for NIfTI and
+    MetaImage inputs (the array keeps their voxel order), with the volume's spacing (the header's, or the one given
+    in its place); for other inputs the known spacing, else 1 mm voxels."""
+    spacing = None if volume.spacing is None else tuple(float(v) for v in reversed(volume.spacing))
+    if volume.format in ("nifti", "metaimage"):
+        reader = _itk_reader(volume.path)
+        origin = tuple(float(v) for v in reader.GetOrigin())
+        direction = tuple(float(v) for v in reader.GetDirection())
+        return Geometry(spacing or (1.0, 1.0, 1.0), origin, direction, "file" if spacing else "unit")
+    if spacing is not None:
+        return Geometry(spacing, (0.0, 0.0, 0.0), IDENTITY, "spacing")
+    return Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), IDENTITY, "unit")
+
+
+def write_label_nifti(path: str | Path, labels: np.ndarray, geometry: Geometry) -> Path:
+    """labels (Z, H, W) uint8 -> a NIfTI file (``.nii.gz``) in ``geometry``, written atomically: opens over its
+    input in ITK-SNAP and 3D Slicer."""
+    sitk = _require("SimpleITK", "SimpleITK", Path(path))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+    return Path(path)
 
 
 # ---- public interface

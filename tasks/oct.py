@@ -42,7 +42,15 @@ from data.oct import (
 from data.retina import estimate_spacing
 from data.retouch import find_retouch_volumes, is_retouch, parse_label_map
 from data.transforms import ANY_LESION
-from data.volumes import GREY_RULE, cirrus_spacing, read_volume, volume_name
+from data.volumes import (
+    GREY_RULE,
+    Geometry,
+    cirrus_spacing,
+    read_volume,
+    volume_geometry,
+    volume_name,
+    write_label_nifti,
+)
 from inference.predictor import Prediction, Predictor
 from metrics import detection_auc, fluid_counts, fluid_summary, summarize_dice, volume_dice
 from metrics.quantify import quantify
@@ -67,6 +75,7 @@ class Volume:
     spacing: tuple[float, float, float] | None = None
     bscan: bool = False
     name: str = ""  # for messages
+    geometry: Geometry | None = None  # where a file's voxels lie (predict.py's NIfTI label maps); None for data sets
 
 
 def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -288,7 +297,7 @@ class OctTask(Task):
         if path.is_file() and is_bscan_file(path):
             return Volume(read_bscan(path)[None], None, spacing, bscan=True, name=str(path))
         v = read_volume(path, cube=cube, spacing=spacing)
-        return Volume(v.image, None, v.spacing, name=str(path))
+        return Volume(v.image, None, v.spacing, name=str(path), geometry=volume_geometry(v))
 
     def check_report(self, path: Path, sample: Volume) -> None:
         if sample.bscan:
@@ -472,8 +481,9 @@ class OctTask(Task):
         self, folder: Path, name: str, prediction: Prediction, seg: bool, det: bool, sample: Volume | None = None
     ) -> list[Path]:
         """``segment/<PID>_labelMark_volumes.npy`` (uint8 N x H x W classes) and ``..._detections.npy`` (float32
-        N x 3 probabilities of REA, SRF, PED), the challenge's submission files; for a single B-scan
-        ``segment/<name>_labels.png`` (its own size, class indices 0-3 as in the submission files) and
+        N x 3 probabilities of REA, SRF, PED), the challenge's submission files, and for a volume read from a file
+        or folder (predict.py) ``segment/<name>_labels.nii.gz``, the classes in the input's geometry; for a single
+        B-scan ``segment/<name>_labels.png`` (its own size, class indices 0-3 as in the submission files) and
         ``segment/<name>_detections.npy`` (1 x 3)."""
         sub = folder / SUBMISSION_FOLDER
         sub.mkdir(exist_ok=True)
@@ -489,6 +499,13 @@ class OctTask(Task):
         if seg:
             written.append(sub / f"{name}_labelMark_volumes.npy")
             save_npy_atomic(written[-1], prediction.labels.cpu().numpy().astype(np.uint8))
+        if seg and sample is not None and sample.geometry is not None:
+            if sample.geometry.source == "unit":
+                log.warning(
+                    f"{sample.name}: no voxel spacing known; {name}_labels.nii.gz has 1 mm voxels (pass --spacing)"
+                )
+            labels = prediction.labels.cpu().numpy().astype(np.uint8)
+            written.append(write_label_nifti(sub / f"{name}_labels.nii.gz", labels, sample.geometry))
         if det:
             written.append(sub / f"{name}_labelMark_detections.npy")
             save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))

@@ -373,3 +373,38 @@ def test_fluid_segmenter_gives_predict_pys_labels_and_checks_its_input(oct_ckpt,
         seg.predict(volume.astype(float), name="scan 7")
     with pytest.raises(ValueError, match="not 'oct'"):
         FluidSegmenter.from_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "drive_unet.pth.tar")
+
+
+# ------------------------------------------------------------------------ NIfTI label maps (issue 24, item 1, part)
+def test_volumes_get_a_nifti_label_map_in_their_own_geometry(oct_ckpt, tmp_path, caplog):
+    import logging
+
+    import SimpleITK as sitk
+
+    volume = np.stack([bscan_like(seed=z) for z in range(4)])
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing((0.0117, 0.0039, 0.12))  # x A-scans, y depth, z B-scans (mm)
+    image.SetOrigin((10.0, -5.0, 3.0))
+    image.SetDirection((-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))  # NIfTI's usual flips
+    inputs = tmp_path / "in"
+    (inputs / "P9.img").mkdir(parents=True)
+    sitk.WriteImage(image, str(inputs / "eye.nii.gz"))
+    folder = inputs / "P9.img"
+    for z, b in enumerate(volume, start=1):
+        Image.fromarray(b).save(folder / f"{z}.bmp")
+    with caplog.at_level(logging.WARNING):
+        files = predict([inputs / "eye.nii.gz", folder], tmp_path, oct_ckpt)
+    out = sitk.ReadImage(str(files["segment/eye_labels.nii.gz"]))
+    assert out.GetSpacing() == pytest.approx(image.GetSpacing()) and out.GetOrigin() == pytest.approx((10, -5, 3))
+    assert out.GetDirection() == pytest.approx(image.GetDirection())
+    assert np.array_equal(sitk.GetArrayFromImage(out), np.load(files["segment/eye_labelMark_volumes.npy"]))
+    # a slice folder without a known spacing: 1 mm voxels, and a warning naming the input and what to pass
+    unit = sitk.ReadImage(str(files["segment/P9_labels.nii.gz"]))
+    assert unit.GetSpacing() == (1.0, 1.0, 1.0) and "P9.img: no voxel spacing known" in caplog.text
+    assert "--spacing" in caplog.text
+    # with --spacing (between B-scans, depth, A-scans in mm): ITK's x, y, z order
+    out_dir = tmp_path / "spaced"
+    predict_script.main([str(folder), "--spacing", "0.12", "0.0039", "0.0117", "--checkpoint", str(oct_ckpt),
+                         "--out", str(out_dir)])  # fmt: skip
+    spaced = sitk.ReadImage(str(out_dir / "segment" / "P9_labels.nii.gz"))
+    assert spaced.GetSpacing() == pytest.approx((0.0117, 0.0039, 0.12))
