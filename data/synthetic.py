@@ -14,8 +14,9 @@ some patients have no lesion. Output is a pure function of the seed.
 tests' data as it was) widens every eye: retina position, tilt, curvature (myopic eyes curve the other way) and
 thickness, foveal pits from shallow to deep, clusters of small intraretinal cysts beside the thickening domes, drusen
 and hyperreflective foci (not lesions: the model must learn to leave them), columns of lost signal under media
-opacities, log display curves over a raised noise floor, and B-scans passed on by a publisher (shrunk along either
-axis and blown back up, JPEG-compressed).
+opacities, the posterior hyaloid and epiretinal membranes over the retina, layer contrasts of other devices, log
+display curves over a raised noise floor, and B-scans passed on by a publisher (shrunk along either axis and blown
+back up, JPEG-compressed).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def _patient(rng: np.random.Generator, height: int, width: int, style: str = "mi
     }
     if variety == "wide":  # the eye's shape, redrawn over the ranges real eyes and devices span
         w = p["wide"]
-        p.update({k: w[k] for k in ("top", "curve", "tilt", "thick", "pit")})
+        p.update({k: w[k] for k in ("top", "curve", "tilt", "thick", "pit", "layer_gain")})
         if not any(p["lesions"].values()):  # a healthy eye keeps no cysts
             w["cysts"] = []
     return p
@@ -212,6 +213,10 @@ def _wide(rng: np.random.Generator, height: int, width: int) -> dict:
     # how the device or its export displays the signal: half of the eyes on a log curve over a raised noise floor
     # (dark fluid only somewhat darker than the retina, a grey vitreous), as many exported B-scans look
     display = (rng.uniform(15, 90), _log_uniform(rng, 2, 40)) if rng.random() < 0.5 else None
+    # membranes over the retina, bright and thin, never fluid, though what lies under them is dark: the posterior
+    # hyaloid arching over the vitreous (attached at the ends of a span), an epiretinal membrane close to the ILM
+    hyaloid = (rng.uniform(0.0, 0.5), rng.uniform(0.5, 1.0), rng.uniform(0.02, 0.15), rng.uniform(110, 220))
+    erm = (rng.uniform(0.0, 0.6), rng.uniform(0.3, 1.0), rng.uniform(0.004, 0.012), rng.uniform(150, 240))
     return {
         "top": top,
         "thick": thick,
@@ -225,6 +230,9 @@ def _wide(rng: np.random.Generator, height: int, width: int) -> dict:
         "opacity": opacity,
         "publisher": publisher,
         "display": display,
+        "hyaloid": hyaloid if rng.random() < 0.35 else None,
+        "erm": erm if rng.random() < 0.2 else None,
+        "layer_gain": rng.uniform(0.6, 1.4, len(LAYERS)),  # layer contrasts differ more between devices than eyes
     }
 
 
@@ -326,6 +334,15 @@ def _wide_bscan(p, img, cls, x, z, yy, ilm, bottom, height, width, rng):
         r = rng.uniform(0.6, 2.0) * max(height / 512, 1.0)
         dot = ((yy - row) ** 2 + ((np.arange(width)[None] - col) * height / width / 2) ** 2 < r**2) & (cls == 0)
         img = np.where(dot, rng.uniform(190, 250), img)
+    for membrane in ("hyaloid", "erm"):
+        if w.get(membrane):
+            x0, span, lift, level = w[membrane]
+            t = (x - x0) / max(span, 1e-3)
+            on = (t > 0) & (t < 1)
+            gap = (lift * height) * np.sin(np.pi * np.clip(t, 0, 1)) ** (0.5 if membrane == "hyaloid" else 0.1)
+            row = ilm - 1.5 - gap  # (W,) rows: above the ILM by the gap
+            line = (np.abs(yy - row[None]) < max(height / 512, 0.6)) & on[None] & (yy < ilm[None])
+            img = np.where(line, level, img)
     if w["opacity"]:  # a floater or cataract dims a band of A-scans through their whole depth
         c, half, gain = w["opacity"]
         d = np.clip(1 - np.abs(x - c) / half, 0, 1)

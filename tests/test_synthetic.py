@@ -112,7 +112,7 @@ def _wide_eye(seed=4, h=256, w=128):
 
     p = _patient(np.random.default_rng(seed), h, w, "cirrus", "wide")
     p["lesions"] = {k: [] for k in p["lesions"]}
-    p["wide"].update(cysts=[], drusen=[], foci=0, opacity=None, publisher=None, display=None)
+    p["wide"].update(cysts=[], drusen=[], foci=0, opacity=None, publisher=None, display=None, hyaloid=None, erm=None)
     return p
 
 
