@@ -138,7 +138,7 @@ def test_the_classic_variety_is_unchanged_and_wide_spans_more_eyes():
         generate_volume(np.random.default_rng(5), 2, 64, 48, "cirrus", "narrow")
 
 
-def test_drusen_and_foci_change_the_picture_but_are_never_labelled():
+def test_drusen_foci_and_membranes_change_the_picture_but_are_never_labelled():
     from data.synthetic import Blob
 
     p = _wide_eye()
@@ -149,6 +149,11 @@ def test_drusen_and_foci_change_the_picture_but_are_never_labelled():
     img, cls = _bscan_of(p)
     assert not cls.any()  # not fluid
     assert np.abs(img.astype(int) - plain).mean() > 2  # but visible
+    p["wide"].update(drusen=[], foci=0, hyaloid=(0.2, 0.6, 0.08, 200.0), erm=(0.1, 0.5, 0.008, 220.0))
+    img, cls = _bscan_of(p)
+    assert not cls.any()  # membranes over a dark vitreous gap: not fluid either
+    brighter = img.astype(int) - plain > 60
+    assert brighter.sum() > 50 and plain[brighter].mean() < 60  # lines drawn over the dark vitreous
 
 
 def test_cysts_are_rea_inside_the_retina_and_dark():
