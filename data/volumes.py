@@ -112,15 +112,18 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def volume_geometry(volume: ScanVolume) -> Geometry:
-    """The geometry a label map of ``volume`` is written with: the header's origin and direction for NIfTI and
-    MetaImage inputs (the array keeps their voxel order), with the volume's spacing (the header's, or the one given
-    in its place); for other inputs the known spacing, else 1 mm voxels."""
-    spacing = None if volume.spacing is None else tuple(float(v) for v in reversed(volume.spacing))
+    """The geometry a label map of ``volume`` is written with: a NIfTI or MetaImage input's own header (spacing,
+    origin, direction as ITK reads them, the array in its voxel order), so the map overlays it in any viewer even
+    where ``--spacing`` replaced the spacing for the fluid volumes; for other inputs (DICOM, slice folders, vendor
+    files) the known spacing with origin 0 and no rotation, else 1 mm voxels."""
     if volume.format in ("nifti", "metaimage"):
         reader = _itk_reader(volume.path)
+        spacing = tuple(float(v) for v in reader.GetSpacing())
         origin = tuple(float(v) for v in reader.GetOrigin())
         direction = tuple(float(v) for v in reader.GetDirection())
-        return Geometry(spacing or (1.0, 1.0, 1.0), origin, direction, "file" if spacing else "unit")
+        if all(math.isfinite(v) and v > 0 for v in spacing):
+            return Geometry(spacing, origin, direction, "file")
+    spacing = None if volume.spacing is None else tuple(float(v) for v in reversed(volume.spacing))
     if spacing is not None:
         return Geometry(spacing, (0.0, 0.0, 0.0), IDENTITY, "spacing")
     return Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), IDENTITY, "unit")
@@ -134,7 +137,7 @@ def write_label_nifti(path: str | Path, labels: np.ndarray, geometry: Geometry) 
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
-    with atomic_path(path, keep_suffix=True) as tmp:
+    with atomic_path(path, suffix=".nii.gz") as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
     return Path(path)
 
@@ -152,7 +155,7 @@ def read_volume(
     cube size named in the file name (``cirrus_spacing``), else None.
     """
     path = Path(path)
-    given = None if spacing is None else _check_spacing(spacing)
+    given = None if spacing is None else check_spacing(spacing)
     fmt = _format_of(path)
     if fmt == "cirrus-img":
         ascans, bscans = _cirrus_cube(path, cube)
@@ -170,7 +173,7 @@ def read_volume(
         log.warning(f"{path}: --spacing {given} mm replaces the file's own spacing {own} mm")
     final = given if given is not None else own
     if final is not None:
-        _check_extent(path, final, image.shape)
+        check_extent(path, final, image.shape)
     return ScanVolume(image, final, path, fmt)
 
 
@@ -179,7 +182,7 @@ def read_volume(
 MAX_EXTENT_MM = 30.0
 
 
-def _check_extent(path: Path, spacing: Spacing, shape: tuple[int, int, int]) -> None:
+def check_extent(path: Path | str, spacing: Spacing, shape: tuple[int, int, int]) -> None:
     extent = [n * d for n, d in zip(shape, spacing)]
     if max(extent) > MAX_EXTENT_MM:
         raise VolumeFormatError(
@@ -401,7 +404,7 @@ def _whole_numbers(a: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
-def _check_spacing(spacing: Sequence[float]) -> Spacing:
+def check_spacing(spacing: Sequence[float]) -> Spacing:
     try:
         values = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):

@@ -45,6 +45,8 @@ from data.transforms import ANY_LESION
 from data.volumes import (
     GREY_RULE,
     Geometry,
+    check_extent,
+    check_spacing,
     cirrus_spacing,
     read_volume,
     volume_geometry,
@@ -497,14 +499,14 @@ class OctTask(Task):
             save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))
             det = False
         if seg:
+            labels = prediction.labels.cpu().numpy().astype(np.uint8)
             written.append(sub / f"{name}_labelMark_volumes.npy")
-            save_npy_atomic(written[-1], prediction.labels.cpu().numpy().astype(np.uint8))
+            save_npy_atomic(written[-1], labels)
         if seg and sample is not None and sample.geometry is not None:
             if sample.geometry.source == "unit":
                 log.warning(
                     f"{sample.name}: no voxel spacing known; {name}_labels.nii.gz has 1 mm voxels (pass --spacing)"
                 )
-            labels = prediction.labels.cpu().numpy().astype(np.uint8)
             written.append(write_label_nifti(sub / f"{name}_labels.nii.gz", labels, sample.geometry))
         if det:
             written.append(sub / f"{name}_labelMark_detections.npy")
@@ -652,14 +654,19 @@ def gif_palette() -> list[int]:
     return pal.tolist() + [0] * (768 - pal.size)
 
 
-def gif_frame(image, pred, truth, shrink: int, palette: Image.Image) -> Image.Image:
-    """One GIF frame: the panel at 1 / ``shrink`` of the size, labels max-pooled, in the shared ``palette``."""
-    if shrink > 1 and min(image.shape) >= shrink:
-        h, w = (n // shrink for n in image.shape)
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+def gif_frame(
+    image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None, shrink: int, palette: Image.Image
+) -> Image.Image:
+    """One GIF frame: the panel at 1 / ``shrink`` of the size (rounded up: the last rows and columns are padded, not
+    dropped), the grey averaged and the labels max-pooled over the same blocks (where lesions of two classes share a
+    block, the higher class index shows), in the shared ``palette``."""
+    if shrink > 1:
+        pad = [(0, -n % shrink) for n in image.shape]
+        image = np.asarray(Image.fromarray(np.pad(image, pad, mode="edge")).reduce(shrink))
+        h, w = image.shape
 
-        def pool(labels):
-            return labels[: h * shrink, : w * shrink].reshape(h, shrink, w, shrink).max(axis=(1, 3))
+        def pool(labels: np.ndarray) -> np.ndarray:
+            return np.pad(labels, pad).reshape(h, shrink, w, shrink).max(axis=(1, 3))
 
         pred, truth = pool(pred), None if truth is None else pool(truth)
     pic = Image.fromarray(panel(image, pred, truth))
@@ -725,13 +732,18 @@ class FluidSegmenter:
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or 0 in image.shape:
             raise ValueError(f"{name}: expected (H, W) or (N, H, W) uint8 B-scans, got {image.dtype} {image.shape}")
         bscan = image.ndim == 2
+        if spacing is not None:  # as predict.py checks --spacing: 3 positive numbers in mm, an extent an eye can have
+            if bscan:
+                raise ValueError(f"{name}: a single B-scan has no fluid volume; give a spacing with a volume")
+            spacing = check_spacing(spacing)
+            check_extent(name, spacing, image.shape)
         sample = Volume(np.ascontiguousarray(image[None] if bscan else image), None, spacing, bscan, name)
         return self._result(sample)
 
-    def predict_file(self, path) -> FluidResult:
-        """A B-scan image, a slice folder or a volume file, read as predict.py reads it."""
-        self.count += 1
-        return self._result(self.task.read_input(Path(path)))
+    def predict_file(self, path, spacing=None, cube=None) -> FluidResult:
+        """A B-scan image, a slice folder or a volume file, read as predict.py reads it (``spacing`` and ``cube`` as
+        its ``--spacing`` and ``--cube``)."""
+        return self._result(self.task.read_input(Path(path), cube=cube, spacing=spacing))
 
     def _result(self, sample: Volume) -> FluidResult:
         p = self.task.predict(self.predictor, sample)

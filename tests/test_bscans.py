@@ -371,6 +371,12 @@ def test_fluid_segmenter_gives_predict_pys_labels_and_checks_its_input(oct_ckpt,
     assert one.labels.shape == volume.shape[1:] and one.detection.shape == (1, 3)
     with pytest.raises(ValueError, match="scan 7: expected .* uint8 B-scans, got float64"):
         seg.predict(volume.astype(float), name="scan 7")
+    with pytest.raises(ValueError, match="more than any OCT scan"):  # microns given as mm
+        seg.predict(volume, spacing=(50, 2, 10))
+    with pytest.raises(ValueError, match="3 positive finite numbers"):
+        seg.predict(volume, spacing=(0.05, 0.002))
+    with pytest.raises(ValueError, match="a single B-scan has no fluid volume"):
+        seg.predict(volume[0], spacing=(0.05, 0.002, 0.01))
     with pytest.raises(ValueError, match="not 'oct'"):
         FluidSegmenter.from_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "drive_unet.pth.tar")
 
@@ -408,3 +414,9 @@ def test_volumes_get_a_nifti_label_map_in_their_own_geometry(oct_ckpt, tmp_path,
                          "--out", str(out_dir)])  # fmt: skip
     spaced = sitk.ReadImage(str(out_dir / "segment" / "P9_labels.nii.gz"))
     assert spaced.GetSpacing() == pytest.approx((0.0117, 0.0039, 0.12))
+    # --spacing replaces a NIfTI's spacing for the fluid volumes, but the map keeps the header's: it must overlay it
+    out_dir = tmp_path / "respaced"
+    predict_script.main([str(inputs / "eye.nii.gz"), "--spacing", "0.2", "0.0039", "0.0117", "--checkpoint",
+                         str(oct_ckpt), "--out", str(out_dir)])  # fmt: skip
+    kept = sitk.ReadImage(str(out_dir / "segment" / "eye_labels.nii.gz"))
+    assert kept.GetSpacing() == pytest.approx(image.GetSpacing()) and kept.GetOrigin() == pytest.approx((10, -5, 3))

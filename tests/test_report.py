@@ -320,7 +320,7 @@ def test_a_one_pixel_lesion_stays_visible_in_the_gif(tmp_path):
         for z in range(im.n_frames):
             im.seek(z)
             frames.append(np.asarray(im.convert("RGB")).astype(int))
-    assert frames[0].shape[0] == 20  # halved: 41 x 30 -> 20 x 15, B-scan | overlay
+    assert frames[0].shape[0] == 21  # halved, rounded up: 41 x 30 -> 21 x 15, B-scan | overlay
 
     def tinted(frame, k):
         """Pixels of the overlay half whose colour is class k's tint (far from grey, towards its colour)."""
@@ -330,3 +330,13 @@ def test_a_one_pixel_lesion_stays_visible_in_the_gif(tmp_path):
 
     assert tinted(frames[0], 1) == tinted(frames[0], 3) == 0
     assert tinted(frames[1], 1) == 1 and tinted(frames[2], 3) == 1
+    # odd sizes: a lesion in the last row or column is padded into a block, not cut off
+    pred = np.zeros_like(volume)
+    pred[0, 40, 3], pred[1, 9, 29] = 2, 2
+    gif = save_volume_pictures(tmp_path, "P2", volume, pred, None)
+    with Image.open(gif) as im:
+        firsts = []
+        for z in range(2):
+            im.seek(z)
+            firsts.append(np.asarray(im.convert("RGB")).astype(int))
+    assert firsts[0].shape[0] == 21 and tinted(firsts[0], 2) == 1 and tinted(firsts[1], 2) == 1

@@ -46,13 +46,13 @@ UMASK = _umask()
 
 
 @contextmanager
-def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces ``path`` when the block succeeds and is removed when it fails:
-    a crash or an error never leaves half a file, and readers see the old file or the new one. ``keep_suffix``: the
-    temporary name ends in ``path``'s suffixes too (for writers that choose the format by them, as ITK's do)."""
+    a crash or an error never leaves half a file, and readers see the old file or the new one. ``suffix``: what the
+    temporary name ends in besides ``.tmp`` (``.nii.gz`` for writers that choose the format by it, as ITK's do)."""
     path = Path(path)
     try:
-        suffix = ".tmp" + ("".join(path.suffixes) if keep_suffix else "")
+        suffix = ".tmp" + suffix
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=suffix)
     except OSError as e:
         full = _disk_full(path, e)
