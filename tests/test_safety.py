@@ -389,7 +389,9 @@ def test_predict_never_writes_into_its_inputs_or_over_earlier_predictions(run, t
     assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in folder.iterdir())
     predict_script.main([*argv, "--out", str(tmp_path / "pred")])
     _one_error_line(_cli(predict_script, [*argv, "--out", str(tmp_path / "pred")], monkeypatch), "--force")
-    assert len(predict_script.main([*argv, "--out", str(tmp_path / "pred"), "--force"])) == 3
+    assert (
+        len(predict_script.main([*argv, "--out", str(tmp_path / "pred"), "--force"])) == 4
+    )  # class map, detections, NIfTI map, GIF
 
 
 def test_non_finite_settings_and_empty_checkpoints_are_clear_errors(run, tmp_path):
