@@ -13,9 +13,9 @@ from utils.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "oct_unet.pth.tar"
-# the model card's figure on these 12 B-scans (pooled fluid Dice 0.0; python -m pytest tests/test_shipped_oct.py),
-# less a margin for other CPUs' arithmetic
-FLOOR = 0.0
+# the shipped model's pooled fluid Dice on these 12 B-scans is 0.605 (this project's 2-core CPU, 2026-12-07); the
+# floor leaves 0.02 for other CPUs' and torch versions' arithmetic
+FLOOR = 0.585
 
 
 def test_the_shipped_checkpoint_is_small_fp16_scaled_and_calibrated():
