@@ -84,6 +84,24 @@ def test_calibration_reaches_the_area_and_eval_applies_it_alike(ckpt, tiny_datas
     )
     assert plain["fluid_area_ratio"] == pytest.approx(report["before"]["fluid_area_ratio"])
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["fluid_area_ratio"] == metrics["fluid_area_ratio"]
+    # test.py's submission and predict.py's class maps apply it too: the same labels, not the uncalibrated ones
+    import predict as predict_py
+    import test as test_py
+
+    volume = sorted((tiny_dataset / "Edema_validationset" / "original_images").iterdir())[0]
+    name = volume.name.removesuffix(".img")
+    maps = {}
+    for tag, model in (("cal", out), ("plain", ckpt)):
+        sub = test_py.main(["--seg", "--seg-path", str(model), "-d", str(tiny_dataset), "--split", "val", "--out",
+                            str(tmp_path / f"t_{tag}")])  # fmt: skip
+        maps[f"test_{tag}"] = np.load(tmp_path / f"t_{tag}" / "segment" / f"{name}_labelMark_volumes.npy")
+        predict_py.main([str(volume), "--checkpoint", str(model), "--out", str(tmp_path / f"p_{tag}")])
+        maps[f"predict_{tag}"] = np.load(tmp_path / f"p_{tag}" / "segment" / f"{name}_labelMark_volumes.npy")
+        assert sub.exists()
+    assert np.array_equal(maps["test_cal"], maps["predict_cal"]) and np.array_equal(
+        maps["test_plain"], maps["predict_plain"]
+    )
+    assert (maps["predict_cal"] > 0).sum() != (maps["predict_plain"] > 0).sum()
     # never written over the checkpoint it reads, nor over an existing file without --force
     with pytest.raises(FileExistsError, match="checkpoint being calibrated"):
         calibrate.main(["--seg-path", str(ckpt), "-d", str(tiny_dataset), "--out", str(ckpt), "--force"])
