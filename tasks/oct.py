@@ -502,15 +502,15 @@ class OctTask(Task):
             labels = prediction.labels.cpu().numpy().astype(np.uint8)
             written.append(sub / f"{name}_labelMark_volumes.npy")
             save_npy_atomic(written[-1], labels)
+        if det:
+            written.append(sub / f"{name}_labelMark_detections.npy")
+            save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))
         if seg and sample is not None and sample.geometry is not None:
             if sample.geometry.source == "unit":
                 log.warning(
                     f"{sample.name}: no voxel spacing known; {name}_labels.nii.gz has 1 mm voxels (pass --spacing)"
                 )
             written.append(write_label_nifti(sub / f"{name}_labels.nii.gz", labels, sample.geometry))
-        if det:
-            written.append(sub / f"{name}_labelMark_detections.npy")
-            save_npy_atomic(written[-1], prediction.det.float().cpu().numpy().astype(np.float32))
         return written
 
     def quantify(self, sample: Volume, prediction: Prediction) -> dict:
@@ -705,9 +705,9 @@ class FluidSegmenter:
         """One checkpoint (default: the shipped OCT model), or several fused (``weights``: one per checkpoint);
         ``scale``: ``auto``, ``none`` or a factor; ``detection``: ``combined``, ``seg`` or ``head`` (the
         checkpoint's setting when not given); ``predictor_kwargs`` go to ``Predictor`` (``tta_flip``, ``amp``, ...)."""
-        from engine.cli import task_for
         from tasks import load_predictor
-        from utils.config import scale_value
+        from utils.checkpoint import checked_class_bias, load_checkpoint
+        from utils.config import Settings, scale_value
 
         if paths is None:
             paths = OctTask.shipped_checkpoint
@@ -717,9 +717,13 @@ class FluidSegmenter:
         overrides = {k: v for k, v in (("scale", scale), ("detection", detection)) if v is not None}
         if "scale" in overrides:
             overrides["scale"] = scale_value(overrides["scale"])  # checked before any checkpoint is read
-        settings, task = task_for(paths, weights=weights, overrides=overrides)
-        if task.name != OctTask.name:
-            raise ValueError(f"{paths[0]}: a checkpoint of task {task.name!r}, not 'oct'")
+        states = [load_checkpoint(p) for p in paths]
+        settings = Settings.from_dict(states[0]["settings"], source=paths[0])
+        if settings.task != OctTask.name:
+            raise ValueError(f"{paths[0]}: a checkpoint of task {settings.task!r}, not 'oct'")
+        for p, st in zip(paths, states):  # checked before the task logs it
+            checked_class_bias(st.get("class_bias"), settings.num_classes, p)
+        task = OctTask(settings.with_task(**overrides), states=states, weights=weights)
         return cls(load_predictor(paths, weights, device=device, **predictor_kwargs), task)
 
     def predict(self, image: np.ndarray, spacing=None, name: str | None = None) -> FluidResult:

@@ -138,8 +138,12 @@ def test_test_writes_a_submission(trained, tmp_path):
 
     folder = next((trained["data"] / "Edema_testset" / "original_images").iterdir())
     written = predict_script.main([str(folder), "--checkpoint", ckpt, "--out", str(tmp_path / "pred")])
-    assert [p.name for p in written] == [vols[0].name, dets[0].name, f"{folder.name[:-4]}.gif"]
+    nifti = f"{folder.name[:-4]}_labels.nii.gz"  # the class map in the input's geometry
+    assert [p.name for p in written] == [vols[0].name, dets[0].name, nifti, f"{folder.name[:-4]}.gif"]
     assert np.array_equal(np.load(written[0]), v) and np.allclose(np.load(written[1]), d, atol=1e-6)
+    import SimpleITK as sitk
+
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(written[2]))), v)
 
 
 def test_resume_continues_exactly(e2e_data, tmp_path):
