@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How checkpoints/oct_unet.pth.tar is made (docs/OCT_MODEL_CARD.md), on a CPU in about 1.5 hours (2 cores):
+# How checkpoints/oct_unet.pth.tar is made (docs/OCT_MODEL_CARD.md), on a CPU in about 2 hours (2 cores):
 # generate the wide synthetic sets, train in three stages (stop any time: re-running continues), keep an fp16
 # copy, calibrate its fluid on an independent phantom, score it on the independent test sets.
 #   bash scripts/ship_oct_model.sh            # writes runs/oct_ship/oct_unet.pth.tar and the eval folders
