@@ -87,9 +87,10 @@ def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor
     return volume[idx.to(volume.device)]
 
 
-def predict_volume(predictor: Predictor, volume: torch.Tensor) -> Prediction:
-    """volume (N, H, W) uint8 on the predictor's device -> labels (N, H, W) and the head's detection scores (N, 3)."""
-    return predictor.predict(lambda a, b: neighbour_batch(volume, a, b), volume.shape[0])
+def predict_volume(predictor: Predictor, volume: torch.Tensor, keep_probs: bool = False) -> Prediction:
+    """volume (N, H, W) uint8 on the predictor's device -> labels (N, H, W), the head's detection scores (N, 3) and,
+    with ``keep_probs``, the class probabilities (N, C, H, W)."""
+    return predictor.predict(lambda a, b: neighbour_batch(volume, a, b), volume.shape[0], keep_probs)
 
 
 # The segmentation's evidence that a slice holds lesion k: 1 - exp(-f / SEG_AREA), f the share of the slice's
@@ -392,7 +393,7 @@ class OctTask(Task):
         volume = predictor.upload(np.asarray(sample.image))
         if (fy, fx) != (1.0, 1.0):  # to the training pixel scale, and the labels back to the input's own size
             volume = resample(volume, scaled_size(*volume.shape[1:], fy, fx), "bilinear")
-        p = predictor.predict(lambda a, b: neighbour_batch(volume, a, b), volume.shape[0], keep_probs)
+        p = predict_volume(predictor, volume, keep_probs)
 
         def native(x: torch.Tensor) -> torch.Tensor:
             return x if (fy, fx) == (1.0, 1.0) else resample(x, sample.image.shape[1:], "nearest")

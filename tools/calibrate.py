@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metrics import fluid_summary
+from metrics import fluid_counts, fluid_summary
 
 log = logging.getLogger("calibrate")
 
@@ -59,11 +59,7 @@ def margins(task, predictor, samples: list) -> list[tuple[np.ndarray, np.ndarray
 
 def fluid_figures(cases: list[tuple[np.ndarray, np.ndarray]], offset: float) -> dict[str, float]:
     """The any-fluid figures (``metrics.fluid_summary``) with the background logit offset by ``offset``."""
-    counts = []
-    for margin, truth in cases:
-        pred = margin > offset
-        counts.append(np.stack([(pred & truth).sum((1, 2)), pred.sum((1, 2)), truth.sum((1, 2))], 1))
-    return fluid_summary(np.concatenate(counts))
+    return fluid_summary(np.concatenate([fluid_counts(margin > offset, truth) for margin, truth in cases]))
 
 
 def calibrate(cases: list[tuple[np.ndarray, np.ndarray]], target: float = 1.0) -> tuple[float, dict, dict]:
