@@ -14,9 +14,15 @@ view is a fundus photo) and its shipped model is used.
 writes what test.py writes for each input (vessel: ``<stem>_mask.png``; OCT: ``segment/<PID>_labelMark_volumes.npy``
 and ``..._detections.npy``; a single B-scan: ``segment/<stem>_labels.png``, class indices 0-3 at its own size) and
 pictures (vessel: ``<stem>_blend.png``; OCT: ``<PID>.gif`` and ``<PID>/<z>.png``; a B-scan: ``<stem>.png``)
-unless ``--no-pictures``; with ``--report`` (OCT) also ``quantify.csv`` (fluid volumes in nL per patient) and a
-self-contained HTML page per patient with ``report/index.html``. From Python: ``tasks.vessel.Segmenter``, or
-``Predictor`` with a task's ``predict``.
+unless ``--no-pictures``. Every OCT volume also gets ``segment/<PID>_labels.nii.gz`` (the class map in the input's
+geometry), a DICOM input ``segment/<PID>_seg.dcm`` (a DICOM Segmentation referencing it), and every OCT input
+``segment/<PID>_summary.json`` (volumes, ETDRS sectors, thickness, detection per B-scan, spacing, scan, model).
+With ``--report`` (OCT) also ``quantify.csv`` (fluid volumes in nL, per ETDRS sector, CST) and a self-contained
+HTML page per patient with ``report/index.html``; ``--compare V1 V2`` adds the change between two visits of one
+eye. From Python: ``tasks.oct.FluidSegmenter``, ``tasks.vessel.Segmenter``, or ``Predictor`` with a task's
+``predict``.
+
+    python predict.py visit1.dcm visit2.dcm --compare --out change/
 """
 
 from __future__ import annotations
@@ -65,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write quantify.csv (fluid volumes in nL, affected B-scans) and an HTML report per patient",
     )
+    g.add_argument(
+        "--compare",
+        action="store_true",
+        help="the two inputs are two visits of one eye, the earlier first: also report/<first>_vs_<second>.html with "
+        "the change of each lesion, per ETDRS sector and of the CST (implies --report)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (new, or empty)")
     g.add_argument("--force", action="store_true", help="replace an output folder an earlier predict.py wrote")
@@ -96,6 +108,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     args = parse_args(argv)
     setup_logging()
+    args.report = args.report or args.compare
     if not (args.seg_path or args.fusion or args.fusion_study):
         args.seg_path = shipped_checkpoint(args.task or inputs_task(args.inputs))
     paths = checkpoints(args)
@@ -120,7 +133,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
             raise ValueError(f"--{option} applies to OCT volumes, not to the {task.name} task's inputs")
     if args.report and not task.reports:
         raise ValueError(f"--report: the {task.name} task has no report; leave it out")
+    if args.compare and len(inputs) != 2:
+        raise ValueError(f"--compare takes two visits of one eye (the earlier first), got {len(inputs)} inputs")
     predictor = build_predictor(args, paths)
+    model = model_info(paths, args.fusion_weights)
     protected = [("a checkpoint being read", Path(p)) for p in paths]
     protected += [("an input being read", Path(i)) for i in [*args.inputs, *inputs]]
     # a scan folder's parent holds the other scans of its data split: predictions among them break the split
@@ -129,24 +145,49 @@ def main(argv: list[str] | None = None) -> list[Path]:
     written: list[Path] = []
     rows: list[dict] = []
     with staged_output_dir(final, args.force, protected) as out:  # complete or absent, never half-written
+        read = {}  # --compare: both visits are read and checked against each other before either is predicted
+        if args.compare:
+            read = {path: task.read_input(path, **given) for path in inputs}
+            for path, sample in read.items():
+                task.check_report(path, sample)
+            task.check_visits(*read.items())
         for path in inputs:
-            name, sample = task.input_name(path), task.read_input(path, **given)
+            name = task.input_name(path)
+            sample = read.pop(path) if path in read else task.read_input(path, **given)
             if args.report:
                 task.check_report(path, sample)
             prediction = task.predict(predictor, sample)
             files = task.write_prediction(out, name, prediction, seg=True, det=task.detects, sample=sample)
             if args.pictures:
                 files += task.save_pictures(out, name, sample, prediction)
+            quant = task.quantify(sample, prediction) if task.reports else None
+            if quant is not None:
+                files += [f for f in [task.write_summary(out, name, sample, prediction, quant, model)] if f]
             if args.report:
-                quant = task.quantify(sample, prediction)
-                files.append(task.write_report(out / "report", name, sample, prediction, quant))
+                files.append(task.write_report(out / "report", name, sample, prediction, quant, model=model))
                 rows.append({"name": name, "quant": quant, "report": files[-1].name, "slices": len(sample.image)})
+                rows[-1]["cst_um"] = (quant.get("etdrs") or {}).get("cst_um")
             written += [final / f.relative_to(out) for f in files]
             log.info(f"{path} -> {', '.join(str(f.relative_to(out)) for f in files)}")
         if rows:
             written += [final / f.relative_to(out) for f in write_run_report(out, rows)]
+        if args.compare:
+            written.append(final / write_comparison(out, rows, model).relative_to(out))
     log.info(f"wrote {len(written)} files to {final}")
     return written
+
+
+def model_info(paths: list[str], weights=None) -> dict:
+    """What reports and summaries name as the model: each checkpoint's file name and SHA-256, the fusion weights,
+    the toolkit's version."""
+    from utils.io import sha256_of
+    from utils.version import VERSION
+
+    return {
+        "checkpoints": [{"file": Path(p).name, "sha256": sha256_of(p)} for p in paths],
+        "fusion_weights": None if weights is None else [float(w) for w in weights],
+        "toolkit": f"retina-lesion {VERSION}",
+    }
 
 
 def inputs_task(inputs: list[Path]) -> str:
@@ -187,6 +228,30 @@ def shipped_checkpoint(task_name: str) -> str:
     return str(path)
 
 
+def write_comparison(out: Path, rows: list[dict], model: dict) -> Path:
+    """``report/<first>_vs_<second>.html``: the change between two visits of one eye (``--compare``)."""
+    import numpy as np
+
+    from data.oct import LESION_NAMES
+    from reports.html import write_compare_report
+
+    first, second = rows
+    spacings = [r["quant"]["spacing"] for r in rows]
+    if not np.allclose(spacings[0], spacings[1], rtol=0.01):
+        log.warning(
+            f"--compare: the visits' spacings differ ({spacings[0]} and {spacings[1]} mm): volumes compare, "
+            "but check the scan pattern"
+        )
+    return write_compare_report(
+        out / "report" / f"{first['name']}_vs_{second['name']}.html",
+        (first["name"], second["name"]),
+        (first["quant"], second["quant"]),
+        (first["report"], second["report"]),
+        LESION_NAMES,
+        model,
+    )
+
+
 def write_run_report(out: Path, rows: list[dict]) -> list[Path]:
     """``quantify.csv`` (one row per patient) and ``report/index.html``."""
     from data.oct import LESION_NAMES
@@ -198,7 +263,13 @@ def write_run_report(out: Path, rows: list[dict]) -> list[Path]:
     csv = out / "quantify.csv"
     save_csv_atomic(csv, table)
     index = [
-        {"name": r["name"], "report": r["report"], "volume_nl": r["quant"]["volume_nl"], "slices": r["slices"]}
+        {
+            "name": r["name"],
+            "report": r["report"],
+            "volume_nl": r["quant"]["volume_nl"],
+            "slices": r["slices"],
+            "cst_um": r.get("cst_um"),
+        }
         for r in rows
     ]
     return [csv, write_index(out / "report" / "index.html", index)]

@@ -70,8 +70,10 @@ IMAGE_SUFFIX, LABEL_SUFFIX = ".img", "_labelMark"
 CLASS_NAMES = ("background", "REA", "SRF", "PED")
 LESION_NAMES = CLASS_NAMES[1:]
 LABEL_GREY_VALUES = (0, 255, 191, 128)  # index = class
-# how pictures and reports draw the classes (RGB, index = class): lesions tinted over the B-scan at OVERLAY_ALPHA
-CLASS_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 255]], dtype=np.float32)
+# how pictures and reports draw the classes (RGB, index = class): lesions tinted over the B-scan at OVERLAY_ALPHA.
+# Okabe and Ito's colour-blind-safe palette (vermillion, sky blue, yellow): told apart with any colour vision, and
+# by brightness too
+CLASS_COLOURS = np.array([[0, 0, 0], [213, 94, 0], [86, 180, 233], [240, 228, 66]], dtype=np.float32)
 OVERLAY_ALPHA = 0.5
 _SLICE_NAME = re.compile(r"^(\d+)\.bmp$", re.IGNORECASE)
 

@@ -25,7 +25,7 @@ import argparse
 import io
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -236,8 +236,9 @@ def _wide(rng: np.random.Generator, height: int, width: int) -> dict:
     }
 
 
-def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One B-scan at normalised slice position z: (image uint8 (H, W), classes uint8 (H, W))."""
+def _bands(p: dict, z: float, height: int, width: int) -> tuple[list, list]:
+    """The retina's bands at normalised slice position z, bottom-up: [(thickness per column, intensity, class)], and
+    their lower edges (rows per column, the last the ILM), Bruch's membrane first."""
     x = (np.arange(width) + 0.5) / width
     fx, fz = p["fovea"]
     g = np.exp(-((x - fx) ** 2 + (z - fz) ** 2) / (2 * 0.07**2))
@@ -266,6 +267,21 @@ def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator)
     edges = [bottom]
     for t, _, _ in bands:
         edges.append(edges[-1] - t)
+    return bands, edges
+
+
+def retina_surfaces(p: dict, slices: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The true ILM and Bruch's membrane rows (each (slices, width), sub-pixel) of the eye ``p`` (``_patient``):
+    what boundary finders and thickness maps are tested against."""
+    edges = [_bands(p, (i + 0.5) / slices, height, width)[1] for i in range(slices)]
+    return np.stack([e[-1] for e in edges]), np.stack([e[0] for e in edges])
+
+
+def _bscan(p: dict, z: float, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One B-scan at normalised slice position z: (image uint8 (H, W), classes uint8 (H, W))."""
+    x = (np.arange(width) + 0.5) / width
+    bands, edges = _bands(p, z, height, width)
+    bottom = edges[0]
     # edges[k] is the lower edge of band k (bottom-up); a row belongs to band k when edges[k+1] <= y < edges[k]
     yy = np.arange(height)[:, None] + 0.5
     lower = np.stack(edges[:-1])  # (K, W)
@@ -395,6 +411,65 @@ def generate_volume(
     return image, classes
 
 
+def generate_visits(
+    rng: np.random.Generator,
+    slices: int,
+    height: int,
+    width: int,
+    growth: dict[str, float],
+    style: str = "mixed",
+    variety: str = "classic",
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], dict]:
+    """Two visits of one eye: the same retina, lesions and scanner, each lesion's domes ``growth[name]`` times as high
+    at the second visit (1.5: grown by half; 0: resolved), with fresh speckle. -> ((image, classes) of visit 1, the
+    same of visit 2, the eye's parameters (``retina_surfaces``)). The true change is the difference of the two label
+    volumes; with heights scaled it is about ``growth - 1`` of each lesion's volume."""
+    unknown = sorted(set(growth) - set(LESIONS))
+    if unknown or any(not (np.isfinite(g) and g >= 0) for g in growth.values()):
+        raise ValueError(f"growth: a factor >= 0 per lesion of {', '.join(LESIONS)}, got {growth}")
+    if style not in (*STYLES, "mixed") or variety not in VARIETIES:
+        raise ValueError(f"style {style!r} or variety {variety!r} unknown")
+    p = _patient(rng, height, width, style, variety)
+    later = dict(
+        p, lesions={k: [replace(b, amp=b.amp * growth.get(k, 1.0)) for b in v] for k, v in p["lesions"].items()}
+    )
+    visits = []
+    for eye in (p, later):
+        image = np.empty((slices, height, width), np.uint8)
+        classes = np.empty_like(image)
+        for i in range(slices):
+            image[i], classes[i] = _bscan(eye, (i + 0.5) / slices, height, width, rng)
+        visits.append((image, classes))
+    return visits[0], visits[1], p
+
+
+def write_follow_up(
+    out: str | Path,
+    seed: int,
+    growth: dict[str, float],
+    slices: int = 32,
+    height: int = 512,
+    width: int = 256,
+    name: str = "P0001",
+    force: bool = False,
+) -> Path:
+    """Two visits of one eye in the AI Challenger layout, for ``predict.py --compare``: ``out/<name>_V1.img/``,
+    ``out/<name>_V2.img/`` and their labels under ``out/label_images/``, and ``out/follow_up.json`` with the growth
+    and the true voxels of each lesion at each visit. Written atomically, as ``write_dataset``."""
+    import json
+
+    first, second, _ = generate_visits(np.random.default_rng(seed), slices, height, width, growth)
+    truth = {"seed": seed, "growth": growth, "voxels": {}}
+    with staged_output_dir(out, force) as tmp:
+        for visit, (image, classes) in (("V1", first), ("V2", second)):
+            _write_slices(tmp / f"{name}_{visit}{IMAGE_SUFFIX}", image)
+            _write_slices(tmp / "label_images" / f"{name}_{visit}{LABEL_SUFFIX}", classes_to_grey(classes))
+            counts = np.bincount(classes.reshape(-1), minlength=len(LESIONS) + 1)
+            truth["voxels"][visit] = {k: int(counts[c]) for k, (_, c) in LESIONS.items()}
+        (tmp / "follow_up.json").write_text(json.dumps(truth, indent=1) + "\n")
+    return Path(out)
+
+
 def _write_slices(folder: Path, volume: np.ndarray) -> None:
     folder.mkdir(parents=True)
     for i, s in enumerate(volume, start=1):
@@ -516,7 +591,22 @@ def main(argv: list[str] | None = None) -> None:
         help="classic: the demo's eyes; wide: what the shipped model learns from (eye shapes, cysts, drusen, foci, "
         "lost signal, publishers' copies)",
     )
+    ap.add_argument(
+        "--follow-up",
+        metavar="LESION=FACTOR",
+        nargs="+",
+        help="instead of a data set, two visits of one eye (for predict.py --compare), each lesion grown by its "
+        "factor (REA=1.5 SRF=0.5; others unchanged); --slices/--height/--width as given",
+    )
     a = ap.parse_args(argv)
+    if a.follow_up:
+        try:
+            growth = {k: float(v) for k, _, v in (item.partition("=") for item in a.follow_up)}
+        except ValueError:
+            ap.error(f"--follow-up takes LESION=FACTOR, e.g. REA=1.5, got {' '.join(a.follow_up)}")
+        path = write_follow_up(a.out, a.seed, growth, a.slices, a.height, a.width, force=a.force)
+        print(f"wrote two visits of one eye ({', '.join(f'{k} x{v:g}' for k, v in growth.items())}) to {path}")
+        return
     path = write_dataset(
         a.out,
         a.seed,

@@ -27,8 +27,10 @@ import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -85,15 +87,44 @@ class VolumeFormatError(DatasetError):
     """A volume file this reader cannot use; the message names the file and what is wrong."""
 
 
+@dataclass(frozen=True)
+class ScanMeta:
+    """What a file says about its scan, each None where it does not say: ``laterality`` "OD" (right eye) or "OS"
+    (left), ``date`` ISO 8601 (``2016-07-25`` or ``2016-07-25T12:45:50``), ``device`` (maker and model as the file
+    names them), ``bscan_order`` "superior-first" or "inferior-first" (where the file's geometry says which way the
+    B-scans run; else the order is as stored), ``ascan_order`` "right-first" (A-scan 1 on the patient's right, the
+    A-scans running to the patient's left: a fundus photo's left to right, every vendor's display) or "left-first"
+    where the file's geometry says which (else None: taken as right-first) and ``source``: which tags or name gave
+    them, for the report."""
+
+    laterality: str | None = None
+    date: str | None = None
+    device: str | None = None
+    bscan_order: str | None = None
+    source: str = ""
+    ascan_order: str | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class ScanVolume:
     """One OCT volume: image (Z, H, W) uint8, spacing in mm (between B-scans, along depth, between A-scans) or None
-    when unknown, the path it was read from and its format (one of ``FORMATS``)."""
+    when unknown, the path it was read from, its format (one of ``FORMATS``) and what the file says about the scan
+    (``meta``)."""
 
     image: np.ndarray
     spacing: Spacing | None
     path: Path
     format: str
+    meta: ScanMeta = ScanMeta()
+
+
+class _Decoded(NamedTuple):
+    """What a format's reader gives: the array as stored, the file's spacing (each part None where it does not say)
+    and what it says about the scan."""
+
+    array: np.ndarray
+    spacing: PartialSpacing | None
+    meta: ScanMeta = ScanMeta()
 
 
 @dataclass(frozen=True)
@@ -113,9 +144,10 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 def volume_geometry(volume: ScanVolume) -> Geometry:
     """The geometry a label map of ``volume`` is written with: a NIfTI or MetaImage input's own header (spacing,
-    origin, direction as ITK reads them, the array in its voxel order), so the map overlays it in any viewer even
-    where ``--spacing`` replaced the spacing for the fluid volumes; for other inputs (DICOM, slice folders, vendor
-    files) the known spacing with origin 0 and no rotation, else 1 mm voxels."""
+    origin, direction as ITK reads them, the array in its voxel order), or a DICOM's frame positions, orientation
+    and pixel spacing (DICOM's patient coordinates are ITK's), so the map overlays it in any viewer even where
+    ``--spacing`` replaced the spacing for the fluid volumes; for other inputs (slice folders, vendor files, a DICOM
+    without positions) the known spacing with origin 0 and no rotation, else 1 mm voxels."""
     if volume.format in ("nifti", "metaimage"):
         reader = _itk_reader(volume.path)
         spacing = tuple(float(v) for v in reader.GetSpacing())
@@ -123,6 +155,10 @@ def volume_geometry(volume: ScanVolume) -> Geometry:
         direction = tuple(float(v) for v in reader.GetDirection())
         if all(math.isfinite(v) and v > 0 for v in spacing):
             return Geometry(spacing, origin, direction, "file")
+    if volume.format == "dicom":
+        own = _dicom_geometry(volume.path)
+        if own is not None:
+            return own
     spacing = None if volume.spacing is None else tuple(float(v) for v in reversed(volume.spacing))
     if spacing is not None:
         return Geometry(spacing, (0.0, 0.0, 0.0), IDENTITY, "spacing")
@@ -148,7 +184,8 @@ def write_label_nifti(path: str | Path, labels: np.ndarray, geometry: Geometry) 
 def read_volume(
     path: str | Path, cube: tuple[int, int] | None = None, spacing: tuple[float, float, float] | None = None
 ) -> ScanVolume:
-    """The volume at ``path`` as (Z, H, W) uint8 with its spacing.
+    """The volume at ``path`` as (Z, H, W) uint8 with its spacing and what the file says about the scan (``meta``:
+    eye, date, device, B-scan order; see ``ScanMeta``).
 
     ``cube`` (A-scans, B-scans) is the size of a raw Cirrus ``.img`` cube whose name does not give it (other formats
     ignore it). Spacing: ``spacing`` if given, else the file's (DICOM, MetaImage, NIfTI, Topcon, .vol), else the Cirrus
@@ -159,9 +196,11 @@ def read_volume(
     fmt = _format_of(path)
     if fmt == "cirrus-img":
         ascans, bscans = _cirrus_cube(path, cube)
-        raw, from_file, name = _read_cirrus(path, ascans, bscans), None, f"{ascans}x{bscans}"
+        decoded = _Decoded(_read_cirrus(path, ascans, bscans), None, _cirrus_meta(path))
+        name = f"{ascans}x{bscans}"
     else:
-        (raw, from_file), name = _READERS[fmt](path), path.name
+        decoded, name = _READERS[fmt](path), path.name
+    raw, from_file, meta = decoded
     image = to_uint8_volume(_as_volume(raw, path), path)
     try:  # with --spacing given, saying that the file's spacing is unknown (pass --spacing) would only confuse
         own = _resolve_spacing(path, from_file, name, image.shape, explain=given is None)
@@ -174,7 +213,7 @@ def read_volume(
     final = given if given is not None else own
     if final is not None:
         check_extent(path, final, image.shape)
-    return ScanVolume(image, final, path, fmt)
+    return ScanVolume(image, final, path, fmt, meta)
 
 
 # An OCT volume spans at most a few tens of mm (wide-field scans 12-16 mm wide, a few mm deep; the eye is 24 mm long):
@@ -201,8 +240,7 @@ def read_label_volume(path: str | Path) -> np.ndarray:
         raise VolumeFormatError(
             f"{path}: label volumes are read from MetaImage, NIfTI, TIFF or a slice folder, not {fmt}"
         )
-    raw, _ = _READERS[fmt](path)
-    return _whole_numbers(_as_volume(raw, path), path)
+    return _whole_numbers(_as_volume(_READERS[fmt](path).array, path), path)
 
 
 def volume_files(path: str | Path) -> tuple[Path, ...]:
@@ -547,8 +585,8 @@ def _odd_names(folder: Path, odd: list[str], example: Path) -> None:
     )
 
 
-def _read_slices(folder: Path) -> tuple[np.ndarray, None]:
-    return stack_slices(_slice_files(folder), read_grey), None
+def _read_slices(folder: Path) -> _Decoded:
+    return _Decoded(stack_slices(_slice_files(folder), read_grey), None)
 
 
 # ---- TIFF
@@ -569,10 +607,10 @@ def _tiff_series(tif: tifffile.TiffFile, path: Path):
     return tif.series[0]
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, None]:
+def _read_tiff(path: Path) -> _Decoded:
     with _open_tiff(path) as tif:
         series = _tiff_series(tif, path)
-        return _library_read(path, "tifffile", series.asarray), None
+        return _Decoded(_library_read(path, "tifffile", series.asarray), None)
 
 
 # ---- NIfTI and MetaImage (SimpleITK)
@@ -671,7 +709,7 @@ def _itk_reader(path: Path):
     return reader
 
 
-def _read_itk(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+def _read_itk(path: Path) -> _Decoded:
     """NIfTI / MetaImage as stored: SimpleITK's array is (z, y, x) = (Z, H, W), its spacing (x, y, z) reversed; the
     direction matrix is not applied (the array keeps the file's voxel order)."""
     sitk = _require("SimpleITK", "SimpleITK", path)
@@ -692,7 +730,7 @@ def _read_itk(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
             image = _library_read(path, "SimpleITK", reader.Execute)
         else:
             image = _read_meta_respaced(path)
-    return sitk.GetArrayFromImage(image), spacing
+    return _Decoded(sitk.GetArrayFromImage(image), spacing)
 
 
 def _check_direction(path: Path, direction: Sequence[float]) -> None:
@@ -769,6 +807,86 @@ def _read_meta_respaced(path: Path):
         return _library_read(path, "SimpleITK", lambda: sitk.ReadImage(str(header)))
 
 
+# ---- what the file says about the scan: eye, date, device
+# A value that is there but makes no sense is left unknown, with a warning naming the file: a report that names the
+# wrong eye or date is worse than one that says it does not know.
+
+_EYES = {"R": "OD", "L": "OS", "OD": "OD", "OS": "OS"}  # DICOM's R / L, the vendors' OD / OS
+# OCT came into clinics in the 1990s: an earlier date is a placeholder (an anonymiser's 19000101, a format's zero)
+EARLIEST_SCAN = date(1990, 1, 1)
+
+
+def _eye(values: Sequence[tuple[str, object]], path: Path) -> tuple[str | None, str | None]:
+    """(eye "OD" / "OS", the field that gave it) from ``(field, value)`` pairs, empty values skipped: the fields present
+    must all name the same eye; any other value, or two fields naming different eyes, leaves it unknown (warned)."""
+    present = [(what, str(v).strip()) for what, v in values if v is not None and str(v).strip()]
+    if not present:
+        return None, None
+    eyes = []
+    for what, v in present:
+        eye = _EYES.get(v.upper())
+        if eye is None:
+            log.warning(f"{path}: {what} is {v!r}, not R / L or OD / OS; the eye is left unknown")
+            return None, None
+        eyes.append(eye)
+    if len(set(eyes)) > 1:
+        said = ", ".join(f"{what} {v!r}" for what, v in present)
+        log.warning(f"{path}: the file names both eyes ({said}); the eye is left unknown")
+        return None, None
+    return eyes[0], present[0][0]
+
+
+def _checked_date(value: datetime | date, what: str, path: Path) -> datetime | date | None:
+    if (value.date() if isinstance(value, datetime) else value) < EARLIEST_SCAN:
+        log.warning(
+            f"{path}: {what} {value.isoformat()} is before any OCT scan (a placeholder?); the date is left unknown"
+        )
+        return None
+    return value
+
+
+def _iso_date(value: object, what: str, path: Path, with_time: bool = True) -> str | None:
+    """A library's date or datetime as ISO 8601 (to the second; only the date where ``with_time`` is off); None for
+    no value, and with a warning for one that is not a date or is before any OCT scan."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (date, datetime)):
+        log.warning(f"{path}: {what} is {value!r}, not a date; the date is left unknown")
+        return None
+    value = _checked_date(value, what, path)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds") if with_time else value.date().isoformat()
+    return value.isoformat()
+
+
+_DA = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_TM = re.compile(r"(\d{2})(?:(\d{2})(\d{2})?)?(?:\.\d{1,6})?")  # HH, HHMM, HHMMSS, HHMMSS.FFFFFF
+_DT = re.compile(r"(\d{8})(\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?([+-]\d{4})?")
+
+
+def _dicom_iso(day: str, time: str | None, what: str, path: Path) -> str | None:
+    """DICOM DA (``YYYYMMDD``) and TM (``HH[MM[SS[.F]]]``) as ISO 8601 (``2016-07-25T12:45:50``, to the precision the
+    file gives, without fractions of a second); None with a warning for values that are not a whole date and time."""
+    day, time = day.strip(), (time or "").strip().replace(":", "")  # ACR-NEMA's HH:MM:SS, still seen
+    d, t = _DA.fullmatch(day), _TM.fullmatch(time) if time else None
+    try:
+        if d is None or (time and t is None):
+            raise ValueError
+        when = date(int(d[1]), int(d[2]), int(d[3]))
+        parts = [int(v) for v in t.groups() if v is not None] if t else []
+        datetime(when.year, when.month, when.day, *parts)  # checks the hour, minutes and seconds
+    except ValueError:
+        log.warning(
+            f"{path}: {what} {' '.join(v for v in (day, time) if v)!r} is not a date and time; the date is left unknown"
+        )
+        return None
+    if _checked_date(when, what, path) is None:
+        return None
+    return when.isoformat() + ("T" + ":".join(f"{v:02d}" for v in parts) if parts else "")
+
+
 # ---- raw Zeiss Cirrus cubes
 
 
@@ -793,6 +911,36 @@ def _cirrus_cube(path: Path, cube: tuple[int, int] | None) -> tuple[int, int]:
             "cube size (A-scans x B-scans)"
         )
     return int(m[1]), int(m[2])
+
+
+# ..._Macular Cube 512x128_7-25-2016_12-45-50_OD_sn12345_cube_raw.img: month-day-year, hour-minute-second, eye
+_CIRRUS_SCAN = re.compile(r"_(\d{1,2})-(\d{1,2})-(\d{4})_(\d{1,2})-(\d{1,2})-(\d{1,2})_([^_]+)(?:_|$)")
+_CIRRUS_EYE = re.compile(r"(?:^|_)(OD|OS)(?:_|$)")
+
+
+def _cirrus_meta(path: Path) -> ScanMeta:
+    """Date and eye from a Cirrus export's name (``P1234_Macular Cube 512x128_7-25-2016_12-45-50_OD_sn12345_
+    cube_raw.img``), the device from the format itself; the name does not say which way the B-scans run."""
+    stem = path.name[: -len(_suffix(path))]
+    m = _CIRRUS_SCAN.search(stem)
+    when = eye = None
+    if m is not None:
+        month, day, year, hour, minute, second = (int(v) for v in m.groups()[:6])
+        try:
+            when = _checked_date(datetime(year, month, day, hour, minute, second), "the date in the name", path)
+        except ValueError:
+            log.warning(
+                f"{path}: the name's date {m[1]}-{m[2]}-{m[3]} {m[4]}-{m[5]}-{m[6]} (month-day-year "
+                "hour-minute-second) is not a date; the date is left unknown"
+            )
+        eye, _ = _eye([("the eye in the name", m[7])], path)
+    else:  # a renamed export: an OD / OS of its own between underscores still says which eye
+        found = _CIRRUS_EYE.search(stem)
+        eye = None if found is None else _EYES[found[1]]
+    named = [what for what, v in (("date", when), ("eye", eye)) if v is not None]
+    source = (f"Cirrus file name ({', '.join(named)}); " if named else "") + "device: the raw Cirrus cube format"
+    iso = None if when is None else when.isoformat(timespec="seconds")
+    return ScanMeta(eye, iso, "Zeiss Cirrus", None, source)
 
 
 def _cirrus_depth(path: Path, ascans: int, bscans: int) -> int:
@@ -887,22 +1035,154 @@ def _dicom_spacing(ds) -> PartialSpacing | None:
     return (None if between is None else float(between), rows, cols)
 
 
-def _frame_distance(ds) -> float | None:
-    """The median distance in mm between consecutive frames' ImagePositionPatient (per-frame functional groups)."""
+def frame_positions(ds) -> np.ndarray | None:
+    """(frames, 3) ImagePositionPatient of every frame in mm, from the per-frame functional groups'
+    PlanePositionSequence; None where there are fewer than 2 frames or any frame has no position."""
     frames = ds.get("PerFrameFunctionalGroupsSequence")
     if not frames or len(frames) < 2:
         return None
     positions = []
     for f in frames:
         plane = f.get("PlanePositionSequence")
-        if not plane or plane[0].get("ImagePositionPatient") is None:
+        if not plane or plane[0].get("ImagePositionPatient") is None or len(plane[0].ImagePositionPatient) != 3:
             return None
         positions.append([float(v) for v in plane[0].ImagePositionPatient])
-    steps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
+    return np.asarray(positions)
+
+
+def _dicom_geometry(path: Path) -> Geometry | None:
+    """A multi-frame DICOM's geometry in ITK's terms: origin at the first frame's ImagePositionPatient, axes along
+    a row (ImageOrientationPatient's first cosine: the A-scans), along a column (its second: depth) and from the first
+    frame to the last; None where a tag is missing or the axes are not at right angles (a NIfTI cannot hold a
+    sheared volume; the caller falls back to the spacing, with origin 0)."""
+    ds = _dicom_dataset(path, header_only=True)
+    positions = frame_positions(ds)
+    cosines = None
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(seq)
+        plane = groups[0].get("PlaneOrientationSequence") if groups else None
+        if plane and plane[0].get("ImageOrientationPatient") is not None:
+            cosines = plane[0].ImageOrientationPatient
+            break
+    cosines = cosines if cosines is not None else ds.get("ImageOrientationPatient")
+    spacing = _dicom_spacing(ds)
+    if positions is None or cosines is None or len(cosines) != 6 or spacing is None or None in spacing:
+        return None
+    along = positions[-1] - positions[0]
+    if np.linalg.norm(along) == 0:
+        return None
+    axes = np.column_stack(
+        [np.asarray(cosines[:3], float), np.asarray(cosines[3:], float), along / np.linalg.norm(along)]
+    )
+    if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-3):
+        log.warning(
+            f"{path}: the frames are not stacked at right angles to their rows and columns (a sheared volume); the "
+            "label map keeps the spacing but not the DICOM's position"
+        )
+        return None
+    between, rows, cols = spacing
+    return Geometry((cols, rows, between), tuple(float(v) for v in positions[0]), tuple(axes.ravel().tolist()), "file")
+
+
+def _frame_distance(ds) -> float | None:
+    """The median distance in mm between consecutive frames' ImagePositionPatient (per-frame functional groups)."""
+    positions = frame_positions(ds)
+    if positions is None:
+        return None
+    steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
     return float(np.median(steps)) if steps.size and np.median(steps) > 0 else None
 
 
-def _read_dicom(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+def _bscan_order(ds) -> str | None:
+    """Which way the B-scans run, from the frames' positions: DICOM's patient +z points to the head, so z rising with
+    the frame index is "inferior-first", falling "superior-first". None where the frames have no positions, are
+    stacked mainly along another axis (vertical B-scans run nasal to temporal), or go back and forth."""
+    positions = frame_positions(ds)
+    if positions is None:
+        return None
+    dz = np.diff(positions[:, 2])
+    travel = np.abs(positions[-1] - positions[0])
+    if travel[2] <= travel[:2].max():
+        return None
+    return "inferior-first" if (dz > 0).all() else "superior-first" if (dz < 0).all() else None
+
+
+def _dicom_datetime(value: str, what: str, path: Path) -> str | None:
+    """A DICOM DT (``YYYYMMDD[HH[MM[SS[.F]]]][&ZZXX]``) as ISO 8601, the offset from UTC kept where given."""
+    m = _DT.fullmatch(value.strip())
+    if m is None:
+        log.warning(f"{path}: {what} {value!r} is not a date and time; the date is left unknown")
+        return None
+    iso = _dicom_iso(m[1], m[2], what, path)
+    offset = m[3] if iso is not None and m[2] else None  # an offset belongs to a time
+    return iso if offset is None else f"{iso}{offset[:3]}:{offset[3:]}"
+
+
+def _dicom_laterality(ds, path: Path) -> tuple[str | None, str | None]:
+    """The eye from ImageLaterality, Laterality, or FrameLaterality (the shared or per-frame FrameAnatomySequence)."""
+    frame = set()
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(seq) or []:
+            for anatomy in group.get("FrameAnatomySequence") or []:
+                if anatomy.get("FrameLaterality") not in (None, ""):
+                    frame.add(str(anatomy.FrameLaterality))
+    fields = [("ImageLaterality", ds.get("ImageLaterality")), ("Laterality", ds.get("Laterality"))]
+    return _eye(fields + [("FrameLaterality", v) for v in sorted(frame)], path)
+
+
+_DICOM_DAYS = (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime"), ("StudyDate", "StudyTime"))
+
+
+def _dicom_date(ds, path: Path) -> tuple[str | None, str | None]:
+    """(ISO 8601 date, the tags that gave it) from AcquisitionDateTime, else AcquisitionDate (+ AcquisitionTime),
+    ContentDate (+ ContentTime), StudyDate (+ StudyTime): the first present decides."""
+    if ds.get("AcquisitionDateTime") not in (None, ""):
+        iso = _dicom_datetime(str(ds.AcquisitionDateTime), "AcquisitionDateTime", path)
+        return iso, "AcquisitionDateTime" if iso else None
+    for day, time in _DICOM_DAYS:
+        if ds.get(day) in (None, ""):
+            continue
+        given = str(ds.get(time) or "")
+        tags = f"{day} + {time}" if given else day
+        iso = _dicom_iso(str(ds.get(day)), given, tags, path)
+        return iso, tags if iso else None
+    return None, None
+
+
+def _dicom_meta(ds, path: Path) -> ScanMeta:
+    """Eye, date, device and B-scan order from a DICOM's tags; ``source`` names the tags used."""
+    eye, eye_tag = _dicom_laterality(ds, path)
+    when, date_tags = _dicom_date(ds, path)
+    maker = {k: str(ds.get(k) or "").strip() for k in ("Manufacturer", "ManufacturerModelName")}
+    maker = {k: v for k, v in maker.items() if v}
+    order, across = _bscan_order(ds), _ascan_order(ds)
+    used = [t for t in (eye_tag, date_tags, *maker, "ImagePositionPatient" if order else None) if t]
+    used += ["ImageOrientationPatient"] if across else []
+    source = f"DICOM {', '.join(used)}" if used else ""
+    return ScanMeta(eye, when, " ".join(maker.values()) or None, order, source, across)
+
+
+def _ascan_order(ds) -> str | None:
+    """Which way the A-scans run, from the row cosine of ImageOrientationPatient: DICOM's patient +x points to the
+    patient's left, so rows along +x start at the patient's right ("right-first", as a fundus photo is viewed) and
+    rows along -x at the left; None where the rows do not run mainly along x."""
+    cosines = None
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(seq)
+        plane = groups[0].get("PlaneOrientationSequence") if groups else None
+        if plane and plane[0].get("ImageOrientationPatient") is not None:
+            cosines = plane[0].ImageOrientationPatient
+            break
+    cosines = cosines if cosines is not None else ds.get("ImageOrientationPatient")
+    if cosines is None or len(cosines) != 6:
+        return None
+    row = np.abs(np.asarray(cosines[:3], float))
+    if row.argmax() != 0 or row[0] < 0.7:
+        return None
+    return "right-first" if float(cosines[0]) > 0 else "left-first"
+
+
+def _read_dicom(path: Path) -> _Decoded:
     ds = _dicom_dataset(path)
     _dicom_frames(ds, path)
     try:
@@ -915,13 +1195,13 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
         ) from e
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # white is 0: turn it the usual way round
         a = a.max() - (a - a.min())
-    return a, _dicom_spacing(ds)
+    return _Decoded(a, _dicom_spacing(ds), _dicom_meta(ds, path))
 
 
 # ---- vendor exports (cannot be tested here: no vendor files)
 
 
-def _read_e2e(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+def _read_e2e(path: Path) -> _Decoded:
     """Heidelberg ``.e2e`` through oct-converter's ``E2E(path).read_oct_volume()`` (a list of volumes; the one with
     the most B-scans is taken). Untested here: no .e2e file to test with. Its B-scans are floats in [0, 1] after
     oct-converter's display transform; only the depth spacing comes from the file (oct-converter fills the others
@@ -940,10 +1220,10 @@ def _read_e2e(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
         counts = [len(v.volume) for v in volumes]
         log.warning(f"{path}: {len(volumes)} OCT series of {counts} B-scans; reading the one of {len(volume.volume)}")
     depth = volume.pixel_spacing[1] if volume.pixel_spacing else None
-    return _stack_bscans(volume.volume, path), (None, depth, None)
+    return _Decoded(_stack_bscans(volume.volume, path), (None, depth, None), _converter_meta(volume, path))
 
 
-def _read_topcon(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+def _read_topcon(path: Path) -> _Decoded:
     """Topcon ``.fda`` / ``.fds`` through oct-converter's ``FDA(path).read_oct_volume()`` / ``FDS(...)``. Untested
     here: no Topcon file to test with (and oct-converter 0.7.0 calls ``np.fromstring``, which NumPy 2.3 removed, so
     it fails on newer NumPy: the error says so)."""
@@ -963,11 +1243,12 @@ def _read_topcon(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
             f"{path}: oct-converter's Topcon reader calls np.fromstring, which NumPy {np.__version__} no longer has "
             "(removed in 2.3): read the file where NumPy < 2.3 is installed, or export the scan as DICOM"
         ) from e.__cause__
-    spacing = volume.pixel_spacing  # [between A-scans, between B-scans, depth] mm (oct-converter's read_scan_params)
-    return _stack_bscans(volume.volume, path), None if not spacing else (spacing[1], spacing[2], spacing[0])
+    given = volume.pixel_spacing  # [between A-scans, between B-scans, depth] mm (oct-converter's read_scan_params)
+    spacing = None if not given else (given[1], given[2], given[0])
+    return _Decoded(_stack_bscans(volume.volume, path), spacing, _converter_meta(volume, path))
 
 
-def _read_vol(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
+def _read_vol(path: Path) -> _Decoded:
     """Heidelberg ``.vol`` through eyepy's ``import_heyex_vol(path)``: ``.data`` is (B-scans, depth, A-scans) uint8
     after eyepy's Heyex display transform, ``scale_z / scale_y / scale_x`` the spacing in mm. Tested only with a file
     built from eyepy's own format definition, not with a scanner's export."""
@@ -975,10 +1256,43 @@ def _read_vol(path: Path) -> tuple[np.ndarray, PartialSpacing | None]:
     volume = _library_read(
         path, "eyepy", lambda: eyepy.import_heyex_vol(path), hint="export the scan as DICOM if the file is sound"
     )
-    return np.asarray(volume.data), (volume.scale_z, volume.scale_y, volume.scale_x)
+    spacing = (volume.scale_z, volume.scale_y, volume.scale_x)
+    return _Decoded(np.asarray(volume.data), spacing, _eyepy_meta(volume, path))
 
 
-_READERS: dict[str, Callable[[Path], tuple[np.ndarray, PartialSpacing | None]]] = {
+def _vendor_meta(path: Path, library: str, eye_field: tuple[str, object], dates, device: str) -> ScanMeta:
+    """ScanMeta from what a vendor reader gives: ``eye_field`` (its name, value), ``dates`` (name, value, with time)
+    in order of preference (the first with a value decides), ``device`` the maker the format itself names."""
+    eye, _ = _eye([eye_field], path)
+    when, date_field = None, None
+    for what, value, with_time in dates:
+        if value not in (None, ""):
+            when, date_field = _iso_date(value, what, path, with_time), what
+            break
+    used = [what for what, v in ((eye_field[0], eye), (date_field, when)) if v is not None]
+    source = (f"{library} {', '.join(used)}; " if used else "") + f"device: the {_suffix(path)} format"
+    return ScanMeta(eye, when, device, None, source)
+
+
+def _converter_meta(volume, path: Path) -> ScanMeta:
+    """Eye and date from oct-converter's volume (``laterality`` "R" / "L", ``acquisition_date`` a datetime), each None
+    where it is missing. Untested here: no vendor file to test with."""
+    eye = ("laterality", getattr(volume, "laterality", None))
+    dates = [("acquisition_date", getattr(volume, "acquisition_date", None), True)]
+    device = "Heidelberg Engineering" if _suffix(path) == ".e2e" else "Topcon"
+    return _vendor_meta(path, "oct-converter", eye, dates, device)
+
+
+def _eyepy_meta(volume, path: Path) -> ScanMeta:
+    """Eye and date from eyepy's volume meta (the .vol header's ScanPosition "OD" / "OS", ExamTime, else VisitDate),
+    each None where it is missing. Untested with a scanner's file: none here."""
+    meta = getattr(volume, "meta", None)
+    get = meta.get if hasattr(meta, "get") else lambda key: None
+    dates = [("ExamTime", get("exam_time"), True), ("VisitDate", get("visit_date"), False)]
+    return _vendor_meta(path, "eyepy", ("ScanPosition", get("laterality")), dates, "Heidelberg Engineering")
+
+
+_READERS: dict[str, Callable[[Path], _Decoded]] = {
     "slices": _read_slices,
     "tiff": _read_tiff,
     "nifti": _read_itk,

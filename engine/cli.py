@@ -372,6 +372,8 @@ def open_inference(
     records = task.records(split, data_dir, args.list_dir)
     predictor = build_predictor(args, paths, info)
     out = Path(args.out or default_out(paths, out_leaf.format(split=split)))
+    if not args.out:  # said before the work: a shipped checkpoint's outputs are not beside it, where one would look
+        log.info(f"output folder {out} (--out chooses another)")
     protected = protected_paths(data_dir, paths, task, records, args.list_dir)
     return InferenceRun(paths, settings, task, split, data_dir, records, predictor, out, protected)
 

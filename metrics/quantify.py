@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 NL_PER_MM3 = 1000.0
+# the ETDRS grid's sectors (metrics.etdrs), named as they lie on the en-face map
+SECTORS = ("central", *(f"{ring}-{side}" for ring in ("inner", "outer") for side in ("top", "right", "bottom", "left")))
 
 
 def quantify(
@@ -66,4 +68,12 @@ def quantify_row(name: str, quant: dict, class_names: tuple[str, ...]) -> dict[s
         row[f"{c}_voxels"] = quant["voxels"][c]
         row[f"{c}_bscans"] = len(quant["affected_bscans"][c])
         row[f"{c}_affected"] = ranges(quant["affected_bscans"][c])
+    grid = quant.get("etdrs")  # metrics.etdrs: the columns are there (empty) whether or not the grid is
+    row["cst_um"] = None if grid is None or grid["cst_um"] is None else round(grid["cst_um"], 1)
+    row["fovea_found"] = None if grid is None else grid["fovea"]["found"]
+    for sector in SECTORS:
+        s = None if grid is None else next(x for x in grid["sectors"] if x["key"] == sector)
+        row[f"thickness_{sector}_um"] = None if s is None or s["thickness_um"] is None else round(s["thickness_um"], 1)
+        for c in class_names:
+            row[f"{c}_{sector}_nl"] = None if s is None else round(s["fluid_nl"][c], 4)
     return row

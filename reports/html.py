@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from data.oct import CLASS_COLOURS, OVERLAY_ALPHA
+from metrics.etdrs import SIDES, orientation
 from metrics.quantify import ranges
 from utils.errors import ToolkitError
 from utils.io import atomic_write
@@ -40,6 +41,7 @@ IMAGE_BUDGET = 24 * 2**20  # bytes of B-scan JPEGs and overlay PNGs in one page 
 # px on screen: narrower B-scans are shown enlarged, taller ones shrunk (the detection plot and the volumes stay in
 # view beside them); the aspect is kept
 MIN_VIEWER_WIDTH, MAX_VIEWER_HEIGHT = 384, 540
+VIEWER_WIDTH = 560  # px on screen of a B-scan shown at its physical aspect (a 6 x 2 mm scan: 560 x 187)
 ENFACE_WIDTH = 192  # px on screen; the height follows the scan's physical aspect
 COLORMAP = "viridis"
 NOTE = (
@@ -56,6 +58,7 @@ h2 { font-size: 16px; margin: 22px 0 8px; }
 .note { background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; }
 .columns { display: flex; flex-wrap: wrap; align-items: flex-start; column-gap: 32px; }
 .side { flex: 1 1 480px; min-width: 0; }
+.main { flex: 0 1 640px; min-width: 0; }
 .controls { display: flex; flex-wrap: wrap; align-items: center; gap: 14px; margin-bottom: 8px; }
 #slider { width: 240px; }
 .viewer { position: relative; max-width: 100%; background: #000; }
@@ -67,7 +70,7 @@ h2 { font-size: 16px; margin: 22px 0 8px; }
 table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 12px; text-align: left; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-#enface { display: flex; flex-wrap: wrap; gap: 16px; }
+#enface { display: flex; flex-wrap: wrap; column-gap: 0; }
 figure { margin: 0; }
 .map-box { position: relative; }
 .enface-map { display: block; cursor: pointer; image-rendering: pixelated; }
@@ -75,6 +78,25 @@ figure { margin: 0; }
 .colourbar { height: 10px; margin-top: 4px; }
 .range { display: flex; justify-content: space-between; }
 .small { color: #666; font-size: 12px; }
+.meta td, .meta th { padding: 2px 12px 2px 0; border: 0; }
+.scalebar { box-sizing: border-box; border: solid #222; border-width: 0 2px 2px; height: 6px; margin-top: 4px; }
+.orient { position: absolute; font-size: 11px; color: #222; background: rgba(255, 255, 255, 0.8); padding: 0 2px; }
+.orient.top { top: -16px; left: 50%; transform: translateX(-50%); }
+.orient.bottom { bottom: -16px; left: 50%; transform: translateX(-50%); }
+.orient.left { left: -4px; top: 50%; transform: translate(-100%, -50%); }
+.orient.right { right: -4px; top: 50%; transform: translate(100%, -50%); }
+.map-frame { position: relative; margin: 18px 56px; }
+.grid { position: absolute; left: 0; top: 0; pointer-events: none; overflow: visible; }
+th.sortable { cursor: pointer; user-select: none; }
+th.sortable::after { content: " ↕"; color: #aaa; }
+tr.total td { font-weight: 600; border-top: 2px solid #888; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 11px; }
+  .controls, .no-print, .small.keys { display: none; }
+  .columns { display: block; }
+  section { break-inside: avoid; }
+  .enface-marker { display: none; }
+}
 """
 
 # The page's only script: the slider, the arrow keys and the overlay toggle show a slice; the detection plot's
@@ -86,13 +108,13 @@ JS = """
   const data = JSON.parse($("slice-data").textContent);
   const n = data.bscan.length;
   const slider = $("slider"), label = $("slice-label"), bscan = $("bscan"), overlay = $("overlay");
-  const toggle = $("overlay-toggle"), marker = $("det-marker"), values = $("det-values");
+  const toggle = $("overlay-toggle"), marker = $("det-marker"), values = $("det-values"), mode = $("overlay-mode");
   function show(k) {
     k = Math.min(n, Math.max(1, k));
     slider.value = k;
     label.textContent = `slice ${k} / ${n}`;
     bscan.src = data.bscan[k - 1];
-    overlay.src = data.overlay[k - 1];
+    overlay.src = (mode.value === "contour" ? data.contour : data.overlay)[k - 1];
     if (marker) {
       const x = Number(marker.dataset.x0) + (k - 1) * Number(marker.dataset.dx);
       marker.setAttribute("x1", x);
@@ -103,6 +125,7 @@ JS = """
   }
   slider.addEventListener("input", () => show(Number(slider.value)));
   toggle.addEventListener("change", () => { overlay.style.display = toggle.checked ? "" : "none"; });
+  mode.addEventListener("change", () => show(Number(slider.value)));
   document.addEventListener("keydown", (e) => {
     // a focused slider steps itself (and fires "input")
     if (e.target === slider || (e.key !== "ArrowLeft" && e.key !== "ArrowRight")) return;
@@ -193,7 +216,13 @@ def _slice_encoding(image: np.ndarray, labels: np.ndarray) -> tuple[tuple[int, i
     scale = min(1.0, MAX_WIDTH / w)
     sample = np.unique(np.linspace(0, z - 1, min(z, 5)).round().astype(int))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    overlays = z * np.mean([_encoded_size(_overlay_uri(np.asarray(labels[i]), size)) for i in sample])
+    overlays = z * np.mean(
+        [
+            _encoded_size(_overlay_uri(np.asarray(labels[i]), size))
+            + _encoded_size(_contour_uri(np.asarray(labels[i]), size))
+            for i in sample
+        ]
+    )
     for quality in JPEG_QUALITIES:
         total = overlays + z * np.mean([_encoded_size(_bscan_uri(image[i], size, quality)) for i in sample])
         if total <= IMAGE_BUDGET * 4 / 3:  # base64 sizes
@@ -210,6 +239,45 @@ def _overlay_uri(labels: np.ndarray, size: tuple[int, int]) -> str:
     im.putpalette(LESION_COLOURS.astype(np.uint8).tobytes())  # 4 entries: a 2-bit PNG
     alpha = round(255 * OVERLAY_ALPHA)
     return _data_uri(im, "PNG", transparency=bytes([0] + [alpha] * (len(LESION_COLOURS) - 1)))
+
+
+def _contour_uri(labels: np.ndarray, size: tuple[int, int]) -> str:
+    """(H, W) classes -> a palette PNG of ``size``: each lesion's outline (its pixels with a neighbour of another
+    class) in its colour, opaque; the rest transparent. What a reader sees the B-scan through."""
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8)).resize(size, Image.NEAREST))
+    padded = np.pad(small, 1, mode="edge")
+    edge = (
+        (padded[:-2, 1:-1] != small)
+        | (padded[2:, 1:-1] != small)
+        | (padded[1:-1, :-2] != small)
+        | (padded[1:-1, 2:] != small)
+    )
+    im = Image.fromarray(np.where(edge & (small > 0), small, 0).astype(np.uint8))
+    im.putpalette(LESION_COLOURS.astype(np.uint8).tobytes())
+    return _data_uri(im, "PNG", transparency=bytes([0] + [255] * (len(LESION_COLOURS) - 1)))
+
+
+def _display_size(size: tuple[int, int], shape: tuple[int, int], spacing: Sequence[float] | None) -> tuple[int, int]:
+    """(width, height) px on screen of a B-scan encoded at ``size`` of ``shape`` (H, W): at its physical aspect
+    where the spacing is known (depth and width at one scale), else its pixels' aspect; at least MIN_VIEWER_WIDTH
+    wide and at most MAX_VIEWER_HEIGHT high."""
+    h, w = shape
+    aspect = (h * spacing[1]) / (w * spacing[2]) if spacing is not None else h / w  # height over width
+    width = float(VIEWER_WIDTH) if spacing is not None else max(float(size[0]), MIN_VIEWER_WIDTH)
+    width = min(width, MAX_VIEWER_HEIGHT / aspect, 2 * MIN_VIEWER_WIDTH)
+    return round(width), max(1, round(width * aspect))
+
+
+def _scale_bar(width_px: int, width_mm: float) -> str:
+    """A horizontal bar of a round length (0.1, 0.2, 0.5, 1, 2 mm ...) about a quarter of ``width_px``."""
+    per_mm = width_px / width_mm
+    target = width_mm / 4
+    length = next(v for v in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 1e9) if v >= target * 0.7)
+    label = f"{length * 1000:.0f} &micro;m" if length < 1 else f"{length:g} mm"
+    return (
+        f'<div id="scale-bar"><div class="scalebar" style="width: {length * per_mm:.1f}px"></div>'
+        f'<span class="small">{label} (depth and width at one scale)</span></div>'
+    )
 
 
 def _colormap(values: np.ndarray) -> np.ndarray:
@@ -229,34 +297,44 @@ def _enface_size(z: int, w: int, spacing: Sequence[float] | None) -> tuple[int, 
 # ------------------------------------------------------------------------------------------------------ sections
 
 
-def _viewer(image: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> tuple[str, dict]:
+def _viewer(
+    image: np.ndarray, labels: np.ndarray, names: tuple[str, ...], spacing: Sequence[float] | None = None
+) -> tuple[str, dict]:
     """The slice viewer's HTML and its slices as data URIs (shown by the script)."""
     z, h, w = image.shape
     size, quality = _slice_encoding(image, labels)
     bscans = [_bscan_uri(image[i], size, quality) for i in range(z)]
     overlays = [_overlay_uri(np.asarray(labels[i]), size) for i in range(z)]
+    contours = [_contour_uri(np.asarray(labels[i]), size) for i in range(z)]
     area = (np.asarray(labels) > 0).sum(axis=(1, 2))
     first = int(area.argmax()) + 1  # open on the slice with the most lesion (the first slice when there is none)
     legend = "".join(
         f'<span><i class="swatch" style="background: {_rgb(c + 1)}"></i>{html.escape(n)}</span>'
         for c, n in enumerate(names)
     )
-    zoom = min(max(1.0, MIN_VIEWER_WIDTH / size[0]), MAX_VIEWER_HEIGHT / size[1])
-    scaled = "" if size[0] == image.shape[2] else f" (shown at {size[0]} &times; {size[1]} px of {w} &times; {h})"
+    shown = _display_size(size, (h, w), spacing)
+    scaled = "" if size[0] == image.shape[2] else f" (stored at {size[0]} &times; {size[1]} px of {w} &times; {h})"
+    if spacing is None:
+        bar = '<p class="small" id="scale-bar">Pixel aspect: the spacing is unknown, so no scale.</p>'
+    else:
+        bar = _scale_bar(shown[0], w * spacing[2])
     body = f"""<section>
 <h2>B-scans with the predicted lesions</h2>
 <div class="controls">
 <input type="range" id="slider" min="1" max="{z}" step="1" value="{first}" aria-label="B-scan">
 <span id="slice-label">slice {first} / {z}</span>
 <label><input type="checkbox" id="overlay-toggle" checked> lesions</label>
+<label>as <select id="overlay-mode"><option value="fill">fills</option><option value="contour">outlines</option>
+</select></label>
 </div>
-<div class="viewer" style="width: {round(size[0] * zoom)}px">
-<img id="bscan" alt="B-scan" width="{size[0]}" height="{size[1]}"><img id="overlay" alt="">
+<div class="viewer" style="width: {shown[0]}px; height: {shown[1]}px">
+<img id="bscan" alt="B-scan" style="width: {shown[0]}px; height: {shown[1]}px"><img id="overlay" alt="">
 </div>
+{bar}
 <p class="legend">{legend}</p>
-<p class="small">&larr; / &rarr; step through the B-scans{scaled}.</p>
+<p class="small keys">&larr; / &rarr; step through the B-scans{scaled}.</p>
 </section>"""
-    return body, {"bscan": bscans, "overlay": overlays}
+    return body, {"bscan": bscans, "overlay": overlays, "contour": contours}
 
 
 def _det_plot(det: np.ndarray | None, names: tuple[str, ...]) -> str:
@@ -319,42 +397,196 @@ def _volumes_table(quant: dict, names: tuple[str, ...]) -> str:
 </section>"""
 
 
-def _enface(quant: dict, names: tuple[str, ...]) -> str:
-    unit, spacing = quant["enface_unit"], quant["spacing"]
+def _grid_svg(size: tuple[int, int], shape: tuple[int, int], spacing: Sequence[float], fovea: dict) -> str:
+    """The ETDRS grid (circles of 1, 3 and 6 mm, the diagonals between the rings) over an en-face map of ``size``
+    (width, height) px showing ``shape`` (Z, W), centred on ``fovea`` (1-based B-scan and A-scan)."""
+    z, w = shape
+    x0 = (fovea["ascan"] - 0.5) / w * size[0]
+    y0 = (fovea["bscan"] - 0.5) / z * size[1]
+    sx, sy = size[0] / (w * spacing[2]), size[1] / (z * spacing[0])  # px per mm across and down
+    rings = "".join(
+        f'<ellipse cx="{x0:.1f}" cy="{y0:.1f}" rx="{r * sx:.1f}" ry="{r * sy:.1f}"/>' for r in (0.5, 1.5, 3.0)
+    )
+    c = math.sqrt(0.5)
+    spokes = "".join(
+        f'<line x1="{x0 + a * 0.5 * c * sx:.1f}" y1="{y0 + b * 0.5 * c * sy:.1f}" '
+        f'x2="{x0 + a * 3 * c * sx:.1f}" y2="{y0 + b * 3 * c * sy:.1f}"/>'
+        for a, b in ((1, 1), (1, -1), (-1, 1), (-1, -1))
+    )
+    return (
+        f'<svg class="grid" width="{size[0]}" height="{size[1]}" viewBox="0 0 {size[0]} {size[1]}" aria-hidden="true">'
+        f'<g fill="none" stroke="#fff" stroke-width="1.2" opacity="0.9">{rings}{spokes}</g>'
+        f'<g fill="none" stroke="#000" stroke-width="0.5" opacity="0.6">{rings}{spokes}</g></svg>'
+    )
+
+
+def _orientation_labels(names: dict | None) -> str:
+    """Labels on the sides of a map whose anatomical side is known (none where the file does not say)."""
+    if not names:
+        return ""
+    return "".join(
+        f'<span class="orient {side}">{html.escape(names[side])}</span>' for side in SIDES if names.get(side)
+    )
+
+
+def _map_figure(
+    name: str, caption: str, values: np.ndarray, top: float, size, shape, quant: dict, unit: str, low: float = 0.0
+) -> str:
+    """One en-face map (Z, W) coloured on ``low``..``top`` with its colour bar, the grid where there is one and
+    the orientation labels where known."""
+    z = values.shape[0]
+    finite = np.isfinite(values)
+    filled = np.where(finite, values, low).astype(np.float32)
+    # across A-scans smoothly, across B-scans (sparse, far apart) each row as it was measured
+    rows = Image.fromarray(filled).resize((size[0], z), Image.BILINEAR)
+    smooth = np.asarray(rows.resize(size, Image.NEAREST))
+    known = np.asarray(Image.fromarray(finite.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    rgb = _colormap(np.clip((smooth - low) / (top - low), 0, 1) if top > low else np.zeros_like(smooth))
+    rgb[~known] = 128  # not measured: grey
+    uri = _data_uri(Image.fromarray(rgb), "PNG")
+    grid, spacing = quant.get("etdrs"), quant["spacing"]
+    overlay = "" if grid is None or spacing is None else _grid_svg(size, shape, spacing, grid["fovea"])
     stops = ", ".join(f"rgb({r}, {g}, {b})" for r, g, b in _colormap(np.linspace(0, 1, 9)))
-    figures = []
-    z = w = 0
-    for n in names:
-        height = np.nan_to_num(np.asarray(quant["enface"][n], dtype=np.float32))  # (Z, W)
-        z, w = height.shape
-        size = _enface_size(z, w, spacing)
-        top = float(height.max()) if height.size else 0.0
-        # across A-scans smoothly, across B-scans (sparse, far apart) each row as it was measured
-        rows = Image.fromarray(height).resize((size[0], z), Image.BILINEAR)
-        smooth = np.asarray(rows.resize(size, Image.NEAREST))
-        rgb = _colormap(smooth / top if top > 0 else np.zeros_like(smooth))
-        uri = _data_uri(Image.fromarray(rgb), "PNG")
-        top_text = f"{_sig(top)} {html.escape(unit)}" if top > 0 else f"no {html.escape(n)}"
+    return (
+        f'<figure data-class="{html.escape(name)}"><figcaption>{caption}</figcaption>\n'
+        f'<div class="map-frame" style="width: {size[0]}px"><div class="map-box">'
+        f'<img class="enface-map" src="{uri}" width="{size[0]}" height="{size[1]}" '
+        f'alt="{html.escape(name)} en-face map">'
+        f'{overlay}<div class="enface-marker"></div></div>{_orientation_labels(_orientation(quant))}</div>\n'
+        f'<div class="colourbar" style="width: {size[0]}px; margin-left: 56px; background: linear-gradient(to right, '
+        f'{stops})"></div><div class="range" style="width: {size[0]}px; margin-left: 56px">'
+        f"<span>{_sig(low)} {unit}</span>"
+        f"<span>{_sig(top)} {unit}</span></div></figure>"
+    )
+
+
+def _orientation(quant: dict) -> dict | None:
+    grid = quant.get("etdrs")
+    if grid is not None:
+        return grid["orientation"]
+    scan = quant.get("scan") or {}
+    return orientation(scan.get("laterality"), scan.get("bscan_order"), scan.get("ascan_order"))
+
+
+def _enface(quant: dict, names: tuple[str, ...]) -> str:
+    """The fluid height maps of every lesion on one colour scale (um where the spacing is known), and the retina's
+    thickness map, each with the ETDRS grid where there is one."""
+    spacing = quant["spacing"]
+    scale, unit = (1.0, "voxels") if spacing is None else (1000.0 if quant["enface_unit"] == "mm" else 1.0, "&micro;m")
+    heights = {n: np.nan_to_num(np.asarray(quant["enface"][n], dtype=np.float32)) * scale for n in names}
+    z, w = next(iter(heights.values())).shape
+    size = _enface_size(z, w, spacing)
+    top = max((float(h.max()) for h in heights.values() if h.size), default=0.0)
+    figures = [
+        _map_figure(
+            n,
+            html.escape(n) if heights[n].max() > 0 else f"{html.escape(n)}: none",
+            heights[n],
+            top,
+            size,
+            (z, w),
+            quant,
+            unit,
+        )
+        for n in names
+    ]
+    thickness = quant.get("thickness_um")
+    if thickness is not None and np.isfinite(thickness).any():
+        lo, hi = np.nanpercentile(thickness, [1, 99])
         figures.append(
-            f'<figure data-class="{html.escape(n)}"><figcaption>{html.escape(n)}</figcaption>\n'
-            f'<div class="map-box"><img class="enface-map" src="{uri}" width="{size[0]}" height="{size[1]}" '
-            f'alt="{html.escape(n)} en-face map"><div class="enface-marker"></div></div>\n'
-            f'<div class="colourbar" style="width: {size[0]}px; background: linear-gradient(to right, {stops})"></div>'
-            f'<div class="range" style="width: {size[0]}px"><span>0 {html.escape(unit)}</span>'
-            f"<span>{top_text}</span></div></figure>"
+            _map_figure(
+                "thickness",
+                "Retinal thickness (ILM to Bruch's membrane)",
+                thickness,
+                float(hi),
+                size,
+                (z, w),
+                quant,
+                "&micro;m",
+                float(lo),
+            )
         )
     if spacing is None:
         shape = "square voxels (the spacing is unknown)"
     else:
         shape = f"{_sig(w * spacing[2])} mm (A-scans) &times; {_sig(z * spacing[0])} mm (B-scans), to scale"
+    names_known = _orientation(quant) or {}
+    order = "B-scan 1 is at the top" + (
+        "" if names_known.get("top") else " (the file does not say which way the B-scans run: the order is as stored)"
+    )
+    side = "" if names_known.get("left") else "; without the eye's laterality, nasal and temporal are not marked"
     return f"""<section>
-<h2>En-face fluid maps</h2>
-<p class="small">Fluid height ({html.escape(unit)}) seen from the front: rows are B-scans 1 (top) to {z}
-(bottom), columns are A-scans; {shape}.<br>The dashed line is the shown B-scan; click a map to show another.</p>
+<h2>En-face maps</h2>
+<p class="small">Fluid height seen from the front, every lesion on one colour scale ({unit}); grey: not measured.
+Rows are B-scans 1 to {z}, columns A-scans; {shape}. {order}{side}.<br>The dashed line is the shown B-scan; click a map
+to show another. Circles: the ETDRS grid (1, 3, 6 mm) centred on the fovea.</p>
 <div id="enface">
 {chr(10).join(figures)}
 </div>
 </section>"""
+
+
+def _etdrs_table(quant: dict, names: tuple[str, ...]) -> str:
+    """The grid's sectors: position, share covered, mean thickness, fluid per lesion; the CST and the fovea."""
+    grid = quant.get("etdrs")
+    if grid is None:
+        note = html.escape(quant.get("etdrs_note") or "no grid")
+        return f'<section>\n<h2>ETDRS grid</h2>\n<p id="etdrs-note">No sectors: {note}.</p>\n</section>'
+    rows = []
+    for sec in grid["sectors"]:
+        label = sec["name"] or f"{sec['ring']}, {sec['side']}"
+        thick = "not measured" if sec["thickness_um"] is None else _sig(sec["thickness_um"])
+        fluid = "".join(f'<td class="num">{_sig(sec["fluid_nl"][n])}</td>' for n in names)
+        rows.append(
+            f'<tr data-sector="{sec["key"]}"><td>{html.escape(label)}</td><td class="num">{sec["covered"]:.0%}</td>'
+            f'<td class="num">{thick}</td>{fluid}</tr>'
+        )
+    fovea = grid["fovea"]
+    where = f"B-scan {fovea['bscan']:.0f}, A-scan {fovea['ascan']:.0f}"
+    found = "found" if fovea["found"] else "not found"
+    cst = "not measured" if grid["cst_um"] is None else f"{_sig(grid['cst_um'])} &micro;m"
+    head = "".join(f"<th>{html.escape(n)} (nL)</th>" for n in names)
+    known = grid["orientation"]["top"] and grid["orientation"]["left"]
+    sides = "" if known else " (sides as on the en-face map)"
+    return f"""<section>
+<h2>ETDRS grid</h2>
+<p id="cst"><b>Central subfield thickness: {cst}</b></p>
+<p class="small" id="fovea">Fovea {found} ({html.escape(fovea["note"])}); grid centre at {where}.</p>
+<table id="etdrs">
+<thead><tr><th>Sector{sides}</th>
+<th>Covered</th><th>Thickness (&micro;m)</th>{head}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
+</section>"""
+
+
+def _meta_table(quant: dict, model: dict | None) -> str:
+    """The scan (spacing, eye, date, device, B-scan order, as the file gives them) and the model that made the
+    figures."""
+    scan = quant.get("scan") or {}
+    eye = {"OD": "right (OD)", "OS": "left (OS)"}.get(scan.get("laterality") or "", "not given by the file")
+    order = {
+        "superior-first": "superior first (from the file)",
+        "inferior-first": "inferior first (from the file)",
+    }.get(scan.get("bscan_order") or "", "as stored (the file does not say which way they run)")
+    rows = [
+        ("Voxel spacing", f'<span id="spacing">{_spacing_text(quant["spacing"])}</span>'),
+        ("Eye", f'<span id="laterality">{eye}</span>'),
+        ("Scan date", html.escape(scan.get("date") or "not given by the file")),
+        ("Device", html.escape(scan.get("device") or "not given by the file")),
+        ("B-scan order", html.escape(order)),
+    ]
+    if model:
+        files = "; ".join(
+            f'{html.escape(c["file"])} <span class="small" title="SHA-256 {c["sha256"]}">SHA-256 {c["sha256"][:12]}'
+            "&hellip;</span>"
+            for c in model.get("checkpoints", [])
+        )
+        rows.append(("Model", f'<span id="model">{files} ({html.escape(model.get("toolkit", ""))})</span>'))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="meta">{body}</table>'
 
 
 # -------------------------------------------------------------------------------------------------------- pages
@@ -368,10 +600,12 @@ def write_patient_report(
     det: np.ndarray | None,
     quant: dict,
     class_names: tuple[str, ...] = ("REA", "SRF", "PED"),
+    model: dict | None = None,
 ) -> Path:
     """One patient's self-contained page: image (Z, H, W) uint8 B-scans, labels (Z, H, W) predicted classes,
     det (Z, C) detection probabilities or None, quant the quantification dict (spacing, volume_nl, voxels,
-    affected_bscans, enface, enface_unit). Returns ``path``."""
+    affected_bscans, enface, enface_unit; where there are: scan, thickness_um, etdrs, etdrs_note), model the
+    checkpoints that made it (predict.py's ``model_info``). Returns ``path``."""
     path = Path(path)
     if image.ndim != 3 or labels.shape != image.shape:
         raise ValueError(
@@ -386,20 +620,23 @@ def write_patient_report(
     if int(np.max(labels, initial=0)) > len(class_names):
         raise ValueError(f"{name}: labels hold class {int(np.max(labels))}, but there are {len(class_names)} lesions")
     det = None if det is None else np.nan_to_num(np.asarray(det, dtype=np.float64))  # NaN is not JSON
-    viewer, slices = _viewer(image, labels, class_names)
+    viewer, slices = _viewer(image, labels, class_names, quant["spacing"])
     data = {"names": list(class_names), "det": None if det is None else np.round(det, 4).tolist(), **slices}
     data_json = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the script element
     body = f"""<header>
 <h1 id="patient">{html.escape(name)}</h1>
-<p id="spacing">Voxel spacing: {_spacing_text(quant["spacing"])}.</p>
+{_meta_table(quant, model)}
 <p class="note">{NOTE}</p>
 </header>
 <div class="columns">
+<div class="main">
 {viewer}
+{_enface(quant, class_names)}
+</div>
 <div class="side">
 {_det_plot(det, class_names)}
 {_volumes_table(quant, class_names)}
-{_enface(quant, class_names)}
+{_etdrs_table(quant, class_names)}
 </div>
 </div>
 <script type="application/json" id="slice-data">{data_json}</script>"""
@@ -409,46 +646,222 @@ def write_patient_report(
     return path
 
 
+# The index's only script: a click on a column's heading sorts the patients by it (again: the other way); the totals
+# row stays last.
+INDEX_JS = """
+"use strict";
+(() => {
+  const table = document.getElementById("volumes");
+  const body = table.tBodies[0];
+  table.querySelectorAll("th.sortable").forEach((th, column) => {
+    th.addEventListener("click", () => {
+      const down = th.dataset.order !== "asc";
+      table.querySelectorAll("th.sortable").forEach((h) => delete h.dataset.order);
+      th.dataset.order = down ? "asc" : "desc";
+      const rows = Array.from(body.rows).filter((r) => !r.classList.contains("total"));
+      const key = (r) => r.cells[column].dataset.value ?? r.cells[column].textContent;
+      rows.sort((a, b) => {
+        const x = key(a), y = key(b), nx = Number(x), ny = Number(y);
+        const c = x !== "" && y !== "" && !isNaN(nx) && !isNaN(ny) ? nx - ny : String(x).localeCompare(String(y));
+        return down ? c : -c;
+      });
+      const total = body.querySelector("tr.total");
+      rows.forEach((r) => body.insertBefore(r, total));
+    });
+  });
+})();
+"""
+
+
 def write_index(path: Path, rows: list[dict], title: str = "OCT fluid report") -> Path:
-    """A page linking to every patient's report with the fluid volumes across patients. Each row: ``name``,
-    ``report`` (the report's file path relative to this page; it is percent-encoded here), ``volume_nl`` (a dict
-    class -> nL, or None when the spacing is unknown) and ``slices`` (the number of B-scans). Returns ``path``."""
+    """A page linking to every patient's report with the fluid volumes across patients, a totals row, and columns
+    that sort on a click. Each row: ``name``, ``report`` (the report's file path relative to this page; it is
+    percent-encoded here), ``volume_nl`` (a dict class -> nL, or None when the spacing is unknown), ``slices`` (the
+    number of B-scans) and optionally ``cst_um`` (the central subfield thickness). Returns ``path``."""
     path = Path(path)
     names = next((tuple(r["volume_nl"]) for r in rows if r.get("volume_nl")), ("REA", "SRF", "PED"))
     head = "".join(
-        f'<th><i class="swatch" style="background: {_rgb(c + 1) if c + 1 < len(LESION_COLOURS) else "#999"}"></i>'
-        f"{html.escape(n)} (nL)</th>"
+        f'<th class="sortable"><i class="swatch" style="background: '
+        f'{_rgb(c + 1) if c + 1 < len(LESION_COLOURS) else "#999"}"></i>{html.escape(n)} (nL)</th>'
         for c, n in enumerate(names)
     )
     lines = []
     for r in rows:
         volumes = r.get("volume_nl")
-        cells = (
-            f'<td colspan="{len(names)}">unknown (no spacing)</td>'
+        cells = "".join(
+            '<td class="num" data-value="">unknown (no spacing)</td>'
             if volumes is None
-            else "".join(f'<td class="num">{_sig(volumes[n])}</td>' for n in names)
+            else f'<td class="num" data-value="{volumes[n]!r}">{_sig(volumes[n])}</td>'
+            for n in names
+        )
+        cst = r.get("cst_um")
+        cst_cell = (
+            '<td class="num" data-value="">n/a</td>'
+            if cst is None
+            else f'<td class="num" data-value="{cst!r}">{_sig(cst)}</td>'
         )
         href = html.escape(quote(Path(r["report"]).as_posix()))
         lines.append(
             f'<tr><td><a href="{href}">{html.escape(str(r["name"]))}</a></td>'
-            f'<td class="num">{int(r["slices"])}</td>{cells}</tr>'
+            f'<td class="num" data-value="{int(r["slices"])}">{int(r["slices"])}</td>{cells}{cst_cell}</tr>'
         )
+    known = [r["volume_nl"] for r in rows if r.get("volume_nl") is not None]
+    totals = "".join(f'<td class="num">{_sig(sum(v[n] for v in known))}</td>' for n in names)
+    unknown = len(rows) - len(known)
+    total_label = f"Total ({len(known)} with a spacing{f'; {unknown} without, not counted' if unknown else ''})"
+    total_row = f'<tr class="total"><td>{total_label}</td><td class="num">{sum(int(r["slices"]) for r in rows)}</td>'
+    total_row += f"{totals}<td></td></tr>"
     body = f"""<header>
 <h1>{html.escape(title)}</h1>
 <p class="note">{NOTE}</p>
 </header>
 <section>
 <h2>Patients ({len(rows)})</h2>
+<p class="small no-print">Click a column's heading to sort by it.</p>
 <table id="volumes">
-<thead><tr><th>Patient</th><th>B-scans</th>{head}</tr></thead>
+<thead><tr><th class="sortable">Patient</th><th class="sortable">B-scans</th>{head}
+<th class="sortable">CST (&micro;m)</th></tr></thead>
 <tbody>
-{chr(10).join(lines) or f'<tr><td colspan="{len(names) + 2}">no patients</td></tr>'}
+{chr(10).join(lines) or f'<tr><td colspan="{len(names) + 3}">no patients</td></tr>'}
+{total_row if rows else ""}
 </tbody>
 </table>
 </section>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(_page(title, body))
+        f.write(_page(title, body, INDEX_JS))
+    return path
+
+
+def _change(a: float | None, b: float | None, digits: int = 3) -> tuple[str, str, str, str]:
+    """(first, second, change, change in %) as text; "n/a" where a figure is missing."""
+    if a is None or b is None:
+        return tuple("n/a" if v is None else _sig(v, digits) for v in (a, b)) + ("n/a", "n/a")
+    pct = "n/a" if a == 0 else f"{100 * (b - a) / a:+.0f}%"
+    diff = b - a
+    return _sig(a, digits), _sig(b, digits), ("+" if diff > 0 else "") + _sig(diff, digits), pct
+
+
+def _matched_sectors(first: dict, second: dict) -> tuple[list[tuple[dict, dict]], str]:
+    """The two visits' sectors in pairs: by their anatomical names where both files name every sector (one eye
+    scanned once superior-first and once inferior-first still pairs superior with superior), else by their place on
+    the en-face map, with a note where the two files say different things about the orientation."""
+    if all(s["name"] for g in (first, second) for s in g["sectors"]):
+        by_name = {s["name"]: s for s in second["sectors"]}
+        return [(s, by_name[s["name"]]) for s in first["sectors"]], ""
+    note = ""
+    if first["orientation"] != second["orientation"]:
+        note = (
+            '<p class="note" id="sectors-warning">The two files say different things about which way the scan runs '
+            "(the eye or the B-scan order is given by one only): sectors are matched by their place on the en-face "
+            "map, which may not be the same place in the eye.</p>\n"
+        )
+    return list(zip(first["sectors"], second["sectors"])), note
+
+
+def write_compare_report(
+    path: Path,
+    names: tuple[str, str],
+    quants: tuple[dict, dict],
+    reports: tuple[str, str],
+    class_names: tuple[str, ...] = ("REA", "SRF", "PED"),
+    model: dict | None = None,
+) -> Path:
+    """Two visits of one eye on one page: the change of each lesion's volume, of the CST, and per ETDRS sector of
+    each lesion's fluid and of the thickness, with both visits' thickness maps; ``reports``: each visit's page,
+    relative to this one. Sectors are matched by their place on the grid, each visit's grid centred on its own
+    fovea."""
+    path = Path(path)
+    (n1, n2), q2 = names, quants[1]
+    link = " &rarr; ".join(f'<a href="{html.escape(quote(r))}">{html.escape(n)}</a>' for n, r in zip(names, reports))
+    dates = [(q.get("scan") or {}).get("date") for q in quants]
+    when = f" ({html.escape(dates[0])} &rarr; {html.escape(dates[1])})" if all(dates) else ""
+    head = f"<tr><th></th><th>{html.escape(n1)}</th><th>{html.escape(n2)}</th><th>Change</th><th>Change (%)</th></tr>"
+    volume_rows = []
+    for c, n in enumerate(class_names):
+        cells = _change(*(None if q["volume_nl"] is None else q["volume_nl"][n] for q in quants))
+        volume_rows.append(
+            f'<tr data-class="{html.escape(n)}"><td><i class="swatch" style="background: {_rgb(c + 1)}"></i>'
+            f"{html.escape(n)} (nL)</td>" + "".join(f'<td class="num">{v}</td>' for v in cells) + "</tr>"
+        )
+    grids = [q.get("etdrs") for q in quants]
+    cst = _change(*(None if g is None else g["cst_um"] for g in grids))
+    volume_rows.append(
+        '<tr data-class="cst"><td>CST (&micro;m)</td>' + "".join(f'<td class="num">{v}</td>' for v in cst)
+    )
+    sector_html = '<p id="sectors-note">No sector comparison: a visit has no ETDRS grid.</p>'
+    if all(g is not None for g in grids):
+        lines = []
+        pairs, match_note = _matched_sectors(*grids)
+        for s1, s2 in pairs:
+            label = s1["name"] or f"{s1['ring']}, {s1['side']} (on the map)"
+            fluid = "".join(
+                f'<td class="num">{_change(s1["fluid_nl"][n], s2["fluid_nl"][n])[2]}</td>' for n in class_names
+            )
+            thick = _change(s1["thickness_um"], s2["thickness_um"])
+            covered = min(s1["covered"], s2["covered"])
+            lines.append(
+                f'<tr data-sector="{s1["key"]}"><td>{html.escape(label)}</td><td class="num">{covered:.0%}</td>'
+                f"{fluid}" + "".join(f'<td class="num">{v}</td>' for v in thick[:3]) + "</tr>"
+            )
+        fluid_head = "".join(f"<th>{html.escape(n)} change (nL)</th>" for n in class_names)
+        sector_html = (
+            match_note
+            + f"""<table id="sector-change">
+<thead><tr><th>Sector</th><th>Covered (both)</th>{fluid_head}<th>Thickness {html.escape(n1)} (&micro;m)</th>
+<th>{html.escape(n2)}</th><th>Change</th></tr></thead>
+<tbody>
+{chr(10).join(lines)}
+</tbody>
+</table>"""
+        )
+    maps = []
+    for n, q in zip(names, quants):
+        th = q.get("thickness_um")
+        if th is not None and q["spacing"] is not None and np.isfinite(th).any():
+            z, w = th.shape
+            both = [np.ravel(x["thickness_um"]) for x in quants if x.get("thickness_um") is not None]
+            lo, hi = np.nanpercentile(np.concatenate(both), [1, 99])
+            maps.append(
+                _map_figure(
+                    "thickness",
+                    html.escape(n),
+                    th,
+                    float(hi),
+                    _enface_size(z, w, q["spacing"]),
+                    (z, w),
+                    q,
+                    "&micro;m",
+                    float(lo),
+                )
+            )
+    body = f"""<header>
+<h1 id="compare">{link}{when}</h1>
+{_meta_table(q2, model)}
+<p class="note">{NOTE}</p>
+</header>
+<section>
+<h2>Change between the visits</h2>
+<table id="change">
+<thead>{head}</thead>
+<tbody>
+{chr(10).join(volume_rows)}
+</tbody>
+</table>
+</section>
+<section>
+<h2>Change per ETDRS sector</h2>
+<p class="small">Each visit's grid is centred on its own fovea; sectors are matched by place in the eye where both
+files give the eye's orientation, else by their place on the en-face map.</p>
+{sector_html}
+</section>
+<section>
+<h2>Retinal thickness at each visit (one colour scale)</h2>
+<div id="enface">{"".join(maps) or '<p class="small">No thickness maps.</p>'}</div>
+</section>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(_page(f"{n1} to {n2} - OCT fluid change", body))
     return path
 
 

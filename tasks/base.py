@@ -153,9 +153,19 @@ class Task(ABC):
         """Measurements of one prediction for a report (e.g. fluid volumes), or None where the task has none."""
         return None
 
-    def write_report(self, folder: Path, name: str, sample, prediction, quant: dict) -> Path:
-        """One self-contained HTML page for ``name`` under ``folder``; tasks with ``quantify`` write one."""
+    def write_report(self, folder: Path, name: str, sample, prediction, quant: dict, model: dict | None = None) -> Path:
+        """One self-contained HTML page for ``name`` under ``folder``; tasks with ``quantify`` write one. ``model``:
+        which checkpoints made it (``model_info``)."""
         raise NotImplementedError(f"the {self.name} task writes no reports")
+
+    def check_visits(self, first: tuple[Path, Any], second: tuple[Path, Any]) -> None:
+        """Raise ``ValueError`` when two (path, sample) inputs cannot be compared as visits of one eye, the earlier
+        first (predict.py --compare)."""
+        raise ValueError(f"--compare: the {self.name} task has no visits to compare")
+
+    def write_summary(self, folder: Path, name: str, sample, prediction, quant: dict, model: dict) -> Path | None:
+        """A machine-readable summary of one input (predict.py, tasks with ``quantify``), or None."""
+        return None
 
     @classmethod
     def figure_names(cls) -> tuple[str, ...]:

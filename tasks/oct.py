@@ -8,7 +8,7 @@ absent from that volume's ground truth), averaged over volumes; detection AUC pe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,13 @@ from data.oct import (
     detection_targets,
     find_volumes,
 )
-from data.retina import estimate_spacing
+from data.retina import estimate_spacing, find_volume_boundaries
 from data.retouch import find_retouch_volumes, is_retouch, parse_label_map
 from data.transforms import ANY_LESION
 from data.volumes import (
     GREY_RULE,
     Geometry,
+    ScanMeta,
     check_extent,
     check_spacing,
     cirrus_spacing,
@@ -55,12 +56,14 @@ from data.volumes import (
 )
 from inference.predictor import Prediction, Predictor
 from metrics import detection_auc, fluid_counts, fluid_summary, summarize_dice, volume_dice
+from metrics.etdrs import etdrs, thickness_map
 from metrics.quantify import quantify
 from reports.html import write_patient_report
 from tasks import register_task
 from tasks.base import SHIPPED_DIR, Evaluator, Task, scaled_size
-from utils.io import OUTPUT_MARKER, save_csv_atomic, save_image_atomic, save_npy_atomic, zip_folder
+from utils.io import OUTPUT_MARKER, save_csv_atomic, save_image_atomic, save_json_atomic, save_npy_atomic, zip_folder
 from utils.log import Progress
+from utils.version import VERSION
 
 log = logging.getLogger(__name__)
 SUBMISSION_FOLDER = "segment"
@@ -78,6 +81,8 @@ class Volume:
     bscan: bool = False
     name: str = ""  # for messages
     geometry: Geometry | None = None  # where a file's voxels lie (predict.py's NIfTI label maps); None for data sets
+    meta: ScanMeta = ScanMeta()  # what the file says about the scan (laterality, date, device, B-scan order)
+    format: str | None = None  # the reader's format ("dicom", "nifti", ...) of a file read by predict.py
 
 
 def neighbour_batch(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -300,7 +305,9 @@ class OctTask(Task):
         if path.is_file() and is_bscan_file(path):
             return Volume(read_bscan(path)[None], None, spacing, bscan=True, name=str(path))
         v = read_volume(path, cube=cube, spacing=spacing)
-        return Volume(v.image, None, v.spacing, name=str(path), geometry=volume_geometry(v))
+        return Volume(
+            v.image, None, v.spacing, name=str(path), geometry=volume_geometry(v), meta=v.meta, format=v.format
+        )
 
     def check_report(self, path: Path, sample: Volume) -> None:
         if sample.bscan:
@@ -309,6 +316,20 @@ class OctTask(Task):
             raise ValueError(
                 f"{path}: the voxel spacing is unknown (not in the file, and no Cirrus cube size in its name); "
                 "fluid volumes need it: pass --spacing DZ DY DX (mm)"
+            )
+
+    def check_visits(self, first: tuple[Path, Volume], second: tuple[Path, Volume]) -> None:
+        """Two visits of one eye, the earlier first: files of different eyes, or dated the other way round, are
+        refused (every change would be the wrong eye's or have the wrong sign)."""
+        (p1, a), (p2, b) = first, second
+        if a.meta.laterality and b.meta.laterality and a.meta.laterality != b.meta.laterality:
+            raise ValueError(
+                f"--compare: {p1} is a {a.meta.laterality} scan and {p2} a {b.meta.laterality} one: two visits of one "
+                "eye are compared"
+            )
+        if a.meta.date and b.meta.date and a.meta.date[:19] > b.meta.date[:19]:
+            raise ValueError(
+                f"--compare: {p1} ({a.meta.date}) was taken after {p2} ({b.meta.date}); give the earlier visit first"
             )
 
     def input_name(self, path: Path) -> str:
@@ -512,20 +533,96 @@ class OctTask(Task):
                     f"{sample.name}: no voxel spacing known; {name}_labels.nii.gz has 1 mm voxels (pass --spacing)"
                 )
             written.append(write_label_nifti(sub / f"{name}_labels.nii.gz", labels, sample.geometry))
+        if seg and sample is not None and sample.format == "dicom":
+            from data.dicom_seg import write_dicom_seg  # highdicom: imported only for DICOM inputs
+
+            seg_file = write_dicom_seg(
+                sub / f"{name}_seg.dcm", labels, Path(sample.name), LESION_NAMES, "retina-lesion " + self.name, VERSION
+            )
+            written += [] if seg_file is None else [seg_file]
         return written
 
-    def quantify(self, sample: Volume, prediction: Prediction) -> dict:
-        """Fluid volumes (nL), affected B-scans and en-face maps of the predicted lesions."""
-        return quantify(prediction.labels.cpu().numpy(), sample.spacing, LESION_NAMES)
+    def write_summary(
+        self, folder: Path, name: str, sample: Volume, prediction: Prediction, quant: dict, model: dict
+    ) -> Path:
+        """``segment/<name>_summary.json``: what one input holds, machine-readable: the input (path, format, shape,
+        spacing, what the file says about the scan), the model (``model``: checkpoints with their SHA-256, toolkit
+        version), the fluid volumes and affected B-scans, the detection score of each lesion per B-scan, the ETDRS
+        grid (fovea, sectors with fluid and thickness, CST) or why there is none."""
+        det = prediction.det.float().cpu().numpy()
+        grid = quant.get("etdrs")
+        thickness = quant.get("thickness_um")
+        summary = {
+            "name": name,
+            "input": {
+                "path": sample.name,
+                "format": "bscan" if sample.bscan else sample.format,
+                "shape": list(np.shape(sample.image)[1:] if sample.bscan else np.shape(sample.image)),
+                "spacing_mm": quant["spacing"],
+                "geometry": None if sample.geometry is None else sample.geometry.source,
+                "scan": quant.get("scan"),
+            },
+            "model": model,
+            "lesions": list(LESION_NAMES),
+            "volume_nl": quant["volume_nl"],
+            "voxels": quant["voxels"],
+            "affected_bscans": quant["affected_bscans"],
+            "detection": {"per_bscan": np.round(det.astype(np.float64), 4).tolist(), "mode": self.own.detection},
+            "thickness": None
+            if thickness is None
+            else {
+                "mean_um": _finite_mean(thickness),
+                "measured": round(float(np.isfinite(thickness).mean()), 4),
+                "cst_um": grid["cst_um"],
+            },
+            "etdrs": grid,
+            "etdrs_note": quant.get("etdrs_note", ""),
+        }
+        sub = folder / SUBMISSION_FOLDER
+        sub.mkdir(exist_ok=True)
+        save_json_atomic(sub / f"{name}_summary.json", summary)
+        return sub / f"{name}_summary.json"
 
-    def write_report(self, folder: Path, name: str, sample: Volume, prediction: Prediction, quant: dict) -> Path:
+    def quantify(self, sample: Volume, prediction: Prediction) -> dict:
+        """Fluid volumes (nL), affected B-scans and en-face maps of the predicted lesions (``metrics.quantify``), and
+        for a volume with a known spacing the retina's thickness map (``thickness_um`` (Z, W) um, from
+        ``data.retina``'s boundaries) and the ETDRS grid (``etdrs``: fovea, sectors, CST); else both None and
+        ``etdrs_note`` says why. ``scan``: what the file says about the scan."""
+        labels = prediction.labels.cpu().numpy()
+        quant = quantify(labels, sample.spacing, LESION_NAMES)
+        quant.update(scan=asdict(sample.meta), thickness_um=None, etdrs=None, etdrs_note="")
+        if sample.bscan or labels.shape[0] < 3:
+            quant["etdrs_note"] = "a single B-scan (or under 3): no en-face grid"
+        elif sample.spacing is None:
+            quant["etdrs_note"] = "the voxel spacing is unknown: no grid, no thickness in um (pass --spacing)"
+        else:
+            found = find_volume_boundaries(np.asarray(sample.image))
+            surfaces = {k: np.stack([getattr(b, k) for b in found]) for k in ("ilm", "bruch", "valid")}
+            thickness = thickness_map(surfaces["ilm"], surfaces["bruch"], surfaces["valid"], sample.spacing[1])
+            meta = sample.meta
+            quant["thickness_um"] = thickness
+            quant["etdrs"] = etdrs(
+                labels, thickness, sample.spacing, LESION_NAMES, meta.laterality, meta.bscan_order, meta.ascan_order
+            )
+        return quant
+
+    def write_report(
+        self, folder: Path, name: str, sample: Volume, prediction: Prediction, quant: dict, model: dict | None = None
+    ) -> Path:
         det = None if prediction.det is None else prediction.det.float().cpu().numpy()
         labels = prediction.labels.cpu().numpy().astype(np.uint8)
         folder.mkdir(exist_ok=True)
-        return write_patient_report(folder / f"{name}.html", name, np.asarray(sample.image), labels, det, quant)
+        return write_patient_report(
+            folder / f"{name}.html", name, np.asarray(sample.image), labels, det, quant, model=model
+        )
 
     def finish_submission(self, folder: Path) -> list[Path]:
         return [zip_folder(folder / SUBMISSION_FOLDER, folder / "submission.zip")]
+
+
+def _finite_mean(values: np.ndarray) -> float | None:
+    finite = np.isfinite(values)
+    return float(values[finite].mean()) if finite.any() else None
 
 
 # ------------------------------------------------------------------------------------------------- pixel scale

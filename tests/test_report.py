@@ -235,7 +235,11 @@ def test_index_links_to_the_reports(browser, tmp_path):
     index = write_index(tmp_path / "index.html", rows, title="Clinic <A>")
     load(browser, index)
     assert browser.title == "Clinic <A>"
-    assert table(browser) == [[name, "6", "1.29", "0.343", "0"], ["<b>P02</b>", "49", "unknown (no spacing)"]]
+    assert table(browser) == [
+        [name, "6", "1.29", "0.343", "0", "n/a"],
+        ["<b>P02</b>", "49", *["unknown (no spacing)"] * 3, "n/a"],
+        ["Total (1 with a spacing; 1 without, not counted)", "55", "1.29", "0.343", "0", ""],
+    ]
     assert severe(browser) == []
     browser.find_element(By.LINK_TEXT, name).click()
     WebDriverWait(browser, 5).until(lambda d: d.find_elements(By.ID, "patient"))
@@ -258,9 +262,9 @@ def test_wide_bscans_are_downscaled_to_512_px(tmp_path):
     q = quant(np.zeros((2, 40, 1024), np.uint8), None) | {"enface": {n: np.zeros((2, 1024), np.float32) for n in NAMES}}
     page = write_patient_report(tmp_path / "wide.html", "wide", image, labels, None, q)
     uris = re.findall(r'"(data:image/[^"]+)"', slice_data(page))
-    assert len(uris) == 4  # 2 B-scans, 2 overlays
+    assert len(uris) == 6  # 2 B-scans, 2 overlays, 2 outlines
     assert {decode(u).size for u in uris} == {(512, 20)}
-    assert "shown at 512 × 20 px of 1024 × 40" in page.read_text().replace("&times;", "×")
+    assert "stored at 512 × 20 px of 1024 × 40" in page.read_text().replace("&times;", "×")
 
 
 @pytest.mark.parametrize(
@@ -340,3 +344,174 @@ def test_a_one_pixel_lesion_stays_visible_in_the_gif(tmp_path):
             im.seek(z)
             firsts.append(np.asarray(im.convert("RGB")).astype(int))
     assert firsts[0].shape[0] == 21 and tinted(firsts[0], 2) == 1 and tinted(firsts[1], 2) == 1
+
+
+def test_index_sorts_by_a_column_and_keeps_the_totals_last(browser, tmp_path):
+    rows = [
+        {
+            "name": f"P{i}",
+            "report": f"P{i}.html",
+            "volume_nl": {"REA": v, "SRF": 1.0, "PED": 0.0},
+            "slices": 10,
+            "cst_um": c,
+        }
+        for i, v, c in ((1, 5.0, 300.0), (2, 50.0, 410.5), (3, 0.5, None))
+    ]
+    load(browser, write_index(tmp_path / "index.html", rows))
+    heads = browser.find_elements(By.CSS_SELECTOR, "#volumes th.sortable")
+    rea = heads[2]
+    rea.click()  # ascending: 0.5, 5, 50
+    assert [r[0] for r in table(browser)] == ["P3", "P1", "P2", "Total (3 with a spacing)"]
+    rea.click()  # descending
+    assert [r[0] for r in table(browser)] == ["P2", "P1", "P3", "Total (3 with a spacing)"]
+    assert table(browser)[-1][2:5] == ["55.5", "3.00", "0"]  # 5 + 50 + 0.5 nL, 3 x 1 nL
+    heads[-1].click()  # CST: a missing one sorts apart from the numbers, and nothing breaks
+    assert table(browser)[-1][0].startswith("Total") and severe(browser) == []
+
+
+# the grid's tests: volume()'s 6 B-scans x 96 A-scans spread over 1.5 x 6 mm, so the 1 mm central subfield is covered
+GRID_SPACING = (0.25, 0.0039, 0.0625)
+
+
+def grid_quant(labels: np.ndarray, laterality: str | None, order: str | None) -> dict:
+    from metrics.etdrs import etdrs
+
+    q = quant(labels, SPACING) | {"spacing": GRID_SPACING}
+    thickness = np.full((Z, W), 300.0, np.float32)
+    q.update(
+        scan={
+            "laterality": laterality,
+            "date": "2016-07-25T12:45:50",
+            "device": "Zeiss <Cirrus>",
+            "bscan_order": order,
+        },
+        thickness_um=thickness,
+        etdrs=etdrs(labels, thickness, GRID_SPACING, NAMES, laterality, order),
+    )
+    return q
+
+
+def test_page_shows_the_scan_the_model_the_grid_and_orientation_labels(browser, tmp_path):
+    image, labels, det = volume()
+    model = {"checkpoints": [{"file": "oct_unet.pth.tar", "sha256": "ab" * 32}], "toolkit": "retina-lesion 0.1.0"}
+    page = write_patient_report(
+        tmp_path / "P.html", "P", image, labels, det, grid_quant(labels, "OD", "superior-first"), model=model
+    )
+    load(browser, page)
+    assert text(browser, "laterality") == "right (OD)"
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "2016-07-25T12:45:50" in body and "Zeiss <Cirrus>" in body and "superior first (from the file)" in body
+    assert "oct_unet.pth.tar" in text(browser, "model") and "abababababab" in text(browser, "model")
+    labels_shown = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".orient")}
+    assert labels_shown == {"superior", "inferior", "nasal", "temporal"}
+    assert "Central subfield thickness: 300" in text(browser, "cst")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#etdrs tbody tr")) == 9
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.grid")) == 4  # 3 lesion maps and the thickness map
+    # nothing said: no anatomical labels at all
+    page = write_patient_report(tmp_path / "Q.html", "Q", image, labels, det, grid_quant(labels, None, None))
+    load(browser, page)
+    assert browser.find_elements(By.CSS_SELECTOR, ".orient") == []
+    assert "the order is as stored" in browser.find_element(By.TAG_NAME, "body").text
+    assert severe(browser) == []
+
+
+def test_bscan_at_physical_aspect_with_a_scale_bar(browser, pages):
+    load(browser, pages["known"])
+    shown = browser.find_element(By.ID, "bscan").rect
+    # 64 rows x 0.0039 mm over 96 columns x 0.0117 mm: 0.2496 / 1.1232 = 0.222 as high as wide
+    assert shown["height"] / shown["width"] == pytest.approx(64 * 0.0039 / (96 * 0.0117), abs=0.01)
+    bar = browser.find_element(By.CSS_SELECTOR, "#scale-bar .scalebar").rect["width"]
+    label = browser.find_element(By.ID, "scale-bar").text
+    mm = float(label.split()[0]) / (1000 if "\u00b5m" in label else 1)
+    assert bar == pytest.approx(mm / (96 * 0.0117) * shown["width"], abs=2.5)  # the bar is its length at the scale
+    load(browser, pages["unknown"])
+    assert "no scale" in text(browser, "scale-bar")
+
+
+def test_outline_mode_draws_only_the_lesions_edges(browser, pages):
+    load(browser, pages["known"])
+    show_slice(browser, 3)
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "overlay-mode")).select_by_value("contour")
+    outline = np.asarray(decode(browser.find_element(By.ID, "overlay").get_attribute("src")).convert("RGBA"))[..., 3]
+    # slice 3: REA rows 20-29 x columns 10-29 -> an outline of 2 x 20 + 2 x 8 = 56 px; SRF rows 40-44 x 50-57 -> 22 px
+    assert (outline > 0).sum() == 56 + 22
+    assert outline[25, 20] == 0 and outline[20, 20] == 255  # inside: clear; the edge: opaque
+    Select(browser.find_element(By.ID, "overlay-mode")).select_by_value("fill")
+    fill = np.asarray(decode(browser.find_element(By.ID, "overlay").get_attribute("src")).convert("RGBA"))[..., 3]
+    assert (fill > 0).sum() == 200 + 40
+
+
+def test_print_view_hides_the_controls(browser, pages):
+    load(browser, pages["known"])
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert not browser.find_element(By.CSS_SELECTOR, ".controls").is_displayed()
+        assert browser.find_element(By.ID, "volumes").is_displayed()
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+
+
+def test_compare_page_shows_the_change_per_lesion_sector_and_cst(browser, tmp_path):
+    from reports.html import write_compare_report
+
+    image, labels, det = volume()
+    first = grid_quant(labels, "OS", None)
+    later = labels.copy()
+    later[labels == 1] = 0  # REA resolved; SRF doubled on slice 6
+    later[5, 46:51, 50:58] = 2
+    second = grid_quant(later, "OS", None)
+    second["volume_nl"] = {"REA": 0.0, "SRF": 200 * 0.047 * 0.0039 * 0.0117 * 1000, "PED": 0.0}
+    second["thickness_um"] = np.full((Z, W), 290.0, np.float32)
+    from metrics.etdrs import etdrs
+
+    second["etdrs"] = etdrs(later, second["thickness_um"], GRID_SPACING, NAMES, "OS", None)
+    page = write_compare_report(tmp_path / "c.html", ("V1", "V2"), (first, second), ("V1.html", "V2.html"))
+    load(browser, page)
+    rows = [
+        [td.text for td in r.find_elements(By.TAG_NAME, "td")]
+        for r in browser.find_elements(By.CSS_SELECTOR, "#change tbody tr")
+    ]
+    assert rows[0] == ["REA (nL)", "1.29", "0", "-1.29", "-100%"]
+    assert rows[1] == ["SRF (nL)", "0.343", "0.429", "+0.0858", "+25%"]
+    assert rows[3] == ["CST (µm)", "300", "290", "-10.0", "-3%"]
+    sectors = browser.find_elements(By.CSS_SELECTOR, "#sector-change tbody tr")
+    assert len(sectors) == 9
+    # the grid sits on the scan's centre (no pit) in both: every change in a sector sums to the lesion's change
+    rea = [float(r.find_elements(By.TAG_NAME, "td")[2].text) for r in sectors]
+    assert sum(rea) == pytest.approx(-600 * 0.25 * 0.0039 * 0.0625 * 1000, abs=0.05)  # every REA voxel, in the grid
+    assert severe(browser) == []
+
+
+def test_compare_pairs_sectors_by_their_place_in_the_eye_and_copes_without_a_grid(browser, tmp_path):
+    """One right eye scanned superior-first, then inferior-first: the top of the first map is the bottom of the
+    second, so 'inner superior' must pair the first's top with the second's bottom (review finding). A visit
+    without a grid or thickness map leaves the sector table out instead of failing."""
+    from metrics.etdrs import etdrs
+    from metrics.quantify import quantify
+    from reports.html import write_compare_report
+
+    z, w, spacing = 24, 96, (0.25, 0.0039, 0.0625)  # 6 x 6 mm
+    labels = np.zeros((z, 4, w), np.uint8)
+    top_thin = np.where(np.arange(z)[:, None] < z / 2, 280.0, 320.0) * np.ones((1, w), np.float32)
+    visits = []
+    for order, thickness in (("superior-first", top_thin), ("inferior-first", top_thin[::-1].copy())):
+        q = quantify(labels, spacing, NAMES)
+        q.update(scan={"laterality": "OD", "bscan_order": order}, thickness_um=thickness)
+        q["etdrs"] = etdrs(labels, thickness, spacing, NAMES, "OD", order)
+        visits.append(q)
+    page = write_compare_report(tmp_path / "c.html", ("V1", "V2"), tuple(visits), ("V1.html", "V2.html"))
+    load(browser, page)
+    rows = {
+        r.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in r.find_elements(By.TAG_NAME, "td")]
+        for r in browser.find_elements(By.CSS_SELECTOR, "#sector-change tbody tr")
+    }
+    assert rows["inner superior"][-3:] == ["280", "280", "0"]  # the same place in the eye: no change
+    assert rows["outer inferior"][-3:] == ["320", "320", "0"]
+    assert browser.find_elements(By.ID, "sectors-warning") == []
+    # the second visit without a grid or thickness (a 2-frame scan, no spacing): tables, no crash
+    visits[1].update(etdrs=None, thickness_um=None)
+    page = write_compare_report(tmp_path / "d.html", ("V1", "V2"), tuple(visits), ("V1.html", "V2.html"))
+    load(browser, page)
+    assert "a visit has no ETDRS grid" in text(browser, "sectors-note") and severe(browser) == []

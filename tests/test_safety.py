@@ -390,8 +390,8 @@ def test_predict_never_writes_into_its_inputs_or_over_earlier_predictions(run, t
     predict_script.main([*argv, "--out", str(tmp_path / "pred")])
     _one_error_line(_cli(predict_script, [*argv, "--out", str(tmp_path / "pred")], monkeypatch), "--force")
     assert (
-        len(predict_script.main([*argv, "--out", str(tmp_path / "pred"), "--force"])) == 4
-    )  # class map, detections, NIfTI map, GIF
+        len(predict_script.main([*argv, "--out", str(tmp_path / "pred"), "--force"])) == 5
+    )  # class map, detections, NIfTI map, GIF, summary
 
 
 def test_non_finite_settings_and_empty_checkpoints_are_clear_errors(run, tmp_path):

@@ -139,11 +139,24 @@ def test_test_writes_a_submission(trained, tmp_path):
     folder = next((trained["data"] / "Edema_testset" / "original_images").iterdir())
     written = predict_script.main([str(folder), "--checkpoint", ckpt, "--out", str(tmp_path / "pred")])
     nifti = f"{folder.name[:-4]}_labels.nii.gz"  # the class map in the input's geometry
-    assert [p.name for p in written] == [vols[0].name, dets[0].name, nifti, f"{folder.name[:-4]}.gif"]
+    summary = f"{folder.name[:-4]}_summary.json"
+    assert [p.name for p in written] == [vols[0].name, dets[0].name, nifti, f"{folder.name[:-4]}.gif", summary]
     assert np.array_equal(np.load(written[0]), v) and np.allclose(np.load(written[1]), d, atol=1e-6)
+    import json
+
     import SimpleITK as sitk
 
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(written[2]))), v)
+    # the summary: the same labels counted, the same detection scores, the model named, no grid without a spacing
+    info = json.loads(written[4].read_text())
+    assert info["voxels"] == {n: int((v == k).sum()) for k, n in enumerate(("REA", "SRF", "PED"), start=1)}
+    assert np.allclose(info["detection"]["per_bscan"], d, atol=1e-4)
+    assert (
+        info["model"]["checkpoints"][0]["file"] == "model_best.pth.tar"
+        and len(info["model"]["checkpoints"][0]["sha256"]) == 64
+    )
+    assert info["input"]["shape"] == [12, 128, 64] and info["volume_nl"] is None and info["etdrs"] is None
+    assert "spacing is unknown" in info["etdrs_note"]
 
 
 def test_resume_continues_exactly(e2e_data, tmp_path):

@@ -14,6 +14,7 @@ from PIL import Image
 from data.common import DatasetError
 from data.volumes import (
     CIRRUS_CUBES,
+    ScanMeta,
     ScanVolume,
     VolumeFormatError,
     cirrus_spacing,
@@ -557,3 +558,206 @@ def test_a_metaimage_with_a_non_ascii_name(tmp_path):
     path = write_itk(tmp_path / "scan ü.mhd", known_volume(), SPACING)
     assert np.array_equal(read_volume(path).image, known_volume())
     assert [p.name for p in volume_files(path)] == ["scan ü.mhd", "scan ü.raw"]
+
+
+# ---- what the file says about the scan (ScanMeta)
+
+
+def write_enhanced_dicom(path, vol, spacing=SPACING, z_step=-SPACING[0], **tags):
+    """An Ophthalmic Tomography DICOM as scanners write it: a frame of reference; frame k at (0.5, 1.0, 3.0 + k *
+    z_step) mm in the per-frame functional groups (DICOM's +z points to the head: a negative step runs superior to
+    inferior; None: no positions); rows along +x and columns (depth) along +y, and the pixel spacing, in the shared
+    ones; the scan's tags at the top level (``tags`` adds to or, set to None, removes them)."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(write_dicom(path, vol, spacing))
+    del ds.PixelSpacing, ds.SpacingBetweenSlices  # enhanced DICOM: in the functional groups
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = "P1", "Test^Patient", "20160725", "120000"
+    own = dict(
+        ImageLaterality="R",
+        AcquisitionDateTime="20160725124550",
+        Manufacturer="Carl Zeiss Meditec",
+        ManufacturerModelName="CIRRUS HD-OCT 5000",
+    )
+    for key, value in {**own, **tags}.items():
+        if value is None:
+            ds.pop(key, None)
+        else:
+            setattr(ds, key, value)
+    orientation, measures, shared = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing, measures.SliceThickness = [spacing[1], spacing[2]], spacing[0]
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = [orientation], [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    if z_step is not None:
+        frames = []
+        for k in range(len(vol)):
+            plane, group = Dataset(), Dataset()
+            plane.ImagePositionPatient = [0.5, 1.0, 3.0 + k * z_step]
+            group.PlanePositionSequence = [plane]
+            frames.append(group)
+        ds.PerFrameFunctionalGroupsSequence = frames
+    ds.save_as(path)
+    return path
+
+
+def test_dicom_scan_meta(tmp_path, caplog):
+    v = read_volume(write_enhanced_dicom(tmp_path / "v.dcm", known_volume()))
+    assert np.array_equal(v.image, known_volume()) and v.spacing == pytest.approx(SPACING)
+    assert v.meta == ScanMeta(
+        laterality="OD",
+        date="2016-07-25T12:45:50",
+        device="Carl Zeiss Meditec CIRRUS HD-OCT 5000",
+        bscan_order="superior-first",  # z falls from frame to frame: the first B-scan is the highest
+        source="DICOM ImageLaterality, AcquisitionDateTime, Manufacturer, ManufacturerModelName, ImagePositionPatient, "
+        "ImageOrientationPatient",
+        ascan_order="right-first",  # rows along +x: from the patient's right to the left, as a fundus photo is seen
+    )
+    assert warnings_from(caplog) == []
+
+
+def test_dicom_bscan_order_from_the_frame_positions(tmp_path):
+    def order(name, **kw):
+        return read_volume(write_enhanced_dicom(tmp_path / name, known_volume(), **kw), spacing=SPACING).meta
+
+    assert order("down.dcm", z_step=-0.125).bscan_order == "superior-first"
+    assert order("up.dcm", z_step=0.125).bscan_order == "inferior-first"
+    none = order("none.dcm", z_step=None)
+    assert none.bscan_order is None and "ImagePositionPatient" not in none.source
+    assert order("flat.dcm", z_step=0.0).bscan_order is None  # every frame at one height
+
+
+def test_dicom_bscan_order_of_vertical_bscans_is_unknown(tmp_path):
+    import pydicom
+
+    path = write_enhanced_dicom(tmp_path / "v.dcm", known_volume(), z_step=0.001)
+    ds = pydicom.dcmread(path)
+    for k, group in enumerate(ds.PerFrameFunctionalGroupsSequence):  # 0.125 mm to the left, a little up, each
+        group.PlanePositionSequence[0].ImagePositionPatient = [0.5 + 0.125 * k, 1.0, 3.0 + 0.001 * k]
+    ds.save_as(path)
+    assert read_volume(path).meta.bscan_order is None
+
+
+def test_dicom_laterality_and_date_fallbacks(tmp_path, caplog):
+    from pydicom.dataset import Dataset
+
+    def meta(name, **tags):
+        return read_volume(write_enhanced_dicom(tmp_path / name, known_volume(), **tags)).meta
+
+    series_level = dict(ImageLaterality=None, Laterality="L")
+    m = meta("a.dcm", **series_level, AcquisitionDateTime=None, AcquisitionDate="20160725", AcquisitionTime="1245")
+    assert (m.laterality, m.date) == ("OS", "2016-07-25T12:45")
+    assert m.source.startswith("DICOM Laterality, AcquisitionDate + AcquisitionTime, ")
+    m = meta("b.dcm", ImageLaterality=None, AcquisitionDateTime=None, StudyTime=None)
+    assert (m.laterality, m.date) == (None, "2016-07-25") and m.source.startswith("DICOM StudyDate, Manufacturer")
+    m = meta("c.dcm", AcquisitionDateTime="20160725124550.123456+0100")
+    assert m.date == "2016-07-25T12:45:50+01:00"
+    m = meta("d.dcm", AcquisitionDateTime=None, ContentDate="20170102", ContentTime="080910")
+    assert m.date == "2017-01-02T08:09:10"
+    anatomy = Dataset()
+    anatomy.FrameLaterality = "L"
+    m = meta("e.dcm", ImageLaterality=None)
+    assert m.laterality is None
+    import pydicom
+
+    ds = pydicom.dcmread(tmp_path / "e.dcm")
+    ds.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [anatomy]
+    ds.save_as(tmp_path / "e.dcm")
+    assert read_volume(tmp_path / "e.dcm").meta.laterality == "OS"
+    assert warnings_from(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "tags,said",
+    [
+        ({"ImageLaterality": "X"}, "ImageLaterality is 'X'"),
+        ({"ImageLaterality": "R", "Laterality": "L"}, "names both eyes"),
+        ({"AcquisitionDateTime": "20161345"}, "AcquisitionDateTime '20161345' is not a date"),
+        ({"AcquisitionDateTime": "20160725256161"}, "is not a date"),
+        ({"AcquisitionDateTime": None, "StudyDate": "19000101"}, "StudyDate + StudyTime 1900-01-01 is before any OCT"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DT")  # pydicom's, as the test writes the bad value
+def test_nonsense_in_the_dicom_is_left_unknown_and_warned(tmp_path, caplog, tags, said):
+    meta = read_volume(write_enhanced_dicom(tmp_path / "odd.dcm", known_volume(), **tags)).meta
+    found = warnings_from(caplog)
+    assert len(found) == 1 and "odd.dcm" in found[0] and said in found[0], found
+    if "ImageLaterality" in tags:
+        assert meta.laterality is None and meta.date == "2016-07-25T12:45:50"
+    else:
+        assert meta.date is None and meta.laterality == "OD"
+
+
+def test_cirrus_name_meta(tmp_path, caplog):
+    vol = known_volume(6, 16, 32)  # a small cube named as the scanner names its exports: no spacing, but the meta
+    name = "P1234_Macular Cube 32x6_7-25-2016_12-45-50_OD_sn12345_cube_raw.img"
+    v = read_volume(write_cirrus(tmp_path / name, vol))
+    assert np.array_equal(v.image, vol) and v.spacing is None
+    assert v.meta == ScanMeta(
+        "OD",
+        "2016-07-25T12:45:50",
+        "Zeiss Cirrus",
+        None,
+        "Cirrus file name (date, eye); device: the raw Cirrus cube format",
+    )
+    other = read_volume(write_cirrus(tmp_path / "P1_Macular Cube 32x6_2-3-2019_8-5-0_OS_sn1_cube_z.img", vol)).meta
+    assert (other.laterality, other.date) == ("OS", "2019-02-03T08:05:00")
+    renamed = read_volume(write_cirrus(tmp_path / "P1_OS_32x6.img", vol)).meta
+    assert (renamed.laterality, renamed.date, renamed.source) == (
+        "OS",
+        None,
+        "Cirrus file name (eye); device: the raw Cirrus cube format",
+    )
+    assert read_volume(write_cirrus(tmp_path / "ODD_32x6.img", vol)).meta.laterality is None  # no eye of its own
+    assert warnings_from(caplog) == []
+
+
+def test_nonsense_in_a_cirrus_name_is_left_unknown_and_warned(tmp_path, caplog):
+    vol = known_volume(6, 16, 32)
+    bad_eye = read_volume(write_cirrus(tmp_path / "P1_Macular Cube 32x6_7-25-2016_12-45-50_XX_sn1_cube_z.img", vol))
+    assert (bad_eye.meta.laterality, bad_eye.meta.date) == (None, "2016-07-25T12:45:50")
+    bad_date = read_volume(write_cirrus(tmp_path / "P1_Macular Cube 32x6_13-25-2016_12-45-50_OD_sn1_cube_z.img", vol))
+    assert (bad_date.meta.laterality, bad_date.meta.date) == ("OD", None)
+    found = warnings_from(caplog)
+    assert len(found) == 2
+    assert "XX_sn1" in found[0] and "'XX', not R / L or OD / OS" in found[0]
+    assert "13-25-2016" in found[1] and "is not a date" in found[1]
+
+
+def test_vendor_meta_is_read_where_the_reader_gives_it_and_never_fails(tmp_path, caplog):
+    """The vendor readers' meta (no vendor files here: the objects oct-converter and eyepy return, as they document
+    them), each missing value None, never an error."""
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from data.volumes import _converter_meta, _eyepy_meta
+
+    volume = SimpleNamespace(laterality="L", acquisition_date=datetime(2018, 3, 4, 5, 6, 7))
+    e2e = _converter_meta(volume, tmp_path / "a.e2e")
+    assert (e2e.laterality, e2e.date, e2e.device) == ("OS", "2018-03-04T05:06:07", "Heidelberg Engineering")
+    assert (
+        e2e.bscan_order is None and e2e.source == "oct-converter laterality, acquisition_date; device: the .e2e format"
+    )
+    assert _converter_meta(SimpleNamespace(), tmp_path / "a.fda") == ScanMeta(
+        None, None, "Topcon", None, "device: the .fda format"
+    )
+    vol = SimpleNamespace(meta={"laterality": "OD", "exam_time": datetime(2020, 1, 2, 3, 4, 5), "visit_date": None})
+    assert _eyepy_meta(vol, tmp_path / "a.vol").date == "2020-01-02T03:04:05"
+    visit = _eyepy_meta(SimpleNamespace(meta={"visit_date": datetime(2020, 1, 2)}), tmp_path / "a.vol")
+    assert (visit.laterality, visit.date, visit.source) == (
+        None,
+        "2020-01-02",
+        "eyepy VisitDate; device: the .vol format",
+    )
+    assert _eyepy_meta(object(), tmp_path / "a.vol").date is None  # no meta at all
+    assert warnings_from(caplog) == []
+    odd = _converter_meta(SimpleNamespace(laterality="B", acquisition_date="yesterday"), tmp_path / "odd.e2e")
+    assert (odd.laterality, odd.date) == (None, None) and len(warnings_from(caplog)) == 2
+
+
+def test_formats_that_say_nothing_have_empty_meta(tmp_path):
+    assert read_volume(write_itk(tmp_path / "v.nii.gz", known_volume())).meta == ScanMeta()
+    assert read_volume(write_dicom(tmp_path / "v.dcm", known_volume())).meta == ScanMeta()

@@ -67,8 +67,9 @@ def log_to_file(path: Path | None):
 
 
 class Progress:
-    """Progress of a loop of ``total`` steps: a tqdm bar on a terminal, and (for log files) a line every ``every``
-    steps, at least every ``seconds``, and at the last step, with the rate and the remaining time.
+    """Progress of a loop of ``total`` steps: a tqdm bar on a terminal, and (for log files) a line at the first step,
+    every ``every`` steps, at least every ``seconds``, and at the last step, with the rate and the remaining time (as
+    timm logs its first and last batch: a loop shorter than ``every`` still shows it started and how fast it goes).
 
     ``update(values)`` takes a callable returning the figures to show, called only when a line is due (reading a
     GPU loss waits for the GPU, so it happens only then).
@@ -97,7 +98,8 @@ class Progress:
         self.done += 1
         self.bar.update(1)
         now = time.monotonic()
-        due = self.done % self.every == 0 or now - self.last >= self.seconds or self.done == self.total
+        first, last = self.done == self.start + 1, self.done == self.total  # a resumed loop's first step is start + 1
+        due = first or last or self.done % self.every == 0 or now - self.last >= self.seconds
         if not due or now - self.t0 < self.quiet_under:
             return
         self.last = now
