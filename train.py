@@ -16,7 +16,7 @@ from engine.cli import TOOLS, HelpFormatter, add_setting, add_task_settings
 
 # the built-in models, named without importing torch (--help and argument errors stay fast); train.py checks --name
 # against models.list_models(), which a test holds equal to this
-MODELS = ("unet", "unet_nested", "unet_nested_dilated")
+MODELS = ("unet", "unet_nested", "unet_nested_dilated", "sa_unet")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
 DRIVE_SPLITS = {"train": "training", "test": "test"}
+PREPROCESSING = ("rgb", "green", "clahe")
+CLAHE_CLIP = 0.01  # skimage's default clip limit; tiles of 1/8 of the photo (its default kernel size)
 
 
 @dataclass
@@ -52,6 +54,13 @@ class VesselSettings(TaskSettings):
     }
     val_count: int = option(4, "training photos held out for validation and the threshold", data=True, metavar="N")
     scale: str | float = SCALE()
+    preprocess: str = option(
+        "rgb",
+        "what the network sees of a photo: rgb (the photo), green (its green channel, where vessels stand out most, "
+        "as three channels) or clahe (the green channel after contrast-limited adaptive histogram equalisation, as "
+        "retina-unet does); a checkpoint records it and every prediction applies it",
+        choices=PREPROCESSING,
+    )
 
     def validate(self) -> VesselSettings:
         if self.val_count < 1:
@@ -76,6 +85,21 @@ class PhotoRecord:
     def image_paths(self) -> tuple[Path, ...]:
         """The photo's file (what the split check compares the bytes of)."""
         return (self.image,)
+
+
+def network_input(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """(H, W, 3) uint8 photo -> what the network sees, (H, W, 3) uint8: the photo itself (``rgb``), its green channel
+    three times (``green``), or that channel after CLAHE (``clahe``, scikit-image's ``equalize_adapthist``)."""
+    if mode == "rgb":
+        return rgb
+    if mode not in PREPROCESSING:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {mode!r}")
+    green = rgb[..., 1]
+    if mode == "clahe":
+        from skimage.exposure import equalize_adapthist
+
+        green = np.round(equalize_adapthist(green, clip_limit=CLAHE_CLIP) * 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(green[..., None], 3, axis=2))
 
 
 @dataclass

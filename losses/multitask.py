@@ -9,12 +9,21 @@ import torch
 from torch import nn
 
 from losses.det import DetectionBCELoss
-from losses.seg import DEFAULT_CLASS_WEIGHTS, ELDiceLoss, SoftDiceLoss, WeightedCrossEntropyLoss
+from losses.seg import DEFAULT_CLASS_WEIGHTS, ClDiceLoss, ELDiceLoss, SoftDiceLoss, WeightedCrossEntropyLoss
 
 # the original code's names for its mixes
 LOSS_ALIASES = {"mix_3": "wce+dice+bce", "mix_33": "wce+eldice+bce"}
 # spec name -> name of the part in the returned dict
-PART_NAMES = {"wce": "wce", "ce": "wce", "dice": "dice", "eldice": "el_dice", "el_dice": "el_dice", "bce": "bce"}
+PART_NAMES = {
+    "wce": "wce",
+    "ce": "wce",
+    "dice": "dice",
+    "eldice": "el_dice",
+    "el_dice": "el_dice",
+    "cldice": "cl_dice",
+    "cl_dice": "cl_dice",
+    "bce": "bce",
+}
 
 
 class DeepSupervision(nn.Module):
@@ -98,6 +107,7 @@ def build_loss(
         "wce": lambda: WeightedCrossEntropyLoss(class_weights, ignore_index, any_index),
         "dice": lambda: SoftDiceLoss(ignore_index=ignore_index, any_index=any_index),
         "el_dice": lambda: ELDiceLoss(gamma=gamma, ignore_index=ignore_index, any_index=any_index),
+        "cl_dice": lambda: ClDiceLoss(ignore_index=ignore_index, any_index=any_index),
         "bce": lambda: DetectionBCELoss(),
     }
     parts = {name: (factories[name](), w) for name, w in parse_loss_spec(spec)}

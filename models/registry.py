@@ -21,8 +21,10 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _assemble(decoder_cls, in_channels, num_classes, num_detect, channels, dilation_rates=None) -> SegDetModel:
-    encoder = Encoder(in_channels, tuple(channels), dilation_rates)
+def _assemble(
+    decoder_cls, in_channels, num_classes, num_detect, channels, dilation_rates=None, **encoder
+) -> SegDetModel:
+    encoder = Encoder(in_channels, tuple(channels), dilation_rates, **encoder)
     decoder = decoder_cls(encoder.out_channels, num_classes)
     head = ClassificationHead(encoder.out_channels[-1], num_detect) if num_detect > 0 else None
     return SegDetModel(encoder, decoder, head)
@@ -43,6 +45,14 @@ def unet_nested_dilated(
     in_channels=3, num_classes=4, num_detect=3, channels=DEFAULT_CHANNELS, dilation_rates=(1, 2, 4, 8)
 ) -> SegDetModel:
     return _assemble(NestedDecoder, in_channels, num_classes, num_detect, channels, tuple(dilation_rates))
+
+
+@register_model
+def sa_unet(in_channels=3, num_classes=4, num_detect=3, channels=DEFAULT_CHANNELS, drop_block=(7, 0.1)) -> SegDetModel:
+    """SA-UNet (Guo et al. 2021, "SA-UNet: Spatial Attention U-Net for Retinal Vessel Segmentation"): the U-Net with
+    DropBlock after every encoder conv and spatial attention at the bottleneck (the paper also drops blocks in the
+    decoder; here the decoder is the zoo's, so checkpoints and heads stay shared)."""
+    return _assemble(UNetDecoder, in_channels, num_classes, num_detect, channels, drop_block=drop_block, attention=True)
 
 
 def build_model(

@@ -27,6 +27,7 @@ from data.photos import (
     fov_diameter,
     fov_from_photo,
     load_photo,
+    network_input,
     photo_normalization,
     read_rgb,
     split_photos,
@@ -148,7 +149,11 @@ class VesselTask(Task):
         return Photo(path.stem, rgb, None, fov_from_photo(rgb), path)
 
     def normalization(self, records) -> dict[str, list[float]]:
-        return photo_normalization([self.load(r) for r in records])
+        return photo_normalization([self._seen(self.load(r)) for r in records])
+
+    def _seen(self, photo: Photo) -> Photo:
+        """The photo as the network sees it (``--preprocess``); its pictures and checks keep the photo itself."""
+        return dataclasses.replace(photo, rgb=network_input(photo.rgb, self.own.preprocess))
 
     def train_dataset(self, records, augment) -> PhotoPatchDataset:
         s = self.settings
@@ -156,7 +161,7 @@ class VesselTask(Task):
         # patches where the rotated patch stays inside the photo: the photo's edges are the dark surround of the
         # field of view, whose ignored pixels would fill a third of every tiled patch (OCT tiles the slice instead)
         augment = dataclasses.replace(augment, placement="inside")
-        return PhotoPatchDataset([self.load(r) for r in records], augment, samples, seed=s.seed)
+        return PhotoPatchDataset([self._seen(self.load(r)) for r in records], augment, samples, seed=s.seed)
 
     def scale_factor(self, sample: Photo) -> float:
         """How much ``sample`` is resized before the model sees it: ``--scale auto`` brings its field of view to the
@@ -247,6 +252,7 @@ class VesselTask(Task):
         h, w = rgb.shape[:2]
         factor = self.scale_factor(sample)
         self.check_photo(sample, factor)
+        rgb = network_input(rgb, self.own.preprocess)  # on the photo as given, as training did
         if factor != 1.0:  # PIL's bilinear resize filters when it shrinks (no aliasing of thin vessels)
             sh, sw = scaled_size(h, w, factor)
             rgb = np.asarray(Image.fromarray(rgb).resize((sw, sh), Image.BILINEAR))

@@ -142,7 +142,7 @@ def test_format_2_checkpoints_and_settings_files_still_load(tmp_path):
     assert (oct_task.own.detection, oct_task.own.layout, oct_task.own.val_count) == ("seg", "challenger", 2)
     # a vessel settings.json of format 2 carried the OCT keys too: the vessel task drops them
     as_vessel = Settings.from_dict({**flat, "task": "vessel"}, source="settings.json")
-    assert build_task(as_vessel).own.to_dict() == {"val_count": 2, "scale": "auto"}
+    assert build_task(as_vessel).own.to_dict() == {"val_count": 2, "scale": "auto", "preprocess": "rgb"}
 
     current = train_settings(_ns(layout="retouch", epochs=5))
     with pytest.raises(ValueError, match=r"layout 'retouch' \(the run: 'challenger'\)"):
@@ -169,7 +169,11 @@ def test_a_runs_settings_file_and_an_older_ones_work_as_config_files(tmp_path):
 
     old_vessel = {"task": "vessel", "val_count": 3, "detection": "combined", "layout": "auto", "label_map": "1:1"}
     (tmp_path / "old.json").write_text(json.dumps(old_vessel))
-    assert train_settings(_ns(config=str(tmp_path / "old.json"))).task_settings == {"val_count": 3, "scale": "auto"}
+    assert train_settings(_ns(config=str(tmp_path / "old.json"))).task_settings == {
+        "val_count": 3,
+        "scale": "auto",
+        "preprocess": "rgb",
+    }
     assert "layout" not in given_settings(_ns(config=str(tmp_path / "old.json")))
 
     (tmp_path / "bad.yaml").write_text("task_settings: {bogus: 1}\n")

@@ -126,3 +126,47 @@ def test_detection_part_without_head_is_a_clear_error():
     seg = torch.randn(1, 4, 4, 4)
     with pytest.raises(ValueError, match="detection head"):
         build_loss("mix_3")(SegDetOutput(seg, None, (seg,)), torch.zeros(1, 4, 4, dtype=torch.long), None)
+
+
+def _logits(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) 0/1 -> (1, 2, H, W) logits whose softmax is the mask to within 1e-9."""
+    return torch.stack([(1 - mask) * 20.0 - 10, mask * 20.0 - 10])[None].float()
+
+
+def test_cldice_by_hand_on_a_broken_and_a_thickened_vessel():
+    """A 1-pixel vessel 20 long is its own skeleton. Predicted with a 4-pixel gap: the prediction's skeleton lies
+    inside the reference (precision 1), and covers 16 of its 20 skeleton pixels (sensitivity 0.8): clDice =
+    2 x 0.8 / 1.8, loss 1 - 0.8889 = 0.1111 (smooth 0). Predicted 3 pixels thick: its skeleton is the centre line,
+    inside the reference, and it covers the whole reference: loss 0."""
+    from losses import ClDiceLoss
+    from losses.functional import soft_skeleton
+
+    target = torch.zeros(16, 32, dtype=torch.long)
+    target[8, 6:26] = 1
+    assert torch.allclose(soft_skeleton(target[None, None].float()), target[None, None].float())
+    broken = target.clone()
+    broken[8, 14:18] = 0
+    thick = torch.zeros_like(target)
+    thick[7:10, 6:26] = 1
+    loss = ClDiceLoss(smooth=0.0)
+    assert loss(_logits(broken), target[None]).item() == pytest.approx(1 - 1.6 / 1.8, abs=1e-4)
+    assert loss(_logits(thick), target[None]).item() == pytest.approx(0.0, abs=1e-4)
+    assert loss(_logits(target), target[None]).item() == pytest.approx(0.0, abs=1e-4)
+    logits = torch.randn(1, 2, 16, 32, requires_grad=True)
+    loss(logits, target[None]).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # ignored pixels are left out: the gap marked 255 costs nothing
+    ignored = target.clone()
+    ignored[8, 14:18] = 255
+    assert loss(_logits(broken), ignored[None]).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_cldice_in_a_loss_spec_and_its_bad_arguments():
+    from losses import ClDiceLoss, build_loss
+
+    parts = build_loss("wce+dice+0.5*cldice", class_weights=[1.0, 1.0]).parts
+    assert list(parts) == ["wce", "dice", "cl_dice"] and isinstance(parts["cl_dice"], ClDiceLoss)
+    with pytest.raises(ValueError, match="iterations"):
+        ClDiceLoss(iterations=0)
+    with pytest.raises(ValueError, match="fluid of any class"):
+        build_loss("wce+cldice", any_index=254)

@@ -3,12 +3,13 @@ import torch
 
 from models import SegDetOutput, build_model, list_models
 
-EXPECTED_PARAMS = {"unet": 2.47e6, "unet_nested": 2.95e6, "unet_nested_dilated": 5.32e6}
+# sa_unet: the unet and a 7x7 attention conv over 2 maps (98 weights)
+EXPECTED_PARAMS = {"unet": 2.47e6, "unet_nested": 2.95e6, "unet_nested_dilated": 5.32e6, "sa_unet": 2.47e6}
 SMALL = (4, 8, 8, 8, 16)
 
 
-def test_registry_lists_the_three_models():
-    assert list_models() == ["unet", "unet_nested", "unet_nested_dilated"]
+def test_registry_lists_the_models():
+    assert list_models() == ["sa_unet", "unet", "unet_nested", "unet_nested_dilated"]
 
 
 @pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
@@ -26,7 +27,7 @@ def test_odd_sizes_and_batch_of_one(name, hw):
     assert out.seg_logits.shape == (1, 4, *hw)
     assert out.cls_logits.shape == (1, 3)  # a batch of one keeps its batch dimension
     assert all(h.shape == (1, 4, *hw) for h in out.deep_seg_logits)
-    assert len(out.deep_seg_logits) == (1 if name == "unet" else 4)
+    assert len(out.deep_seg_logits) == (1 if name in ("unet", "sa_unet") else 4)
 
 
 @pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
@@ -60,3 +61,25 @@ def test_dilated_variant_differs_only_by_the_bottleneck():
     a = {k for k, _ in build_model("unet_nested").named_parameters()}
     b = {k for k, _ in build_model("unet_nested_dilated").named_parameters()}
     assert a < b and all(k.startswith("encoder.dilated.") for k in b - a)
+
+
+def test_sa_unet_is_the_unet_with_dropblock_and_attention():
+    """sa_unet's weights are the unet's plus the attention conv; DropBlock drops square blocks of about drop_prob of
+    the units in training (rescaling the rest) and is the identity in eval."""
+    from models.blocks import DropBlock2d
+
+    unet = [v.shape for v in build_model("unet").parameters()]
+    sa = dict(build_model("sa_unet").named_parameters())
+    assert sa.pop("encoder.attention.conv.weight").shape == (1, 2, 7, 7)
+    assert [v.shape for v in sa.values()] == unet  # the same layers in the same order (DropBlock has no weights)
+    drop = DropBlock2d(block_size=5, drop_prob=0.2).train()
+    torch.manual_seed(0)
+    x = torch.ones(8, 4, 64, 64)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert 0.14 < dropped < 0.26  # about drop_prob, in blocks
+    assert torch.allclose(y[y > 0], torch.full_like(y[y > 0], 1 / (1 - dropped)), rtol=1e-4)  # the rest rescaled
+    # blocks, not single units: a dropped unit's 4-neighbours are mostly dropped too
+    zero = (y == 0)[:, :, 1:-1, 1:-1]
+    assert ((y == 0)[:, :, 2:, 1:-1] & zero).sum() > 0.7 * zero.sum()
+    assert torch.equal(drop.eval()(x), x)

@@ -327,3 +327,42 @@ def test_16_bit_grey_rgba_and_float_photos_predict_like_the_8_bit_photo(tmp_path
     for bad in (p.rgb.astype(np.uint16), p.rgb.astype(np.float32)):  # 0..255 floats are not in [0, 1]
         with pytest.raises(ValueError, match="uint8 photo or floats in \\[0, 1\\]|must hold values in \\[0, 1\\]"):
             seg.predict(bad)
+
+
+def test_preprocessing_is_green_or_clahe_and_every_use_of_the_checkpoint_applies_it(low_res, tmp_path):
+    """``--preprocess``: what the network sees is the green channel (three times) or its CLAHE; the checkpoint
+    records it, and a prediction with such a checkpoint is the plain model's prediction of the preprocessed photo;
+    the training patches come from the preprocessed photos too."""
+    from skimage.exposure import equalize_adapthist
+
+    from data.photos import network_input
+    from tasks.vessel import Segmenter, VesselTask
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from utils.config import Settings
+
+    rgb = load_photo(find_photos(DRIVE, "test")[0]).rgb
+    green = network_input(rgb, "green")
+    assert green.shape == rgb.shape and (green == rgb[..., 1:2]).all()
+    clahe = network_input(rgb, "clahe")
+    assert np.array_equal(
+        clahe[..., 0], np.round(equalize_adapthist(rgb[..., 1], clip_limit=0.01) * 255).astype(np.uint8)
+    )
+    assert network_input(rgb, "rgb") is rgb
+    with pytest.raises(ValueError, match="preprocess"):
+        network_input(rgb, "hsv")
+
+    root, ckpt, _ = low_res
+    state = load_checkpoint(ckpt)
+    state["settings"]["task_settings"]["preprocess"] = "clahe"
+    save_checkpoint(tmp_path / "clahe.pth.tar", state)
+    small = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] // 2, rgb.shape[0] // 2), Image.BILINEAR))
+    prob_clahe, _ = Segmenter.from_checkpoint(str(tmp_path / "clahe.pth.tar")).predict(small)
+    prob_plain, _ = Segmenter.from_checkpoint(str(ckpt)).predict(network_input(small, "clahe"))
+    assert np.array_equal(prob_clahe, prob_plain)
+    settings = Settings.from_dict(state["settings"])
+    task = VesselTask(settings)
+    from engine.trainer import augment_for
+
+    patches = task.train_dataset(task.records("train", data_dir=root), augment_for(settings))
+    first = load_photo(task.records("train", data_dir=root)[0])
+    assert np.array_equal(patches.photos[0].rgb, network_input(first.rgb, "clahe"))

@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import io
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ from torch import nn
 from models import model_from_checkpoint
 from utils.checkpoint import checked_class_bias
 from utils.io import check_output_file, output_file
+
+log = logging.getLogger(__name__)
 
 
 class ExportWrapper(nn.Module):
@@ -63,7 +66,15 @@ def export(
     bias = checked_class_bias(state.get("class_bias"), settings.num_classes, ckpt)
     wrapper = ExportWrapper(model, bias).eval()
     example = torch.randn(2, 3, height, width)
-    norm = state.get("normalization") or {}
+    norm = dict(state.get("normalization") or {})
+    # what the input must be before mean / std: a vessel model trained on the green channel or its CLAHE (its
+    # --preprocess) needs the same done to a photo outside the toolkit; the metadata says which
+    norm["preprocess"] = settings.task_settings.get("preprocess", "rgb")
+    if norm["preprocess"] != "rgb":
+        log.warning(
+            f"{ckpt}: the model sees photos preprocessed by {norm['preprocess']!r} (data.photos.network_input); "
+            "the exported graph does not do it: apply it before the graph (the metadata's 'preprocess' says so)"
+        )
     with output_file(out, force, protected) as tmp:
         _write(wrapper, example, fmt, tmp, opset, norm, settings.name)
     return out
@@ -98,6 +109,7 @@ def _write(wrapper: nn.Module, example: torch.Tensor, fmt: str, tmp: Path, opset
             "mean": json.dumps(norm.get("mean")),
             "std": json.dumps(norm.get("std")),
             "model": name,
+            "preprocess": norm.get("preprocess", "rgb"),
             "class_bias": json.dumps(None if wrapper.class_bias is None else wrapper.class_bias.flatten().tolist()),
         }.items():
             entry = m.metadata_props.add()
