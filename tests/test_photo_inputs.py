@@ -198,3 +198,35 @@ def test_an_unlabelled_photo_in_a_labelled_drive_split_is_named_and_not_copied_s
     assert "no label for 02_test (expected at" in caplog.text and "1st_manual/<NN>_manual1.gif" in caplog.text
     assert "1 photos without a label were not copied: test/02_test" in caplog.text
     assert [p.name for p in (tmp_path / "x2" / "test" / "image").iterdir()] == ["01_test.png"]
+
+
+def test_jpeg_and_colour_shifted_copies_keep_their_labels_exact(tmp_path):
+    """The copies issue 25 scores the shipped vessel model on: a JPEG of quality 75 (the photo changed as a publisher
+    changes it, the label and field of view kept as PNG, exact) and a white-balance shift (each channel times its
+    gain, rounded and clipped)."""
+    from tools.rescale_photos import recolour, write_rescaled
+
+    rgb = np.array([[[100, 200, 250]]], np.uint8)
+    shifted, none = recolour(rgb, (1.1, 1.0, 0.5), None)
+    assert none is None and shifted.tolist() == [[[110, 200, 125]]]
+    assert recolour(np.array([[[250, 0, 0]]], np.uint8), (1.2, 1, 1), None)[0].tolist() == [[[255, 0, 0]]]  # clipped
+    with pytest.raises(ValueError, match="gains"):
+        recolour(rgb, (1.0, -1.0, 1.0), None)
+    with pytest.raises(ValueError, match="quality"):
+        recolour(rgb, None, 0)
+    base = tmp_path / "DRIVE" / "test"
+    for d in ("images", "1st_manual", "mask"):
+        (base / d).mkdir(parents=True)
+    (tmp_path / "DRIVE" / "training" / "images").mkdir(parents=True)
+    yy, xx = np.mgrid[:40, :30]
+    photo = np.stack([4 * yy + 40, 5 * xx + 30, (yy + xx) * 2 + 10], axis=2).astype(np.uint8)  # smooth, as photos are
+    Image.fromarray(photo).save(base / "images" / "01_test.tif")
+    label = np.zeros((40, 30), np.uint8)
+    label[5:9] = 255
+    Image.fromarray(label).save(base / "1st_manual" / "01_manual1.gif")
+    write_rescaled(tmp_path / "DRIVE", tmp_path / "jpeg", 1.0, splits=("test",), jpeg=75)
+    out = tmp_path / "jpeg" / "test"
+    jpeg = np.asarray(Image.open(out / "image" / "01_test.jpg"))
+    assert jpeg.shape == photo.shape and 0 < np.abs(jpeg.astype(int) - photo).mean() < 20  # changed, not replaced
+    assert np.array_equal(np.asarray(Image.open(out / "mask" / "01_test.png")) > 0, label > 0)
+    assert [r.name for r in find_photos(tmp_path / "jpeg", "test")] == ["01_test"]  # read back as a paired set

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Issue 25's DRIVE experiments on the CPU: one training at a time, in the order below (two seeds each); stop it any
+# time, re-running continues the unfinished run (--resume auto) and skips the finished ones. Each finished run is
+# scored at DRIVE's native scale (fp32, no TTA) and on the copies (x1.77, x0.6, JPEG 75, a white-balance shift), one
+# row per run and set in $WORK/results.tsv.
+#   bash scripts/drive_experiments.sh                 # everything, hours (about 60 s per epoch on 2 cores)
+#   EPOCHS=100 ONLY=clahe bash scripts/drive_experiments.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-runs/drive_experiments}
+DRIVE=${DRIVE:-../shared/data/DRIVE}
+EPOCHS=${EPOCHS:-200}
+ONLY=${ONLY:-}
+mkdir -p "$WORK"
+# no --amp: bf16 autocast trains 3x slower than fp32 on this project's CPU (README, "Fundus vessel segmentation")
+BASE=(--task vessel -d "$DRIVE" --epochs "$EPOCHS" --patience 60 --steps-per-epoch 100 -o Adam --lr 0.002
+      --lr-mode poly -j 2)
+
+# the held-out copies of the 20 test photos, written once
+copies() {
+    [ -d "$WORK/sets/x1.77" ] || python -m tools.rescale_photos "$DRIVE" "$WORK/sets/x1.77" --factor 1.77
+    [ -d "$WORK/sets/x0.6" ] || python -m tools.rescale_photos "$DRIVE" "$WORK/sets/x0.6" --factor 0.6
+    [ -d "$WORK/sets/jpeg75" ] || python -m tools.rescale_photos "$DRIVE" "$WORK/sets/jpeg75" --jpeg 75
+    [ -d "$WORK/sets/warm" ] || python -m tools.rescale_photos "$DRIVE" "$WORK/sets/warm" --gains 1.15 1.0 0.85
+}
+
+score() {  # RUN: eval.py on every set (fp32, the checkpoint's own --scale auto), a results row each
+    local run=$1 ckpt="$WORK/$1/checkpoint/model_best.pth.tar"
+    for set in native x1.77 x0.6 jpeg75 warm; do
+        local data="$WORK/sets/$set" out="$WORK/$run/eval_$set"
+        [ "$set" = native ] && data="$DRIVE"
+        [ -f "$out/metrics.json" ] || python eval.py --seg-path "$ckpt" -d "$data" --split test --no-amp \
+            --out "$out" --force
+        python - "$WORK/results.tsv" "$run" "$set" "$out/metrics.json" <<'EOF'
+import json, sys
+from pathlib import Path
+table, run, name, metrics = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(Path(sys.argv[4]).read_text())
+keys = ("auc_roc", "auc_pr", "f1", "iou", "sensitivity", "specificity", "threshold")
+rows = Path(table).read_text().splitlines() if Path(table).exists() else ["run\tset\t" + "\t".join(keys)]
+if not any(r.startswith(f"{run}\t{name}\t") for r in rows):
+    rows.append(f"{run}\t{name}\t" + "\t".join(f"{metrics[k]:.4f}" for k in keys))
+Path(table).write_text("\n".join(rows) + "\n")
+EOF
+    done
+}
+
+experiment() {  # NAME SEED TRAIN_OPTIONS...: train (or continue) run NAME_sSEED, then score it
+    local name=$1 seed=$2 run="$1_s$2"; shift 2
+    [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || return 0
+    if [ ! -f "$WORK/$run/eval_native/metrics.json" ]; then
+        python train.py "${BASE[@]}" --out "$WORK/$run" --seed "$seed" --resume auto "$@"
+    fi
+    score "$run"
+}
+
+copies
+for seed in 1 2; do
+    experiment long "$seed" -s 128 --batch-size 16 --loss wce+dice              # today's recipe, trained longer
+    experiment clahe "$seed" -s 128 --batch-size 16 --loss wce+dice --preprocess clahe
+    experiment green "$seed" -s 128 --batch-size 16 --loss wce+dice --preprocess green
+    experiment sa_unet "$seed" -s 128 --batch-size 16 --loss wce+dice --name sa_unet
+    experiment cldice "$seed" -s 128 --batch-size 16 --loss "wce+dice+0.5*cldice"
+    experiment patch192 "$seed" -s 192 --batch-size 8 --loss wce+dice           # larger patches, same pixels a step
+    experiment wide "$seed" -s 128 --batch-size 16 --loss wce+dice --channels 32 64 128 256 512
+done
+column -t "$WORK/results.tsv"
