@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(g, "--step", type=int, help="epochs between x0.1 decays with --lr-mode step")
     add_setting(g, "--momentum", type=float, help="SGD momentum")
     add_setting(g, "--weight-decay", "--wd", type=float, help="weight decay")
-    add_setting(g, "--loss", help="mix_3, mix_33, a part (wce, dice, eldice, bce) or a sum like 'wce+0.5*eldice+bce'")
+    add_setting(
+        g, "--loss", help="mix_3, mix_33, a part (wce, dice, eldice, cldice, bce) or a sum like 'wce+0.5*eldice+bce'"
+    )
     add_setting(g, "--class-weights", type=float, nargs="+", help="WCE weight per class")
     add_setting(g, "--el-dice-gamma", type=float, help="exponent of the exponential-logarithmic Dice")
     add_setting(g, "--patience", type=int, help="stop after this many epochs without a better score (0: never)")

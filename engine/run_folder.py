@@ -221,6 +221,8 @@ def data_source(settings: Settings, records: list, task) -> dict:
         "data_dir": str(Path(settings.data_dir).resolve()),
         "records": [r.name for r in records],
         "fingerprint": files_fingerprint(files),
+        # what the task makes of the files (a vessel run's --preprocess): statistics of other inputs are not these
+        "task_settings": dict(sorted(settings.task_settings.items())),
     }
 
 

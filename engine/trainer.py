@@ -304,6 +304,7 @@ class Trainer:
         resumed = float(state.get("best_score", -math.inf))
         best = run_folder.best_score_on_resume(self.checkpoints.folder, resumed) if self.dist.is_main else resumed
         self.best_score = float(broadcast_object(best, self.dist))  # every process counts stale epochs alike
+        self.stale = int(state.get("stale_epochs", 0))
         self.task_state = {k: state[k] for k in self.task.state_keys if k in state}
         self.origin = state.get("finetuned_from")
         if "normalization" in state:
@@ -436,6 +437,7 @@ class Trainer:
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_score": self.best_score,
+            "stale_epochs": self.stale,  # early stopping's count goes on after a resume, not from 0
             "score_key": self.score_key,
             "normalization": self.normalization,
             **({"finetuned_from": self.origin} if self.origin else {}),

@@ -87,11 +87,13 @@ class ClDiceLoss(nn.Module):
     """1 - clDice (Shit et al. 2021) of the foreground classes: the harmonic mean of the predicted skeleton's share
     inside the reference (topology precision) and the reference skeleton's share inside the prediction (topology
     sensitivity), over the batch's valid pixels; a broken thin vessel costs as much as a missed thick one's centre
-    line. Meant beside a region loss (``wce+dice+0.5*cldice``), as its authors use it."""
+    line. Meant beside a region loss (``wce+dice+0.5*cldice``), as its authors use it: a prediction of foreground
+    everywhere scores 0. ``iterations`` erosions reach structures about twice as wide (DRIVE's vessels are at most
+    about 10 pixels); each costs pooling passes: about 0.25 s forward and backward for 16 x 128 x 128 on one core."""
 
     target_kind = "seg"
 
-    def __init__(self, iterations: int = 10, smooth: float = 1.0, ignore_index: int = 255, any_index=None) -> None:
+    def __init__(self, iterations: int = 5, smooth: float = 1.0, ignore_index: int = 255, any_index=None) -> None:
         super().__init__()
         if iterations < 1 or smooth < 0:
             raise ValueError(f"clDice needs iterations >= 1 and smooth >= 0, got {iterations}, {smooth}")

@@ -21,14 +21,16 @@ class DropBlock2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_prob == 0:
             return x
-        h, w = x.shape[-2:]
+        b, c, h, w = x.shape
         size = min(self.block_size, h, w)
         size -= 1 - size % 2  # odd, so the pooled mask keeps the feature map's size
-        # seeds of blocks: drop_prob / size^2 of the positions where a whole block fits (the paper's gamma)
-        gamma = self.drop_prob / size**2 * (h * w) / max((h - size + 1) * (w - size + 1), 1)
-        seeds = (torch.rand_like(x) < gamma).to(x.dtype)
+        # seeds only where a whole block fits (as the paper and torchvision do), drawn in fp32 (bf16 is too coarse
+        # for small probabilities), so that about drop_prob of the units is dropped at every feature-map size
+        gamma = self.drop_prob * (h * w) / (size**2 * (h - size + 1) * (w - size + 1))
+        seeds = (torch.rand(b, c, h - size + 1, w - size + 1, device=x.device) < gamma).float()
+        seeds = nn.functional.pad(seeds, [size // 2] * 4)
         keep = 1 - nn.functional.max_pool2d(seeds, size, stride=1, padding=size // 2)
-        return x * keep * (keep.numel() / keep.sum().clamp_min(1.0))
+        return x * (keep * (keep.numel() / keep.sum().clamp_min(1.0))).to(x.dtype)
 
 
 class SpatialAttention(nn.Module):

@@ -47,8 +47,9 @@ EOF
 experiment() {  # NAME SEED TRAIN_OPTIONS...: train (or continue) run NAME_sSEED, then score it
     local name=$1 seed=$2 run="$1_s$2"; shift 2
     [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || return 0
-    if [ ! -f "$WORK/$run/eval_native/metrics.json" ]; then
+    if [ ! -f "$WORK/$run/trained" ]; then  # written once train.py has finished (or stopped early)
         python train.py "${BASE[@]}" --out "$WORK/$run" --seed "$seed" --resume auto "$@"
+        date > "$WORK/$run/trained"
     fi
     score "$run"
 }

@@ -107,6 +107,18 @@ class VesselTask(Task):
         # fused checkpoints: their thresholds averaged with the fusion weights; none (training): chosen on validation
         thresholds = [float(s.get("threshold", 0.5)) for s in self.states]
         self.threshold = float(np.average(thresholds, weights=self.weights)) if thresholds else None
+        trained = {(s.get("settings") or {}).get("task_settings", {}).get("preprocess", "rgb") for s in self.states}
+        if len(trained) > 1:
+            raise ValueError(
+                f"the fused checkpoints were trained on differently preprocessed photos "
+                f"({', '.join(sorted(trained))}): each would see the photos the first one's way; fuse checkpoints of "
+                "one --preprocess"
+            )
+        if trained and self.own.preprocess not in trained:
+            raise ValueError(
+                f"--preprocess {self.own.preprocess}, but the checkpoint was trained on {trained.pop()} photos: the "
+                "network would see photos unlike its training ones; leave --preprocess out"
+            )
         self._photos: OrderedDict[Path, Photo] = OrderedDict()  # the last few decoded photos
         self._warned: set[tuple[str, str]] = set()  # (photo, what): each warning once per photo (validation repeats)
         # the training photos' field-of-view diameter (pixels), which ``--scale auto`` brings every photo to

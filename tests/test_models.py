@@ -74,6 +74,10 @@ def test_sa_unet_is_the_unet_with_dropblock_and_attention():
     assert [v.shape for v in sa.values()] == unet  # the same layers in the same order (DropBlock has no weights)
     drop = DropBlock2d(block_size=5, drop_prob=0.2).train()
     torch.manual_seed(0)
+    # about drop_prob at every feature-map size, also the bottleneck's (it had dropped 62% at 8 x 8) and in bf16
+    for side, dtype in ((64, torch.float32), (16, torch.float32), (8, torch.float32), (64, torch.bfloat16)):
+        small = DropBlock2d(block_size=7, drop_prob=0.1).train()(torch.ones(64, 8, side, side, dtype=dtype))
+        assert 0.07 < (small == 0).float().mean().item() < 0.13, (side, dtype)
     x = torch.ones(8, 4, 64, 64)
     y = drop(x)
     dropped = (y == 0).float().mean().item()

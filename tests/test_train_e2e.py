@@ -168,6 +168,7 @@ def test_resume_continues_exactly(e2e_data, tmp_path):
     argv = _args(e2e_data, tmp_path / "b", cache, "--epochs", "2", "--steps-per-epoch", "3")
     trainer = Trainer(Settings.from_dict(vars(train_script.parse_args(argv))).validate(), resume="auto")
     assert trainer.start_epoch == 1
+    assert trainer.stale == ckpt_b1["stale_epochs"]  # early stopping's count goes on, not from 0
     opt_state = trainer.optimizer.state_dict()["state"]
     for k, v in ckpt_b1["optimizer"]["state"].items():
         assert torch.equal(opt_state[k]["exp_avg"], v["exp_avg"]) and opt_state[k]["step"] == v["step"]

@@ -359,7 +359,20 @@ def test_preprocessing_is_green_or_clahe_and_every_use_of_the_checkpoint_applies
     prob_clahe, _ = Segmenter.from_checkpoint(str(tmp_path / "clahe.pth.tar")).predict(small)
     prob_plain, _ = Segmenter.from_checkpoint(str(ckpt)).predict(network_input(small, "clahe"))
     assert np.array_equal(prob_clahe, prob_plain)
+    # a fusion of checkpoints trained on differently preprocessed photos, or another --preprocess than the
+    # checkpoint's, would feed photos unlike the training ones: refused (review finding)
+    with pytest.raises(ValueError, match="differently preprocessed"):
+        Segmenter.from_checkpoint([str(ckpt), str(tmp_path / "clahe.pth.tar")])
     settings = Settings.from_dict(state["settings"])
+    with pytest.raises(ValueError, match="--preprocess green, but the checkpoint was trained on clahe"):
+        VesselTask(settings.with_task(preprocess="green"), states=[state])
+    # a run folder's normalisation is of the photos as the network sees them: another --preprocess, other stats
+    from engine.run_folder import data_source
+
+    records = VesselTask(settings).records("train", data_dir=root)
+    assert data_source(settings, records, VesselTask(settings)) != data_source(
+        settings.with_task(preprocess="rgb"), records, VesselTask(settings)
+    )
     task = VesselTask(settings)
     from engine.trainer import augment_for
 
