@@ -102,6 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
+    import time
+
+    started = time.perf_counter()
     from engine.cli import build_predictor, checkpoints, task_for, task_overrides
     from utils.io import staged_output_dir
     from utils.log import setup_logging
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--compare takes two visits of one eye (the earlier first), got {len(inputs)} inputs")
     predictor = build_predictor(args, paths)
     model = model_info(paths, args.fusion_weights)
+    took = {"start-up (imports, model)": time.perf_counter() - started, "read": 0.0, "predict": 0.0, "write": 0.0}
     protected = [("a checkpoint being read", Path(p)) for p in paths]
     protected += [("an input being read", Path(i)) for i in [*args.inputs, *inputs]]
     # a scan folder's parent holds the other scans of its data split: predictions among them break the split
@@ -153,10 +157,15 @@ def main(argv: list[str] | None = None) -> list[Path]:
             task.check_visits(*read.items())
         for path in inputs:
             name = task.input_name(path)
+            clock = time.perf_counter()
             sample = read.pop(path) if path in read else task.read_input(path, **given)
             if args.report:
                 task.check_report(path, sample)
+            took["read"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             prediction = task.predict(predictor, sample)
+            took["predict"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             files = task.write_prediction(out, name, prediction, seg=True, det=task.detects, sample=sample)
             if args.pictures:
                 files += task.save_pictures(out, name, sample, prediction)
@@ -168,12 +177,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 rows.append({"name": name, "quant": quant, "report": files[-1].name, "slices": len(sample.image)})
                 rows[-1]["cst_um"] = (quant.get("etdrs") or {}).get("cst_um")
             written += [final / f.relative_to(out) for f in files]
+            took["write"] += time.perf_counter() - clock  # the outputs, with the summary's grid and the report
             log.info(f"{path} -> {', '.join(str(f.relative_to(out)) for f in files)}")
         if rows:
             written += [final / f.relative_to(out) for f in write_run_report(out, rows)]
         if args.compare:
             written.append(final / write_comparison(out, rows, model).relative_to(out))
     log.info(f"wrote {len(written)} files to {final}")
+    log.info("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()))
     return written
 
 

@@ -224,6 +224,9 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile [default: on a GPU]"
     )
     g.add_argument("--device", help="cpu, cuda or cuda:N [default: cuda when available; one GPU per process]")
+    g.add_argument(
+        "--threads", type=int, help="CPU threads for inference, set once for the whole run [default: every core]"
+    )
     shared = task_options()
     for name in SHARED_INFERENCE:  # declared once (utils.config), offered once, set where the task takes it
         declared = shared.get(name, [])
@@ -323,6 +326,13 @@ def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
     from tasks import load_predictor
     from utils.distributed import device_for
 
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)  # intra-op threads of every kernel the run calls; once, before any runs
     device = args.device
     if device is None and info is not None and info.enabled:
         device = device_for(info)  # one GPU per process

@@ -193,3 +193,32 @@ def test_a_dicom_whose_rows_run_to_the_patients_right_is_read_as_left_first(tmp_
         read_volume(write_enhanced_dicom(tmp_path / "std.dcm", image, spacing=(1.0, 2 / 32, 6 / 16))).meta.ascan_order
         == "right-first"
     )
+
+
+def test_a_run_reports_its_times_and_threads_are_set_once(tmp_path, caplog):
+    """predict.py ends with one line of where its time went (issue 27: start-up, read, predict, write), and
+    --threads sets the CPU threads of every kernel it runs (here 1); 0 is refused."""
+    import re
+
+    import torch
+    from PIL import Image
+
+    image, _ = generate_volume(np.random.default_rng(10), 1, 128, 64)
+    Image.fromarray(image[0]).save(tmp_path / "b.png")
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO):
+            predict_script.main(
+                [str(tmp_path / "b.png"), "--checkpoint", SHIPPED, "--out", str(tmp_path / "p"), "--threads", "1"]
+            )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("times: "))
+    parts = dict(re.findall(r"([a-z-]+(?: \([a-z, ]+\))?) (\d+\.\d) s", line))
+    assert set(parts) == {"start-up (imports, model)", "read", "predict", "write"}, line
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        predict_script.main(
+            [str(tmp_path / "b.png"), "--checkpoint", SHIPPED, "--out", str(tmp_path / "q"), "--threads", "0"]
+        )
+    assert not (tmp_path / "q").exists()  # refused before any output
