@@ -1050,6 +1050,17 @@ def frame_positions(ds) -> np.ndarray | None:
     return np.asarray(positions)
 
 
+def orientation_cosines(ds):
+    """A multi-frame DICOM's ImageOrientationPatient (6 cosines: along a row, then along a column): from the shared
+    functional groups, else the first per-frame group, else the top level; None where none has it."""
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(seq)
+        plane = groups[0].get("PlaneOrientationSequence") if groups else None
+        if plane and plane[0].get("ImageOrientationPatient") is not None:
+            return plane[0].ImageOrientationPatient
+    return ds.get("ImageOrientationPatient")
+
+
 def _dicom_geometry(path: Path) -> Geometry | None:
     """A multi-frame DICOM's geometry in ITK's terms: origin at the first frame's ImagePositionPatient, axes along
     a row (ImageOrientationPatient's first cosine: the A-scans), along a column (its second: depth) and from the first
@@ -1057,14 +1068,7 @@ def _dicom_geometry(path: Path) -> Geometry | None:
     sheared volume; the caller falls back to the spacing, with origin 0)."""
     ds = _dicom_dataset(path, header_only=True)
     positions = frame_positions(ds)
-    cosines = None
-    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        groups = ds.get(seq)
-        plane = groups[0].get("PlaneOrientationSequence") if groups else None
-        if plane and plane[0].get("ImageOrientationPatient") is not None:
-            cosines = plane[0].ImageOrientationPatient
-            break
-    cosines = cosines if cosines is not None else ds.get("ImageOrientationPatient")
+    cosines = orientation_cosines(ds)
     spacing = _dicom_spacing(ds)
     if positions is None or cosines is None or len(cosines) != 6 or spacing is None or None in spacing:
         return None
@@ -1166,14 +1170,7 @@ def _ascan_order(ds) -> str | None:
     """Which way the A-scans run, from the row cosine of ImageOrientationPatient: DICOM's patient +x points to the
     patient's left, so rows along +x start at the patient's right ("right-first", as a fundus photo is viewed) and
     rows along -x at the left; None where the rows do not run mainly along x."""
-    cosines = None
-    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        groups = ds.get(seq)
-        plane = groups[0].get("PlaneOrientationSequence") if groups else None
-        if plane and plane[0].get("ImageOrientationPatient") is not None:
-            cosines = plane[0].ImageOrientationPatient
-            break
-    cosines = cosines if cosines is not None else ds.get("ImageOrientationPatient")
+    cosines = orientation_cosines(ds)
     if cosines is None or len(cosines) != 6:
         return None
     row = np.abs(np.asarray(cosines[:3], float))

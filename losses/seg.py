@@ -89,7 +89,8 @@ class ClDiceLoss(nn.Module):
     sensitivity), over the batch's valid pixels; a broken thin vessel costs as much as a missed thick one's centre
     line. Meant beside a region loss (``wce+dice+0.5*cldice``), as its authors use it: a prediction of foreground
     everywhere scores 0. ``iterations`` erosions reach structures about twice as wide (DRIVE's vessels are at most
-    about 10 pixels); each costs pooling passes: about 0.25 s forward and backward for 16 x 128 x 128 on one core."""
+    about 10 pixels); each costs pooling passes: 0.31 s forward and backward for 16 x 2 x 128 x 128 on one core of this
+    project's CPU, against 0.012 s for the soft Dice."""
 
     target_kind = "seg"
 
