@@ -115,6 +115,138 @@ def hardware_rates(device: torch.device) -> dict:
     return {"matmul_flops": 2 * n**3 / (mm / 1e3), "copy_bytes_per_s": 2 * buf.numel() / (cp / 1e3)}
 
 
+def cpu_rates(n: int = 2048) -> dict:
+    """This CPU's measured matrix rates (operations per second): fp32 and bf16 products (oneDNN / MKL), and int8
+    with int32 accumulation (``torch._int_mm``, VNNI / AMX where the CPU has them)."""
+    cpu = torch.device("cpu")
+    a = torch.randn(n, n)
+    rates = {}
+    for key, x in (("fp32", a), ("bf16", a.bfloat16())):
+        rates[key] = 2 * n**3 / (statistics.median(timed(lambda x=x: x @ x, cpu, 2, 5)) / 1e3)
+    q = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    rates["int8"] = 2 * n**3 / (statistics.median(timed(lambda: torch._int_mm(q, q), cpu, 2, 5)) / 1e3)
+    return rates
+
+
+def cpu_identity() -> dict:
+    """The CPU as ``lscpu`` names it, with the flags that decide these figures (AVX-512, VNNI, bf16, AMX)."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"model_name": "unknown (no lscpu)", "flags": []}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    wanted = [f for f in flags if f.startswith(("avx512", "amx")) or "vnni" in f or "bf16" in f]
+    return {
+        "model_name": fields.get("Model name", "").strip(),
+        "cpus": fields.get("CPU(s)", "").strip(),
+        "flags": wanted,
+    }
+
+
+CUBE = 128  # B-scans of a Cirrus macular cube: what --backends reports per volume
+
+# bench.py --backends: every way this toolkit can run a network on the CPU, as (label, backend, precision)
+CPU_PATHS = [
+    ("torch fp32 channels_last", "torch", "fp32"),
+    ("torch bf16 autocast channels_last", "torch", "bf16"),
+    ("torch.compile fp32", "compile", "fp32"),
+    ("onnxruntime fp32", "onnxruntime", "fp32"),
+    ("openvino fp32", "openvino", "fp32"),
+    ("openvino bf16", "openvino", "bf16"),
+    ("openvino int8", "openvino", "int8"),
+]
+
+
+def backend_fn(name: str, backend: str, precision: str, slices: int, graphs: Path, threads: int | None):
+    """One volume of ``slices`` B-scans (H x W, uint8) through the ``Predictor`` on a CPU path, labels out; int8 runs
+    a graph quantised here on random B-scans (timing only: its accuracy is ``tools.quantize``'s business)."""
+    from inference import backends
+    from inference.predictor import Member, Predictor
+    from inference.quantize import quantize_openvino
+    from tasks.oct import predict_volume
+
+    torch.manual_seed(0)
+    model = build_model(name).eval().to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    volume = torch.randint(0, 256, (slices, H, W), generator=g, dtype=torch.uint8)
+    member = Member(model, [0.2] * 3, [0.2] * 3)
+    kwargs = dict(device="cpu", batch_size=8, amp=precision == "bf16", threads=threads)
+    if backend == "compile":
+        predictor = Predictor([member], compile=True, backend="torch", **kwargs)
+    elif precision == "int8":
+        predictor = Predictor([member], backend="torch", **kwargs)
+        cache = backends.GraphCache.for_model(model, graphs)
+        calib = [((torch.randint(0, 256, (2, 3, H, W), generator=g).float() / 255 - 0.2) / 0.2).numpy()]
+        xml = quantize_openvino(cache.fp32_graph(model), calib, cache.dir / "bench_int8.xml", max_drop=None)
+        predictor.use_runner(0, backends.GraphRunner(model, "openvino", cache, "int8", threads, graph=xml))
+    else:
+        predictor = Predictor([member], backend=backend, **kwargs)
+        predictor.use_runner(0, backends.make_runner(model, backend, None, precision, threads, graphs))
+
+    def run():
+        return predict_volume(predictor, volume)
+
+    return run
+
+
+def bench_cpu_backends(
+    names: list[str], slices: int, reps: int, threads: int | None, tmp: Path, only: list[str] | None = None
+) -> dict:
+    """``bench.py --backends``: per-volume seconds (128 B-scans of H x W, from ``slices`` timed) of each CPU path
+    against the original way (fp32, eager, NCHW, batch 8) measured in the same run, and the floor each precision's
+    measured matrix rate sets; ``only``: the paths whose label holds one of these words (the original way always
+    runs)."""
+    if threads:
+        torch.set_num_threads(threads)
+    rates = cpu_rates()
+    out = {"cpu": cpu_identity(), "rates_ops_per_s": rates, "slices_timed": slices, "rows": []}
+    print(f"CPU: {out['cpu']}; matrix rates (TOPS) " + ", ".join(f"{k} {v / 1e12:.3f}" for k, v in rates.items()))
+    for name in names:
+        flops = flops_and_bytes(name)[0] / SLICES  # per B-scan
+        base = None
+        paths = [p for p in CPU_PATHS if not only or any(word in p[0] for word in only)]
+        for label, backend, precision in [("original: fp32 eager NCHW batch 8", "baseline", "fp32"), *paths]:
+            try:
+                if backend == "baseline":
+                    run = inference_fn(name, "baseline", torch.device("cpu"), slices)
+                else:
+                    run = backend_fn(name, backend, precision, slices, tmp / "graphs", threads)
+                ms = statistics.median(timed(run, torch.device("cpu"), 1, reps))
+            except Exception as e:  # noqa: BLE001  (a path that cannot run here is a row that says why)
+                row = {"model": name, "path": label, "error": f"{type(e).__name__}: {e}"[:200]}
+                out["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                continue
+            per_slice = ms / slices
+            floor = flops / rates["int8" if precision == "int8" else precision]
+            row = {
+                "model": name,
+                "path": label,
+                "ms_per_slice": per_slice,
+                "s_per_volume": per_slice * CUBE / 1e3,
+                "floor_s_per_volume": floor * CUBE,
+                "times_floor": per_slice / 1e3 / floor,
+            }
+            base = base or row
+            row["speedup"] = base["ms_per_slice"] / per_slice
+            out["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\n{CUBE} B-scans of {H} x {W} per volume, model only ({slices} timed, median of {reps})")
+    print("| model | path | s per volume | x original | floor s | x floor |\n|---|---|---|---|---|---|")
+    for r in out["rows"]:
+        if "error" in r:
+            print(f"| {r['model']} | {r['path']} | failed: {r['error']} | | | |")
+        else:
+            print(
+                f"| {r['model']} | {r['path']} | {r['s_per_volume']:.1f} | {r['speedup']:.2f} | "
+                f"{r['floor_s_per_volume']:.1f} | {r['times_floor']:.1f} |"
+            )
+    return out
+
+
 def synthetic_volumes(root: Path, n: int) -> Path:
     from data.synthetic import write_dataset
 
@@ -433,6 +565,14 @@ def main(argv=None) -> dict:
     p.add_argument("-d", "--data-dir", type=Path, help="dataset of --agreement (default: the checkpoint's)")
     p.add_argument("--cache-key", action="store_true", help="only the decode cache's key cost per volume (CPU)")
     p.add_argument(
+        "--backends",
+        action="store_true",
+        help="only the CPU paths (PyTorch eager / bf16 / compile, ONNX Runtime, OpenVINO fp32 / bf16 / int8) against "
+        "the original way, per volume, timed on --slices B-scans (default 8 here)",
+    )
+    p.add_argument("--threads", type=int, help="--backends: CPU threads [default: every core]")
+    p.add_argument("--paths", nargs="+", help="--backends: only the paths whose name holds one of these words")
+    p.add_argument(
         "--profile",
         action="store_true",
         help="torch.profiler on the fast path: top kernels, share in convolutions vs memory-bound work",
@@ -450,6 +590,12 @@ def main(argv=None) -> dict:
         results["hardware"] = hardware_rates(device)
     tmp = Path(tempfile.mkdtemp(prefix="oct-bench-"))
     try:
+        if a.backends:
+            slices = a.slices if a.slices != 128 else 8
+            results["backends"] = bench_cpu_backends(a.models, slices, a.reps, a.threads, tmp, a.paths)
+            if a.json:
+                a.json.write_text(json.dumps(results, indent=1))
+            return results
         if a.cache_key:
             results["cache_key"] = bench_cache_key(tmp / "volume.img", a.reps)
             print(json.dumps(results["cache_key"]))

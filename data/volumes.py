@@ -26,6 +26,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ import tifffile
 
 from data.common import DatasetError, file_error
 from data.oct import read_grey, stack_slices
-from utils.io import IGNORED_FILES, atomic_path
+from utils.io import IGNORED_FILES, atomic_path, files_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,44 @@ def write_label_nifti(path: str | Path, labels: np.ndarray, geometry: Geometry) 
 # ---- public interface
 
 
+# read_ahead's reads in flight: (path, cube, spacing) -> (the path's stat identity when the read began, its future)
+_AHEAD: dict[tuple, tuple[tuple, Future]] = {}
+
+
+def _ahead_key(path: Path, cube, spacing) -> tuple:
+    return str(path.resolve()), None if cube is None else tuple(cube), None if spacing is None else tuple(spacing)
+
+
+def _stat_identity(path: Path) -> str:
+    """What changes when ``path`` or, for a folder, any file in it is written (``files_fingerprint``: size, times,
+    inode; a slice rewritten in place changes its ctime)."""
+    return files_fingerprint([path, *(sorted(path.iterdir()) if path.is_dir() else [])])
+
+
+def read_ahead(
+    path: str | Path, cube: tuple[int, int] | None = None, spacing: tuple[float, float, float] | None = None
+) -> None:
+    """Start ``read_volume(path, cube, spacing)`` in a background thread; the next ``read_volume`` with the same
+    arguments takes its result (or its error). predict.py reads its first volume this way while PyTorch and the model
+    load (about 3 s of imports on a 2-core CPU). This module imports no PyTorch, so the read starts at once."""
+    path = Path(path)
+    key = _ahead_key(path, cube, spacing)
+    try:
+        identity = _stat_identity(path)
+    except OSError:
+        return  # read_volume itself will say what is wrong
+    pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+    _AHEAD[key] = (identity, pool.submit(_read_volume, path, cube, spacing))
+    pool.shutdown(wait=False)  # the thread ends with its one read
+
+
+def drop_read_ahead() -> None:
+    """Forget the reads ahead nobody took (a run that ended before reading its input): their volumes are freed."""
+    for _, future in _AHEAD.values():
+        future.cancel()
+    _AHEAD.clear()
+
+
 def read_volume(
     path: str | Path, cube: tuple[int, int] | None = None, spacing: tuple[float, float, float] | None = None
 ) -> ScanVolume:
@@ -192,6 +231,20 @@ def read_volume(
     cube size named in the file name (``cirrus_spacing``), else None.
     """
     path = Path(path)
+    ahead = _AHEAD.pop(_ahead_key(path, cube, spacing), None)
+    if ahead is not None:
+        identity, future = ahead
+        try:
+            unchanged = _stat_identity(path) == identity
+        except OSError:
+            unchanged = False
+        if unchanged:
+            return future.result()  # its error, if any, is this read's: the file is as it was
+        log.info(f"{path} changed while it was read ahead: read again")
+    return _read_volume(path, cube, spacing)
+
+
+def _read_volume(path: Path, cube, spacing) -> ScanVolume:
     given = None if spacing is None else check_spacing(spacing)
     fmt = _format_of(path)
     if fmt == "cirrus-img":

@@ -28,6 +28,7 @@ TOOLS = """tools:
   python -m tools.export CKPT --format onnx export a checkpoint to ONNX or TorchScript
   python -m utils.checkpoint SRC DST        an optimiser-free (fp16 / bf16) copy of a checkpoint for shipping
   python -m tools.calibrate --seg-path CKPT an OCT model's fluid calibrated on labelled data (area ratio 1)
+  python -m tools.quantize --seg-path CKPT  an int8 graph of a checkpoint for the CPU (--int8), accuracy-checked
   python bench.py                           speed of the fast paths against the original's way
 """
 
@@ -227,6 +228,19 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--threads", type=int, help="CPU threads for inference, set once for the whole run [default: every core]"
     )
+    g.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        default=None,
+        help="what runs the models on the CPU: auto is OpenVINO when installed, else ONNX Runtime, else PyTorch (on a "
+        "GPU always PyTorch); the exported graph is cached per checkpoint in $OCT_CACHE_DIR/graphs "
+        "[default: $RETINA_LESION_BACKEND, else auto]",
+    )
+    g.add_argument(
+        "--int8",
+        action="store_true",
+        help="OpenVINO's int8 graph of the checkpoint, made and accuracy-checked by python -m tools.quantize",
+    )
     shared = task_options()
     for name in SHARED_INFERENCE:  # declared once (utils.config), offered once, set where the task takes it
         declared = shared.get(name, [])
@@ -333,6 +347,13 @@ def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
         import torch
 
         torch.set_num_threads(threads)  # intra-op threads of every kernel the run calls; once, before any runs
+    backend = getattr(args, "backend", None)
+    if backend is None:  # int8 graphs run on OpenVINO only; otherwise $RETINA_LESION_BACKEND, else auto
+        backend = "openvino" if getattr(args, "int8", False) else os.environ.get("RETINA_LESION_BACKEND", "auto")
+        if backend not in ("auto", "torch", "onnxruntime", "openvino"):
+            raise ValueError(
+                f"RETINA_LESION_BACKEND={backend!r}: it must be auto, torch, onnxruntime or openvino (or unset)"
+            )
     device = args.device
     if device is None and info is not None and info.enabled:
         device = device_for(info)  # one GPU per process
@@ -344,6 +365,9 @@ def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
         amp=args.amp,
         tta_flip=args.tta,
         compile=args.compile,
+        backend=backend,
+        int8=getattr(args, "int8", False),
+        threads=threads,
     )
 
 

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from inference.predictor import Predictor
 from tasks.base import Evaluator, Task
 from utils.distributed import DistInfo, gather_objects, shard
@@ -45,3 +47,21 @@ def evaluate(
     progress.close()
     evaluator.merge(gather_objects(evaluator.parts, info))
     return evaluator
+
+
+def compare_predictors(task: Task, reference: Predictor, other: Predictor, records: list) -> dict:
+    """Two predictors (PyTorch fp32 and a faster path) on the same records: the share of pixels given the same
+    class, and each one's aggregate figures (``reference``, ``other``) from the task's evaluator."""
+    evaluators = {"reference": task.evaluator(), "other": task.evaluator()}
+    same = total = 0
+    for rec in records:
+        sample = task.load(rec)
+        a, b = task.predict(reference, sample), task.predict(other, sample)
+        ca, cb = task.predicted_classes(a), task.predicted_classes(b)
+        same += int((ca == cb).sum())
+        total += int(np.prod(ca.shape))
+        evaluators["reference"].update(rec, sample, a)
+        evaluators["other"].update(rec, sample, b)
+    return {"records": len(records), "pixel_agreement": same / max(total, 1)} | {
+        k: e.aggregate() for k, e in evaluators.items()
+    }

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference.backends import choose_backend, make_runner
 from models import model_from_checkpoint
 from utils.checkpoint import CheckpointError, checked_class_bias
 from utils.config import Settings
@@ -95,6 +96,13 @@ def biased(logits: torch.Tensor, bias: Sequence[float] | None) -> torch.Tensor:
     return logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device).view(1, -1, 1, 1)
 
 
+def class_index(scores: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) class scores -> (B, H, W) uint8 index of the largest (the first among equals). Taken in the
+    channels_last layout: on a CPU, torch's argmax across the channels of an NCHW tensor is 10x slower (93 against 9
+    ms per 1024x512 slice of 4 classes), and the graphs of ``inference.backends`` return NCHW."""
+    return scores.contiguous(memory_format=torch.channels_last).argmax(1).to(torch.uint8)
+
+
 @dataclass
 class Member:
     """One model of an ensemble with the input handling it was trained with."""
@@ -107,6 +115,8 @@ class Member:
     # added to the class logits before the softmax (log-probability offsets, one per class): a calibrated model's
     # shift of the background against the lesions (``tools.calibrate``), None where it has none
     class_bias: Sequence[float] | None = None
+    # the checkpoint file it came from: its SHA-256 keys the exported graph of a non-PyTorch backend
+    source: str | Path | None = None
 
 
 @dataclass
@@ -131,7 +141,13 @@ class Predictor:
         window: int | None = None,
         overlap: float = 0.5,
         compile: bool | None = False,
+        backend: str | None = "torch",
+        int8: bool = False,
+        threads: int | None = None,
     ) -> None:
+        """``backend``: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (``inference.backends``; on a GPU
+        always PyTorch); ``int8``: OpenVINO's quantised graph of each checkpoint (``tools.quantize``); ``threads``:
+        the non-PyTorch backends' CPU threads (PyTorch's are set by the caller, once per process)."""
         if not members:
             raise ValueError("Predictor needs at least one model")
         if batch_size < 1:
@@ -147,8 +163,33 @@ class Predictor:
         self.overlap = overlap
         total = sum(m.weight for m in self.members)
         self._weights = [m.weight / total for m in self.members]
+        self.backend = choose_backend(backend, self.device)
+        if int8 and self.backend != "openvino":
+            why = (
+                f"on {self.device} (pass --device cpu)"
+                if self.device.type != "cpu"
+                else f"with --backend {backend}"
+                if backend not in (None, "auto", "openvino")
+                else "without the openvino package (pip install openvino)"
+            )
+            raise ValueError(f"int8 inference runs on the CPU with OpenVINO; it cannot run {why}")
+        precision = "int8" if int8 else "bf16" if (amp and self.device.type == "cpu") else "fp32"
         # compile=None: compiled on a GPU (with an eager fallback); the eager modules stay in self.members
-        self._run = {id(m): maybe_compile(m.model, self.device, compile) for m in self.members}
+        self._run = {
+            id(m): maybe_compile(m.model, self.device, compile)
+            if self.backend == "torch"
+            else make_runner(m.model, self.backend, m.source, precision, threads)
+            for m in self.members
+        }
+
+    def runner(self, index: int) -> Callable:
+        """What runs member ``index``: its model, its compiled model, or an ``inference.backends.GraphRunner``."""
+        return self._run[id(self.members[index])]
+
+    def use_runner(self, index: int, runner: Callable) -> None:
+        """Member ``index`` run by ``runner`` (``x -> SegDetOutput``, e.g. an ``inference.backends.GraphRunner``)
+        instead of the backend's own."""
+        self._run[id(self.members[index])] = runner
 
     @classmethod
     def from_checkpoints(
@@ -188,7 +229,7 @@ class Predictor:
             norm = state["normalization"]
             w = 1.0 if weights is None else weights[i]
             bias = checked_class_bias(state.get("class_bias"), settings.num_classes, p)
-            members.append(Member(model, norm["mean"], norm["std"], seen_as.get("resize"), w, bias))
+            members.append(Member(model, norm["mean"], norm["std"], seen_as.get("resize"), w, bias, source=p))
         return cls(members, device, **kwargs)
 
     def upload(self, array: np.ndarray) -> torch.Tensor:
@@ -217,11 +258,11 @@ class Predictor:
                 # monotonic), and no probability map is ever made
                 member = self.members[0]
                 out = self._model_out(member, normalize(x_u8, member.mean, member.std))
-                labels[start:stop] = biased(out.seg_logits, member.class_bias).argmax(1).to(torch.uint8)
+                labels[start:stop] = class_index(biased(out.seg_logits, member.class_bias))
                 det = None if out.cls_logits is None else out.cls_logits.float().sigmoid()
             else:
                 p, det = self._fused(x_u8)
-                labels[start:stop] = p.argmax(1).to(torch.uint8)
+                labels[start:stop] = class_index(p)
                 if keep_probs:
                     if probs is None:
                         probs = torch.empty((n, *p.shape[1:]), dtype=torch.float32, device=p.device)

@@ -54,10 +54,18 @@ class SegDetModel(nn.Module):
         pad_h, pad_w = (-h) % r, (-w) % r
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        feats = self.encoder(x)
-        heads = self.decoder(feats)
+        seg, cls, heads = self.unpadded(x)
         if pad_h or pad_w:
-            heads = [y[..., :h, :w] for y in heads]
+            heads = tuple(y[..., :h, :w] for y in heads)
+            seg = seg[..., :h, :w]
+        return SegDetOutput(seg, cls, heads)
+
+    def unpadded(self, x: torch.Tensor) -> SegDetOutput:
+        """``forward`` of an input whose H and W are multiples of ``encoder.reduction``, without the size test: the
+        graph that exporters trace holds no branch on the input's size, so it is right at every size
+        (``inference.backends`` pads outside it)."""
+        feats = self.encoder(x)
+        heads = tuple(self.decoder(feats))
         seg = heads[0] if len(heads) == 1 else torch.stack(heads).mean(0)
         cls = self.cls_head(feats[-1]) if self.cls_head is not None else None
-        return SegDetOutput(seg, cls, tuple(heads))
+        return SegDetOutput(seg, cls, heads)

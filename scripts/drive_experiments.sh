@@ -29,7 +29,7 @@ score() {  # RUN: eval.py on every set (fp32, the checkpoint's own --scale auto)
     for set in native x1.77 x0.6 jpeg75 warm; do
         local data="$WORK/sets/$set" out="$WORK/$run/eval_$set"
         [ "$set" = native ] && data="$DRIVE"
-        [ -f "$out/metrics.json" ] || python eval.py --seg-path "$ckpt" -d "$data" --split test --no-amp \
+        [ -f "$out/metrics.json" ] || python eval.py --seg-path "$ckpt" -d "$data" --split test --no-amp --backend torch \
             --out "$out" --force
         python - "$WORK/results.tsv" "$run" "$set" "$out/metrics.json" <<'EOF'
 import json, sys

@@ -83,11 +83,18 @@ class Task(ABC):
     reports: ClassVar[bool] = False
     #: the output folder's own entries (files and folders not of one input): no input's ``output_names`` may be one
     reserved_names: ClassVar[tuple[str, ...]] = ()
+    #: how far each figure may move when a model runs in int8 instead of fp32 (``tools.quantize`` refuses beyond)
+    int8_tolerances: ClassVar[dict[str, float]] = {}
     #: the checkpoint predict.py uses for this task's inputs when none is given (None: no model ships)
     shipped_checkpoint: ClassVar[Path | None] = None
     #: the label of a pixel that is one of the lesion classes, which one unknown, where the training labels may
     #: hold one (a reference marking only "fluid"; the losses take it as a partial label); None where they never do
     any_label: int | None = None
+
+    def predicted_classes(self, prediction):
+        """A prediction's class per pixel (what ``engine.evaluate.compare_predictors`` compares between two ways of
+        running a model): OCT labels, a vessel mask."""
+        return prediction.labels
 
     def __init__(self, settings: Settings, states: Sequence[dict] = (), weights: Sequence[float] | None = None) -> None:
         """``states``: the checkpoints predictions come from (their ``state_keys`` values and normalisation), if any,

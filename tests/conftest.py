@@ -8,6 +8,9 @@ from pathlib import Path
 # machine. The suite's tolerances are CPU figures; GPU checks are bench.py's and scripts/gpu_session.sh's.
 os.environ["OMP_NUM_THREADS"] = "2"
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# the drivers' models run by PyTorch, whose figures the suite's tolerances were set on; the CPU default (OpenVINO,
+# --backend auto) is compared with it in test_backends.py, and those tests name their backend
+os.environ["RETINA_LESION_BACKEND"] = "torch"
 # the locks of the suite's output folders in a folder of the session's own, not the user's ~/.cache
 os.environ.setdefault("RETINA_LESION_LOCKS", tempfile.mkdtemp(prefix="retina-lesion-test-locks-"))
 
