@@ -239,3 +239,25 @@ def test_a_volume_is_read_ahead_while_the_model_loads_and_a_changed_one_is_read_
         f.write((src / "3.bmp").read_bytes())
     edited = volumes.read_volume(folder)
     assert np.array_equal(edited.image[0], again.image[2])
+
+
+def test_shipped_drive_model_on_openvino_agrees_with_pytorch_fp32(graphs):
+    """The vessel task's path on a backend: a real DRIVE test photo, resized to the model's scale and predicted in
+    sliding windows, gives PyTorch's mask."""
+    import os
+    from pathlib import Path
+
+    from engine.cli import task_for
+    from engine.evaluate import compare_predictors
+    from tasks import load_predictor
+    from tasks.base import SHIPPED_DIR
+
+    drive = Path(os.environ.get("DRIVE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"))
+    ckpt = SHIPPED_DIR / "drive_unet.pth.tar"
+    _, task = task_for([ckpt])
+    records = task.records("test", drive)[:1]
+    fp32 = load_predictor([ckpt], device="cpu", amp=False, backend="torch")
+    other = load_predictor([ckpt], device="cpu", amp=False, backend="openvino")
+    found = compare_predictors(task, fp32, other, records)
+    assert found["pixel_agreement"] >= 0.999, found
+    assert abs(found["reference"]["f1"] - found["other"]["f1"]) < 0.002 and found["reference"]["f1"] > 0.75, found
