@@ -488,26 +488,19 @@ def check_agreement(
     """A trained checkpoint's fast path (bf16 — by default on a GPU only —, channels_last, compiled on a GPU)
     against fp32 eager: the fraction of pixels given the same class and the change in mean Dice, over ``splits``."""
     from engine.cli import task_for
+    from engine.evaluate import compare_predictors
     from tasks import load_predictor
 
     settings, task = task_for([str(ckpt)], cache_dir)
     records = [r for split in splits for r in task.records(split, data or settings.data_dir)]
     fp32 = load_predictor([ckpt], device=device, amp=False, compile=False, batch_size=8)
     fast = load_predictor([ckpt], device=device, batch_size=32, compile=None, amp=amp)
-    same = total = 0
-    metrics = {"fp32": task.evaluator(), "fast": task.evaluator()}
-    for rec in records:
-        sample = task.load(rec)
-        a, b = task.predict(fp32, sample), task.predict(fast, sample)
-        same += int((a.labels == b.labels).sum())
-        total += a.labels.numel()
-        metrics["fp32"].update(rec, sample, a)
-        metrics["fast"].update(rec, sample, b)
-    dice = {k: m.aggregate()["dice_mean"] for k, m in metrics.items()}
+    found = compare_predictors(task, fp32, fast, records)
+    dice = {"fp32": found["reference"]["dice_mean"], "fast": found["other"]["dice_mean"]}
     out = {
         "checkpoint": str(ckpt),
         "volumes": len(records),
-        "pixel_agreement": same / total,
+        "pixel_agreement": found["pixel_agreement"],
         "dice_fp32": dice["fp32"],
         "dice_fast": dice["fast"],
         "dice_difference": abs(dice["fp32"] - dice["fast"]),

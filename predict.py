@@ -219,10 +219,6 @@ def run(args: argparse.Namespace, started: float, read_from: float | None) -> li
     return written
 
 
-# files predict.py reads as single images (B-scans, photos); anything else is a volume (a file or a folder of slices)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
-
-
 def read_first_ahead(args: argparse.Namespace) -> float | None:
     """The first input, when it is a volume, read in a background thread from now on (``data.volumes.read_ahead``,
     which imports no PyTorch) while PyTorch and the model load; the clock (``time.perf_counter``) when it began, or
@@ -230,8 +226,10 @@ def read_first_ahead(args: argparse.Namespace) -> float | None:
     by one)."""
     import time
 
+    from data.common import IMAGE_EXTS
+
     first = Path(args.inputs[0])
-    if args.bscans or not (first.is_dir() or first.suffix.lower() not in IMAGE_SUFFIXES):
+    if args.bscans or not (first.is_dir() or first.suffix.lower() not in IMAGE_EXTS):
         return None
     if not first.exists():
         return None  # said in its place, with the others

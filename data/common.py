@@ -15,6 +15,10 @@ from typing import Protocol
 
 from PIL import Image
 
+# image files the readers take (a fundus photo, a single B-scan, a slice); anything else predict.py is given is a
+# volume (data.volumes)
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
+
 
 class DatasetError(ValueError):
     """Bad input on disk; the message names the file and what to do."""

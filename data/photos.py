@@ -19,12 +19,11 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 from skimage import measure
 
-from data.common import DatasetError, file_error, open_image
+from data.common import IMAGE_EXTS, DatasetError, file_error, open_image
 from utils.config import SCALE, TaskSettings, option, scale_value
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
 DRIVE_SPLITS = {"train": "training", "test": "test"}
 PREPROCESSING = ("rgb", "green", "clahe")
 CLAHE_CLIP = 0.01  # skimage's default clip limit; tiles of 1/8 of the photo (its default kernel size)

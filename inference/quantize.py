@@ -18,18 +18,14 @@ def label_agreement(compiled, items, class_bias: Sequence[float] | None = None) 
     """Mean over the classes other than background of the pooled Dice between ``compiled``'s labels and the
     reference labels of ``items`` ((input, labels) pairs); classes absent from both count as agreeing."""
     bias = 0.0 if class_bias is None else np.asarray(class_bias, np.float32).reshape(1, -1, 1, 1)
-    inter = total = None
+    classes = np.arange(1, compiled.outputs[0].get_partial_shape()[1].get_length())
+    inter, total = np.zeros(len(classes)), np.zeros(len(classes))
     for x, ref in items:
         labels = (compiled(x)[compiled.outputs[0]] + bias).argmax(1)
-        classes = np.arange(1, (ref.max() if ref.size else 0) + 1 if inter is None else len(inter) + 1)
-        if inter is None:
-            n = compiled.outputs[0].get_partial_shape()[1].get_length()
-            inter, total = np.zeros(n - 1), np.zeros(n - 1)
-            classes = np.arange(1, n)
-        for c in classes:
+        for i, c in enumerate(classes):
             a, b = labels == c, ref == c
-            inter[c - 1] += np.logical_and(a, b).sum()
-            total[c - 1] += a.sum() + b.sum()
+            inter[i] += np.logical_and(a, b).sum()
+            total[i] += a.sum() + b.sum()
     dice = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
     return float(dice.mean())
 
