@@ -18,6 +18,8 @@ import json
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -364,6 +366,53 @@ _CONV = re.compile(
 )
 
 
+def resumed_training(ckpt: Path, flush: bool, steps: int, batch: int) -> dict:
+    """Training steps from a trained checkpoint (its weights and optimiser moments, its crop size), with denormal
+    floats kept (x86's default) or flushed to zero (``inference.predictor.flush_denormals``, which ``Trainer`` sets on
+    the CPU). Run in a fresh process each (``--resumed``): the flag reaches only the threads started after it is set.
+    The input is random: the trained weights alone bring the denormals (the checkpoint itself holds none)."""
+    from engine.trainer import make_optimizer
+    from inference.predictor import flush_denormals
+    from models.registry import model_from_checkpoint
+
+    if flush:
+        flush_denormals()
+    model, s, state = model_from_checkpoint(ckpt)
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = make_optimizer(s, model.parameters())
+    if "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+    g = torch.Generator().manual_seed(0)
+    size = s.crop_size or 128
+    x = torch.randn(batch, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, s.num_classes, (batch, size, size), generator=g)
+
+    def step(wait=None):
+        loss = torch.nn.functional.cross_entropy(model(x).seg_logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return {
+        "denormals": "flushed" if flush else "kept",
+        "crop_size": size,
+        **_timed_steps(step, torch.device("cpu"), steps, batch),
+    }
+
+
+def bench_resumed_training(ckpt: Path, steps: int, batch: int) -> list[dict]:
+    """``resumed_training`` with denormals kept, then flushed, each in its own process; the second row's
+    ``speedup`` is against the first."""
+    rows = []
+    for flag in ("kept", "flushed"):
+        cmd = [sys.executable, __file__, "--resumed", str(ckpt), "--denormals", flag]
+        cmd += ["--steps", str(steps), "--batch", str(batch)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    rows[1]["speedup"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+    return rows
+
+
 def kernel_kind(name: str) -> str:
     """``conv`` for convolution / matrix kernels, ``memory`` for everything else (element-wise, reductions,
     normalisation, layout copies: work whose time is set by bytes moved)."""
@@ -564,6 +613,14 @@ def main(argv=None) -> dict:
         "the original way, per volume, timed on --slices B-scans (default 8 here)",
     )
     p.add_argument("--threads", type=int, help="--backends: CPU threads [default: every core]")
+    p.add_argument(
+        "--resumed",
+        type=Path,
+        metavar="CKPT",
+        help="only training steps/s on the CPU from a trained checkpoint, denormals kept vs flushed (--steps, --batch)",
+    )
+    p.add_argument("--denormals", choices=("kept", "flushed"), help=argparse.SUPPRESS)  # --resumed's child process
+    p.add_argument("--batch", type=int, default=16, help="--resumed: patches per step")
     p.add_argument("--paths", nargs="+", help="--backends: only the paths whose name holds one of these words")
     p.add_argument(
         "--profile",
@@ -581,6 +638,15 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         results["hardware"] = hardware_rates(device)
+    if a.resumed:
+        if a.denormals:  # the child: one row, printed last
+            print(json.dumps(resumed_training(a.resumed, a.denormals == "flushed", a.steps, a.batch)))
+            return results
+        results["resumed_training"] = rows = bench_resumed_training(a.resumed, a.steps, a.batch)
+        print("\n".join(json.dumps(r) for r in rows))
+        if a.json:
+            a.json.write_text(json.dumps(results, indent=1))
+        return results
     tmp = Path(tempfile.mkdtemp(prefix="oct-bench-"))
     try:
         if a.backends:

@@ -337,9 +337,11 @@ def default_out(paths: list[str], leaf: str) -> Path:
 
 
 def build_predictor(args: argparse.Namespace, paths: list[str], info=None):
+    from inference.predictor import flush_denormals
     from tasks import load_predictor
     from utils.distributed import device_for
 
+    flush_denormals()  # before the first parallel kernel, on any device (it touches the CPU's arithmetic only)
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:

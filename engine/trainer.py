@@ -30,6 +30,7 @@ from inference.predictor import (
     autocast_for,
     compile_wanted,
     default_device,
+    flush_denormals,
     normalize,
 )
 from losses import build_loss, parse_loss_spec
@@ -149,6 +150,8 @@ class Trainer:
         self.given, self.finetune = given, finetune
         self.dist = dist_info or DistInfo()
         self.device = device or (device_for(self.dist) if self.dist.enabled else default_device())
+        if self.device.type == "cpu":
+            flush_denormals()
         self.run_dir = default_run_dir(settings)
         self.checkpoints = Checkpointer(self.run_dir / "checkpoint")
         self.stop_signal: int | None = None

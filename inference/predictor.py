@@ -72,6 +72,18 @@ def _call(module: nn.Module, *args, **kwargs):
     return module(*args, **kwargs)
 
 
+def flush_denormals() -> None:
+    """Flush denormal floats (below 1.2e-38) to zero in PyTorch's CPU kernels. A trained fp32 network's activations
+    and gradients are full of them (its checkpoint holds none), and x86 cores compute on them in microcode: resumed
+    DRIVE training ran 4.7x slower and its inference 2x slower with them (``bench.py --resumed``,
+    docs/BENCHMARKS.md), while no figure moves (nothing that small changes a probability). The flag is per thread
+    and OpenMP's threads take it from the thread that starts them, so it is set before the first parallel kernel:
+    by ``Trainer`` and ``engine.cli.build_predictor`` first thing, and by ``Predictor`` on the CPU (which reaches
+    every thread where nothing ran in parallel before it). OpenVINO and ONNX Runtime are asked for the same
+    (``inference.backends``)."""
+    torch.set_flush_denormal(True)
+
+
 def compile_wanted(device: torch.device, enabled: bool | None) -> bool:
     """``--compile``: on (True), off (False), or by default (None) on a GPU only."""
     return (device.type == "cuda") if enabled is None else enabled
@@ -156,6 +168,8 @@ class Predictor:
             raise ValueError(f"fusion weights must be >= 0 and sum to > 0, got {[m.weight for m in members]}")
         self.members = list(members)
         self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cpu":
+            flush_denormals()  # reaches every thread where nothing ran in parallel before (the drivers: see there)
         self.batch_size = batch_size
         self.amp = amp
         self.tta_flip = tta_flip

@@ -75,3 +75,16 @@ def test_kernel_kinds_and_targets_by_hand():
         "unet test_py_s_per_volume = 0.5 (target <= 0.5): met",
     ]
     assert bench.check_targets({"model": "unet_nested_dilated", "ms_per_volume": 500.0}) == []
+
+
+def test_resumed_training_is_timed_with_denormals_kept_and_flushed(capsys):
+    """Each row in its own process (the flag reaches only threads started after it); the shipped DRIVE checkpoint
+    has no optimiser state, so its optimiser starts fresh."""
+    from tasks.vessel import VesselTask
+
+    results = bench.main(["--resumed", str(VesselTask.shipped_checkpoint), "--steps", "1", "--batch", "2"])
+    kept, flushed = results["resumed_training"]
+    assert (kept["denormals"], flushed["denormals"]) == ("kept", "flushed")
+    assert kept["crop_size"] == flushed["crop_size"] == 128  # the checkpoint's own patch size
+    assert kept["images_per_s"] > 0 and flushed["speedup"] == flushed["images_per_s"] / kept["images_per_s"]
+    assert '"denormals": "flushed"' in capsys.readouterr().out

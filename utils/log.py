@@ -29,7 +29,10 @@ class _NoProgressOnTerminal(logging.Filter):
 
 
 def _isatty(stream) -> bool:
-    return bool(getattr(stream, "isatty", None) and stream.isatty())
+    try:
+        return bool(getattr(stream, "isatty", None) and stream.isatty())
+    except ValueError:  # a closed stream (a test's captured output, replaced since) is no terminal
+        return False
 
 
 def setup_logging(is_main: bool = True) -> None:
