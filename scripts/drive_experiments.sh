@@ -64,4 +64,4 @@ for seed in 1 2; do
     experiment patch192 "$seed" -s 192 --batch-size 8 --loss wce+dice           # larger patches, same pixels a step
     experiment wide "$seed" -s 128 --batch-size 16 --loss wce+dice --channels 32 64 128 256 512
 done
-column -t "$WORK/results.tsv"
+python -m tools.drive_results "$WORK/results.tsv"   # the README table: means over seeds, losses, limits
