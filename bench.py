@@ -132,8 +132,6 @@ def cpu_rates(n: int = 2048) -> dict:
 
 def cpu_identity() -> dict:
     """The CPU as ``lscpu`` names it, with the flags that decide these figures (AVX-512, VNNI, bf16, AMX)."""
-    import subprocess
-
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
@@ -407,8 +405,10 @@ def bench_resumed_training(ckpt: Path, steps: int, batch: int) -> list[dict]:
     for flag in ("kept", "flushed"):
         cmd = [sys.executable, __file__, "--resumed", str(ckpt), "--denormals", flag]
         cmd += ["--steps", str(steps), "--batch", str(batch)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"bench.py --resumed {ckpt} ({flag}) failed:\n{out.stderr[-3000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows[1]["speedup"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
     return rows
 
@@ -628,6 +628,16 @@ def main(argv=None) -> dict:
         help="torch.profiler on the fast path: top kernels, share in convolutions vs memory-bound work",
     )
     a = p.parse_args(argv)
+    if a.resumed:  # a CPU measurement whatever --device says
+        results = {"device": "cpu", "torch": torch.__version__, "cpu": cpu_identity()}
+        if a.denormals:  # the child: one row, printed last
+            print(json.dumps(resumed_training(a.resumed, a.denormals == "flushed", a.steps, a.batch)))
+            return results
+        results["resumed_training"] = rows = bench_resumed_training(a.resumed, a.steps, a.batch)
+        print("\n".join(json.dumps(r) for r in rows))
+        if a.json:
+            a.json.write_text(json.dumps(results, indent=1))
+        return results
     SLICES, (H, W) = a.slices, a.size
     device = torch.device(a.device)
     results: dict = {
@@ -638,15 +648,6 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         results["hardware"] = hardware_rates(device)
-    if a.resumed:
-        if a.denormals:  # the child: one row, printed last
-            print(json.dumps(resumed_training(a.resumed, a.denormals == "flushed", a.steps, a.batch)))
-            return results
-        results["resumed_training"] = rows = bench_resumed_training(a.resumed, a.steps, a.batch)
-        print("\n".join(json.dumps(r) for r in rows))
-        if a.json:
-            a.json.write_text(json.dumps(results, indent=1))
-        return results
     tmp = Path(tempfile.mkdtemp(prefix="oct-bench-"))
     try:
         if a.backends:

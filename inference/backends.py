@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import warnings
@@ -79,12 +80,15 @@ def choose_backend(requested: str | None, device: torch.device) -> str:
 
 
 def code_digest() -> str:
-    """SHA-256 of the sources that decide what an export holds: the model zoo and this module."""
+    """SHA-256 of the sources that decide what an export holds: the model zoo and this module's exporting code
+    (not how a graph is run: a runtime option changes no graph, and re-keying would drop every int8 graph)."""
     h = hashlib.sha256(f"{GRAPH_VERSION} torch {torch.__version__}".encode())
     root = Path(__file__).resolve().parents[1]
-    for path in sorted((root / "models").glob("*.py")) + [Path(__file__).resolve()]:
+    for path in sorted((root / "models").glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
+    for part in (_Unpadded, _pad, _export_onnx):
+        h.update(inspect.getsource(part).encode())
     return h.hexdigest()
 
 
@@ -176,7 +180,7 @@ class GraphCache:
     def export(self, model: nn.Module) -> None:
         r = model.encoder.reduction
         self.dir.mkdir(parents=True, exist_ok=True)
-        log.info(f"exporting the model to ONNX once, into {self.dir} (keyed by its checkpoint's SHA-256)")
+        log.info(f"exporting the model to ONNX once, into {self.dir} (keyed by its weights and the exporting code)")
         wrapper = _Unpadded(model).eval()
         example = torch.randn(1, 3, 2 * r, 3 * r)
         with atomic_path(self.onnx, suffix=".onnx") as tmp:
@@ -185,7 +189,7 @@ class GraphCache:
             if importlib.util.find_spec("onnxruntime") is not None:
                 import onnxruntime as ort
 
-                session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+                session = ort.InferenceSession(str(tmp), _ort_options(None), providers=["CPUExecutionProvider"])
                 diff = _verify(model, lambda a: session.run(None, {"image": a}), r)
             else:
                 diff = _verify_openvino(model, tmp, r)
@@ -298,14 +302,23 @@ class GraphRunner:
         return SegDetOutput(seg_t, torch.from_numpy(cls) if self.has_cls else None, (seg_t,))
 
 
-def _onnxruntime_run(graph: Path, threads: int | None):
+def _ort_options(threads: int | None):
+    """Every ONNX Runtime session's options: denormals flushed, as PyTorch's (``flush_denormals``). ONNX Runtime sets
+    the calling thread's flag from the first session a process creates, whatever later ones ask, so the export's
+    check uses these too (without, it turned PyTorch's flush off again on the main thread)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")  # as PyTorch's (flush_denormals)
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _onnxruntime_run(graph: Path, threads: int | None):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), _ort_options(threads), providers=["CPUExecutionProvider"])
     return lambda a: tuple(session.run(None, {"image": a}))
 
 
@@ -335,7 +348,9 @@ def check_int8(cache: GraphCache, source: str | Path | None = None) -> Path:
     try:
         rec = json.loads(record.read_text())
     except (OSError, ValueError):
-        raise ToolkitError(f"{name}: no int8 graph of its weights in {cache.dir}: {again}") from None
+        raise ToolkitError(
+            f"{name}: no int8 graph of its weights and this version's exporting code in {cache.dir}: {again}"
+        ) from None
     if rec.get("key") != cache.key or rec.get("graph_version") != GRAPH_VERSION:
         raise ToolkitError(f"{name}: {record} belongs to other weights or another graph version: {again}")
     try:

@@ -75,12 +75,12 @@ def _call(module: nn.Module, *args, **kwargs):
 def flush_denormals() -> None:
     """Flush denormal floats (below 1.2e-38) to zero in PyTorch's CPU kernels. A trained fp32 network's activations
     and gradients are full of them (its checkpoint holds none), and x86 cores compute on them in microcode: resumed
-    DRIVE training ran 4.7x slower and its inference 2x slower with them (``bench.py --resumed``,
-    docs/BENCHMARKS.md), while no figure moves (nothing that small changes a probability). The flag is per thread
+    DRIVE training ran 4.7x slower and its PyTorch inference 1.9x slower with them (``bench.py --resumed``,
+    docs/BENCHMARKS.md), while no figure moved (nothing that small changes a probability). The flag is per thread
     and OpenMP's threads take it from the thread that starts them, so it is set before the first parallel kernel:
-    by ``Trainer`` and ``engine.cli.build_predictor`` first thing, and by ``Predictor`` on the CPU (which reaches
-    every thread where nothing ran in parallel before it). OpenVINO and ONNX Runtime are asked for the same
-    (``inference.backends``)."""
+    by ``Trainer`` and ``engine.cli.build_predictor`` first thing, by ``Predictor.from_checkpoints`` before it
+    builds a model, and by ``Predictor`` on the CPU (the main thread at least). OpenVINO and ONNX Runtime are asked
+    for the same (``inference.backends``)."""
     torch.set_flush_denormal(True)
 
 
@@ -169,7 +169,7 @@ class Predictor:
         self.members = list(members)
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cpu":
-            flush_denormals()  # reaches every thread where nothing ran in parallel before (the drivers: see there)
+            flush_denormals()  # the main thread at least; every thread where nothing ran in parallel before
         self.batch_size = batch_size
         self.amp = amp
         self.tta_flip = tta_flip
@@ -219,6 +219,8 @@ class Predictor:
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} fusion weights for {len(paths)} checkpoints")
         device = torch.device(device) if device is not None else default_device()
+        if device.type == "cpu":
+            flush_denormals()  # before loading: building a model starts PyTorch's threads
         members, seen = [], []
         for i, p in enumerate(paths):
             model, settings, state = model_from_checkpoint(p)

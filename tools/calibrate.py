@@ -104,10 +104,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from engine.cli import build_predictor, protected_paths, task_for, task_overrides
+    from inference.predictor import flush_denormals
     from utils.checkpoint import FORMAT_VERSION, load_checkpoint
     from utils.io import check_output_file, output_file
     from utils.log import setup_logging
 
+    flush_denormals()  # before reading the records, whose decoding may start PyTorch's threads
     setup_logging()
     args = build_parser().parse_args(argv)
     if not math.isfinite(args.target) or args.target <= 0:

@@ -70,12 +70,14 @@ def main(argv: list[str] | None = None) -> dict:
     from engine.cli import task_for, task_overrides
     from engine.evaluate import compare_predictors
     from inference.backends import GRAPH_VERSION, GraphCache, GraphRunner, check_int8
+    from inference.predictor import flush_denormals
     from inference.quantize import quantize_openvino
     from tasks import load_predictor
     from utils.errors import ToolkitError
     from utils.io import save_json_atomic, sha256_of
     from utils.log import setup_logging
 
+    flush_denormals()  # before anything starts PyTorch's threads (the calibration data's decoding may)
     setup_logging()
     args = build_parser().parse_args(argv)
     if args.inputs < 1 or args.batch_size < 1:
