@@ -3,7 +3,7 @@
 # continues the unfinished run (--resume auto) and skips the finished ones. Each finished run is scored at DRIVE's
 # native scale (fp32, no TTA) and on the copies (x1.77, x0.6, JPEG 75, a white-balance shift), one row per run and
 # set in $WORK/results.tsv; the last line prints the README table (tools.drive_results).
-# Each option is screened at the shipped model's length (60 epochs, patience 20: about 70 minutes a run on 2 cores)
+# Each option is screened at the shipped model's length (60 epochs, patience 20: under an hour a run on 2 cores, 53 s an epoch)
 # against the same recipe without it (`base`), two seeds each; `long` is that recipe trained 200 epochs (patience 60).
 #   bash scripts/drive_experiments.sh                 # everything, hours
 #   ONLY=clahe bash scripts/drive_experiments.sh      # one experiment (both seeds)
