@@ -629,10 +629,11 @@ def main(argv=None) -> dict:
     )
     a = p.parse_args(argv)
     if a.resumed:  # a CPU measurement whatever --device says
-        results = {"device": "cpu", "torch": torch.__version__, "cpu": cpu_identity()}
         if a.denormals:  # the child: one row, printed last
-            print(json.dumps(resumed_training(a.resumed, a.denormals == "flushed", a.steps, a.batch)))
-            return results
+            row = resumed_training(a.resumed, a.denormals == "flushed", a.steps, a.batch)
+            print(json.dumps(row))
+            return row
+        results = {"device": "cpu", "torch": torch.__version__, "cpu": cpu_identity()}
         results["resumed_training"] = rows = bench_resumed_training(a.resumed, a.steps, a.batch)
         print("\n".join(json.dumps(r) for r in rows))
         if a.json:

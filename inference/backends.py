@@ -2,13 +2,14 @@
 
 ``Predictor`` calls a model as ``model(x) -> SegDetOutput``; a :class:`GraphRunner` is called the same way and runs an
 exported graph instead, so fusion, flip TTA, resizing and sliding windows (the predictor's, around the call) work
-on every backend unchanged. On this project's CPU OpenVINO runs the fp32 networks 1.8x faster than PyTorch's
-channels_last path and ONNX Runtime 1.3x (docs/BENCHMARKS.md, ``bench.py --device cpu --backends``), and only
-OpenVINO runs int8 graphs on the CPU's VNNI units (``tools.quantize``).
+on every backend unchanged. On this project's CPU OpenVINO runs the fp32 networks 1.5x (``unet``) to 1.8x
+(``unet_nested``) faster than PyTorch's channels_last path, while ONNX Runtime is 1.35x slower than it
+(docs/BENCHMARKS.md, ``bench.py --device cpu --backends``), and only OpenVINO runs int8 graphs on the CPU's VNNI
+units (``tools.quantize``).
 
 The graph is exported once per model, keyed by the SHA-256 of the weights that were loaded (not the file's: a
 checkpoint replaced between the load and the hash, as a training run replaces its best, must not file the old
-weights under the new key) and of the model code that traces them (``models/``, this module), with dynamic batch,
+weights under the new key) and of the code that exports them (``models/``, ``code_digest``), with dynamic batch,
 height and width, and verified against PyTorch at two sizes before it is used: the model's own padding to a
 multiple of its reduction is done outside the graph (``SegDetModel.unpadded``), so nothing in the graph depends on
 the input's size. The cache folder is ``$OCT_CACHE_DIR/graphs`` (default ``~/.cache/retina-lesion/graphs``), never
