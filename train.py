@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(g, "--random-gamma", type=float, help="gamma 1 + U(-g, g)")
     add_setting(g, "--random-noise", type=float, help="Gaussian noise of std U(0, n) of full scale")
     add_setting(g, "--random-blur", type=float, help="half of the time a Gaussian blur of sigma U(0, b) pixels")
+    add_setting(
+        g,
+        "--random-jpeg",
+        type=int,
+        metavar="Q",
+        help="half of the time a JPEG round trip at quality U(Q, 95) (0: never)",
+    )
 
     g = p.add_argument_group("optimisation")
     add_setting(g, "--batch-size", type=int, help="global batch, split evenly over the processes")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy import ndimage
 
 IGNORE_INDEX = 255
@@ -24,6 +26,23 @@ def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int
         return img, None
     lab = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
     return img, lab
+
+
+def jpeg_round_trip(image: torch.Tensor, quality: int, colour: bool) -> torch.Tensor:
+    """A uint8 (3, H, W) image written as JPEG at ``quality`` and read back (Pillow's libjpeg, 4:2:0 chroma as
+    cameras and publishers write it): as one colour image when ``colour``, else each plane as a grey JPEG."""
+
+    def trip(array: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "JPEG", quality=quality)
+        return np.asarray(Image.open(buffer))
+
+    x = image.numpy()
+    if colour:
+        out = trip(np.ascontiguousarray(x.transpose(1, 2, 0))).transpose(2, 0, 1)
+    else:
+        out = np.stack([trip(plane) for plane in x])
+    return torch.from_numpy(np.ascontiguousarray(out))
 
 
 @dataclass
@@ -48,11 +67,15 @@ class Augment:
     gamma: float = 0.0  # power 1 + U(-g, g)
     noise: float = 0.0  # additive Gaussian noise of std U(0, n) of full scale
     blur: float = 0.0  # half of the time, a Gaussian blur of sigma U(0, b) pixels (another scanner's optics)
+    jpeg: int = 0  # half of the time, a JPEG round trip at quality U(jpeg, 95) (a publisher's copy); 0: never
+    colour: bool = False  # the 3 channels are one colour image (JPEG as colour), else 3 grey planes (OCT neighbours)
     placement: str = "tiles"  # or "inside" (see above)
 
     def __post_init__(self) -> None:
         if self.placement not in ("tiles", "inside"):
             raise ValueError(f"Augment placement must be 'tiles' or 'inside', got {self.placement!r}")
+        if self.jpeg and not 1 <= self.jpeg <= 95:
+            raise ValueError(f"Augment jpeg is the lowest JPEG quality, 1 to 95 (0: off), got {self.jpeg}")
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, gen: torch.Generator):
         if self.resize:
@@ -65,6 +88,9 @@ class Augment:
             image, label = image.flip(-2), label.flip(-2)
         if self.brightness or self.contrast or self.gamma or self.noise or self.blur:
             image = self._photometric(image, gen)
+        if self.jpeg and torch.rand((), generator=gen) < 0.5:
+            quality = self.jpeg + int(torch.randint(0, 96 - self.jpeg, (), generator=gen))
+            image = jpeg_round_trip(image, quality, self.colour)
         return image, label
 
     def _photometric(self, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

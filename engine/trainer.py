@@ -116,6 +116,7 @@ def augment_for(s: Settings) -> Augment:
         gamma=s.random_gamma,
         noise=s.random_noise,
         blur=s.random_blur,
+        jpeg=s.random_jpeg,
     )
 
 

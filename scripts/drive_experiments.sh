@@ -62,6 +62,7 @@ R=(-s 128 --batch-size 16 --loss wce+dice)  # the shipped model's recipe
 experiment long 1 "${LONG[@]}" "${R[@]}"     # begun first (before the screening order below), so it stays first
 for seed in 1 2; do
     experiment base "$seed" "${SCREEN[@]}" "${R[@]}"
+    experiment jpeg_blur "$seed" "${SCREEN[@]}" "${R[@]}" --random-jpeg 40 --random-blur 0.75  # publishers' copies
     experiment clahe "$seed" "${SCREEN[@]}" "${R[@]}" --preprocess clahe
     experiment green "$seed" "${SCREEN[@]}" "${R[@]}" --preprocess green
     experiment sa_unet "$seed" "${SCREEN[@]}" "${R[@]}" --name sa_unet

@@ -176,7 +176,7 @@ class VesselTask(Task):
         samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
         # patches where the rotated patch stays inside the photo: the photo's edges are the dark surround of the
         # field of view, whose ignored pixels would fill a third of every tiled patch (OCT tiles the slice instead)
-        augment = dataclasses.replace(augment, placement="inside")
+        augment = dataclasses.replace(augment, placement="inside", colour=True)  # JPEG round trips as colour photos
         return PhotoPatchDataset([self._seen(self.load(r)) for r in records], augment, samples, seed=s.seed)
 
     def scale_factor(self, sample: Photo) -> float:

@@ -47,7 +47,7 @@ def test_train_help_shows_groups_and_effective_defaults_per_task():
     parser = train_script.build_parser()
     not_settings = ("help", "config", "resume", "finetune")
     settings_options = [a for a in parser._actions if a.option_strings and a.dest not in not_settings]
-    assert len(settings_options) == 49 and all("[default:" in a.help for a in settings_options)
+    assert len(settings_options) == 50 and all("[default:" in a.help for a in settings_options)
     assert (
         "oct: RETOUCH and B-scan layouts without a val/ folder: cases held out for validation; vessel: training" in flat
     )

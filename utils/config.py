@@ -51,6 +51,7 @@ class Settings:
     random_gamma: float = 0.3  # raise to the power 1 + U(-g, g)
     random_noise: float = 0.02  # add Gaussian noise of std U(0, n) of full scale
     random_blur: float = 0.75  # half of the time, blur with a Gaussian of sigma U(0, b) pixels
+    random_jpeg: int = 0  # half of the time, a JPEG round trip at quality U(q, 95); 0: never
     # optimisation
     batch_size: int = 16
     epochs: int = 100
@@ -106,6 +107,10 @@ class Settings:
             raise ValueError(f"{len(self.class_weights)} class_weights for {self.num_classes} classes")
         if self.resize is not None and (len(self.resize) not in (1, 2) or min(self.resize) < 1):
             raise ValueError(f"resize takes N or H W (positive), got {self.resize}")
+        if self.random_jpeg and not 1 <= self.random_jpeg <= 95:
+            raise ValueError(
+                f"random_jpeg (--random-jpeg) is the lowest JPEG quality, 1 to 95 (0: off), got {self.random_jpeg}"
+            )
         return self
 
     @property
