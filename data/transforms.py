@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
+from utils.io import jpeg_bytes
+
 IGNORE_INDEX = 255
 # a pixel of one of the lesion classes, which one unknown: a reference that marks only "fluid" (``--label-map
 # 255:fluid``); the losses count it as any lesion (losses.functional.partial_cross_entropy)
@@ -29,13 +31,11 @@ def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int
 
 
 def jpeg_round_trip(image: torch.Tensor, quality: int, colour: bool) -> torch.Tensor:
-    """A uint8 (3, H, W) image written as JPEG at ``quality`` and read back (Pillow's libjpeg, 4:2:0 chroma as
-    cameras and publishers write it): as one colour image when ``colour``, else each plane as a grey JPEG."""
+    """A uint8 (3, H, W) image written as JPEG at ``quality`` and read back: as one colour image when ``colour``,
+    else each plane as a grey JPEG."""
 
     def trip(array: np.ndarray) -> np.ndarray:
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, "JPEG", quality=quality)
-        return np.asarray(Image.open(buffer))
+        return np.asarray(Image.open(io.BytesIO(jpeg_bytes(array, quality))))
 
     x = image.numpy()
     if colour:

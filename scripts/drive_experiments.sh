@@ -5,6 +5,7 @@
 # set in $WORK/results.tsv; the last line prints the README table (tools.drive_results).
 # Each option is screened at the shipped model's length (60 epochs, patience 20: under an hour a run on 2 cores, 53 s an epoch)
 # against the same recipe without it (`base`), two seeds each; `long` is that recipe trained 200 epochs (patience 60).
+# `jpeg_blur` changes two settings (JPEG round trips and blur: a publisher's copy), read as one option.
 #   bash scripts/drive_experiments.sh                 # everything, hours
 #   ONLY=clahe bash scripts/drive_experiments.sh      # one experiment (both seeds)
 set -euo pipefail

@@ -176,6 +176,13 @@ class VesselTask(Task):
         samples = (s.steps_per_epoch or 100) * s.batch_size if s.crop_size else None
         # patches where the rotated patch stays inside the photo: the photo's edges are the dark surround of the
         # field of view, whose ignored pixels would fill a third of every tiled patch (OCT tiles the slice instead)
+        if augment.jpeg and self.own.preprocess != "rgb":
+            # the patches are already the green channel or CLAHE's output: their JPEG round trip would not be a
+            # publisher's copy of the photo (whose 4:2:0 chroma leaks into green and whose blocks CLAHE amplifies)
+            raise ValueError(
+                f"--random-jpeg with --preprocess {self.own.preprocess}: the round trip would compress the "
+                f"preprocessed patches, not the colour photo a publisher compresses; use one or the other"
+            )
         augment = dataclasses.replace(augment, placement="inside", colour=True)  # JPEG round trips as colour photos
         return PhotoPatchDataset([self._seen(self.load(r)) for r in records], augment, samples, seed=s.seed)
 

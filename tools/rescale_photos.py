@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from data.photos import find_photos, load_photo
-from utils.io import save_image_atomic, staged_output_dir
+from utils.io import jpeg_bytes, save_image_atomic, staged_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,8 @@ def recolour(
         return rgb, None
     if not 1 <= quality <= 95:
         raise ValueError(f"--jpeg takes a quality of 1 to 95, got {quality}")
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")), buf.getvalue()
+    data = jpeg_bytes(rgb, quality)  # the training augmentation's encoder (--random-jpeg)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), data
 
 
 def write_rescaled(

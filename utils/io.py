@@ -643,3 +643,15 @@ def prefetched(items, load, pool, ahead: int = 1):
         if i + ahead < len(items):
             pending.append(pool.submit(load, items[i + ahead]))
         yield item, result
+
+
+def jpeg_bytes(array: np.ndarray, quality: int) -> bytes:
+    """A uint8 (H, W) grey or (H, W, 3) RGB image as JPEG bytes of ``quality`` (Pillow's libjpeg, 4:2:0 chroma as
+    cameras and publishers write it): the one encoder of the training augmentation and ``tools.rescale_photos``."""
+    import io  # the standard library's (this module is utils.io)
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
