@@ -22,7 +22,6 @@ back up, JPEG-compressed).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 from data.oct import IMAGE_SUFFIX, LABEL_SUFFIX, SPLIT_FOLDERS, classes_to_grey
-from utils.io import staged_output_dir
+from utils.io import jpeg_copy, staged_output_dir
 
 # retinal layers from the ILM down: (name, fraction of nominal thickness, mean intensity)
 LAYERS = (
@@ -377,11 +376,8 @@ def _published(img: np.ndarray, fy: float, fx: float, quality: int) -> np.ndarra
     h, w = img.shape
     pic = Image.fromarray(img).resize((max(8, round(w * fx)), max(8, round(h * fy))), Image.Resampling.BILINEAR)
     pic = pic.resize((w, h), Image.Resampling.BICUBIC)
-    if quality:
-        buf = io.BytesIO()
-        pic.save(buf, format="JPEG", quality=quality)
-        pic = Image.open(io.BytesIO(buf.getvalue()))
-    return np.asarray(pic.convert("L"), dtype=np.uint8)
+    out = np.asarray(pic.convert("L"), dtype=np.uint8)
+    return jpeg_copy(out, quality)[0] if quality else out
 
 
 def _scanner(img: np.ndarray, p: dict, height: int, width: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from scipy import ndimage
 
-from utils.io import jpeg_bytes
+from utils.io import jpeg_copy
 
 IGNORE_INDEX = 255
 # a pixel of one of the lesion classes, which one unknown: a reference that marks only "fluid" (``--label-map
@@ -34,14 +32,11 @@ def jpeg_round_trip(image: torch.Tensor, quality: int, colour: bool) -> torch.Te
     """A uint8 (3, H, W) image written as JPEG at ``quality`` and read back: as one colour image when ``colour``,
     else each plane as a grey JPEG."""
 
-    def trip(array: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.open(io.BytesIO(jpeg_bytes(array, quality))))
-
     x = image.numpy()
     if colour:
-        out = trip(np.ascontiguousarray(x.transpose(1, 2, 0))).transpose(2, 0, 1)
+        out = jpeg_copy(np.ascontiguousarray(x.transpose(1, 2, 0)), quality)[0].transpose(2, 0, 1)
     else:
-        out = np.stack([trip(plane) for plane in x])
+        out = np.stack([jpeg_copy(plane, quality)[0] for plane in x])
     return torch.from_numpy(np.ascontiguousarray(out))
 
 

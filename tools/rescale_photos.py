@@ -12,7 +12,6 @@ neighbour. eval.py reads the copy like any data set:
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from data.photos import find_photos, load_photo
-from utils.io import jpeg_bytes, save_image_atomic, staged_output_dir
+from utils.io import jpeg_copy, save_image_atomic, staged_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,7 @@ def recolour(
         return rgb, None
     if not 1 <= quality <= 95:
         raise ValueError(f"--jpeg takes a quality of 1 to 95, got {quality}")
-    data = jpeg_bytes(rgb, quality)  # the training augmentation's encoder (--random-jpeg)
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), data
+    return jpeg_copy(rgb, quality)  # the training augmentation's encoder (--random-jpeg)
 
 
 def write_rescaled(

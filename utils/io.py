@@ -645,13 +645,15 @@ def prefetched(items, load, pool, ahead: int = 1):
         yield item, result
 
 
-def jpeg_bytes(array: np.ndarray, quality: int) -> bytes:
-    """A uint8 (H, W) grey or (H, W, 3) RGB image as JPEG bytes of ``quality`` (Pillow's libjpeg, 4:2:0 chroma as
-    cameras and publishers write it): the one encoder of the training augmentation and ``tools.rescale_photos``."""
+def jpeg_copy(array: np.ndarray, quality: int) -> tuple[np.ndarray, bytes]:
+    """A uint8 (H, W) grey or (H, W, 3) RGB image as a publisher's JPEG of ``quality``: (the decoded copy, its bytes),
+    Pillow's libjpeg with 4:2:0 chroma as cameras and publishers write it. The one encoder of the training
+    augmentation (``--random-jpeg``), ``tools.rescale_photos --jpeg`` and the synthetic generator's published copies."""
     import io  # the standard library's (this module is utils.io)
 
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    data = buffer.getvalue()
+    return np.asarray(Image.open(io.BytesIO(data))), data
