@@ -5,6 +5,8 @@
 # set in $WORK/results.tsv; the last line prints the README table (tools.drive_results).
 # Each option is screened at the shipped model's length (60 epochs, patience 20: under an hour a run on 2 cores, 53 s an epoch)
 # against the same recipe without it (`base`), two seeds each; `long` is that recipe trained 200 epochs (patience 60).
+# The order puts the options likeliest to pay first (cross-entropy alone, larger patches, SA-UNet,
+# clDice), `wide` last (3x the cost).
 # `jpeg_blur` changes two settings (JPEG round trips and blur: a publisher's copy), read as one option.
 #   bash scripts/drive_experiments.sh                 # everything, hours
 #   ONLY=clahe bash scripts/drive_experiments.sh      # one experiment (both seeds)
@@ -65,10 +67,11 @@ for seed in 1 2; do
     experiment base "$seed" "${SCREEN[@]}" "${R[@]}"
     experiment jpeg_blur "$seed" "${SCREEN[@]}" "${R[@]}" --random-jpeg 40 --random-blur 0.75  # publishers' copies
     experiment clahe "$seed" "${SCREEN[@]}" "${R[@]}" --preprocess clahe
-    experiment green "$seed" "${SCREEN[@]}" "${R[@]}" --preprocess green
+    experiment ce "$seed" "${SCREEN[@]}" -s 128 --batch-size 16 --loss wce  # no Dice term: less saturated probabilities
+    experiment patch192 "$seed" "${SCREEN[@]}" -s 192 --batch-size 8 --loss wce+dice  # larger patches, same pixels a step
     experiment sa_unet "$seed" "${SCREEN[@]}" "${R[@]}" --name sa_unet
     experiment cldice "$seed" "${SCREEN[@]}" -s 128 --batch-size 16 --loss "wce+dice+0.5*cldice"
-    experiment patch192 "$seed" "${SCREEN[@]}" -s 192 --batch-size 8 --loss wce+dice  # larger patches, same pixels a step
+    experiment green "$seed" "${SCREEN[@]}" "${R[@]}" --preprocess green
     experiment wide "$seed" "${SCREEN[@]}" "${R[@]}" --channels 32 64 128 256 512
 done
 experiment long 2 "${LONG[@]}" "${R[@]}"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 from PIL import Image
 
 from data.bscans import looks_like_fundus
@@ -32,7 +31,7 @@ from data.photos import (
     read_rgb,
     split_photos,
 )
-from inference.predictor import Predictor
+from inference.predictor import Predictor, resample_probabilities
 from metrics import best_f1_threshold, binary_metrics, curves
 from tasks import load_predictor, register_task
 from tasks.base import SHIPPED_DIR, Evaluator, Task, scaled_size
@@ -281,8 +280,8 @@ class VesselTask(Task):
             rgb = np.asarray(Image.fromarray(rgb).resize((sw, sh), Image.BILINEAR))
         x = predictor.upload(np.ascontiguousarray(rgb.transpose(2, 0, 1))[None])  # (1, 3, h, w) uint8
         probs = predictor.predict(lambda a, b: x[a:b], 1, keep_probs=True).probs[:, 1:2]
-        if factor != 1.0:  # probabilities back at the photo's native size
-            probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False, antialias=factor > 1)
+        if factor != 1.0:  # probabilities back at the photo's native size, resampled as log-odds
+            probs = resample_probabilities(probs, (h, w), antialias=factor > 1)
         prob = probs[0, 0].cpu().numpy()
         mask = None if self.threshold is None else (prob >= self.threshold) & sample.fov
         return VesselPrediction(prob, mask)

@@ -50,6 +50,35 @@ def test_flip_tta_and_resize_keep_native_shape():
     assert pred.labels.shape == (3, 30, 18) and pred.det.shape == (3, 3)
 
 
+def test_resize_resamples_logits_before_the_softmax():
+    model, vol = _model(4), _volume(n=3, h=30, w=18)
+    pred = predict_volume(Predictor([Member(model, MEAN, STD, resize=(16, 16))], "cpu"), torch.from_numpy(vol), True)
+    x = normalize(torch.from_numpy(stack_neighbours(vol, np.arange(3))), MEAN, STD)
+    with torch.no_grad():
+        logits = model(torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear")).seg_logits
+    up = torch.nn.functional.interpolate(logits, size=(30, 18), mode="bilinear")
+    assert torch.allclose(pred.probs, up.softmax(1), atol=1e-5)
+    wrong = torch.nn.functional.interpolate(logits.softmax(1), size=(30, 18), mode="bilinear")  # the old order
+    assert (pred.probs - wrong).abs().max() > 1e-3
+
+
+def test_resample_probabilities_is_exact_on_a_sigmoid_edge():
+    from inference.predictor import resample_probabilities
+
+    # an edge p(x) = sigmoid(2x) sampled at x = 0..3, doubled: the fine pixel at coarse x = 0.25 is sigmoid(0.5)
+    coarse = torch.sigmoid(2 * torch.arange(4.0)).view(1, 1, 1, 4)
+    fine = resample_probabilities(coarse, (1, 8))[0, 0, 0]
+    assert fine[1].item() == pytest.approx(0.622459, abs=1e-5)  # sigmoid(0.5)
+    assert fine[5].item() == pytest.approx(0.989013, abs=1e-5)  # sigmoid(2 * 2.25 = 4.5)
+    # interpolating the probabilities would give 0.75 * 0.5 + 0.25 * sigmoid(2) = 0.595199 at x = 0.25
+    plain = torch.nn.functional.interpolate(coarse, size=(1, 8), mode="bilinear")[0, 0, 0]
+    assert plain[1].item() == pytest.approx(0.595199, abs=1e-5)
+    # certain pixels stay finite and keep their order
+    certain = resample_probabilities(torch.tensor([[[[0.0, 1.0]]]]), (1, 4))[0, 0, 0]
+    assert torch.isfinite(certain).all() and certain[0] < 1e-5 and certain[-1] > 1 - 1e-5
+    assert torch.all(certain[1:] >= certain[:-1])
+
+
 def test_bad_weights_and_batch_size():
     with pytest.raises(ValueError, match="sum to > 0"):
         Predictor([Member(_model(0), MEAN, STD, weight=0)], "cpu")
