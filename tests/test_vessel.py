@@ -379,3 +379,27 @@ def test_preprocessing_is_green_or_clahe_and_every_use_of_the_checkpoint_applies
     patches = task.train_dataset(task.records("train", data_dir=root), augment_for(settings))
     first = load_photo(task.records("train", data_dir=root)[0])
     assert np.array_equal(patches.photos[0].rgb, network_input(first.rgb, "clahe"))
+
+
+def test_scale_brings_probabilities_back_as_log_odds():
+    """Under a scale factor the photo is resized, predicted, and the map brought back with
+    ``inference.predictor.resample_probabilities`` (log-odds), not by interpolating the probabilities."""
+    import torch
+    import torch.nn.functional as F
+
+    from inference.predictor import resample_probabilities
+    from tasks.vessel import Segmenter
+
+    rgb = load_photo(find_photos(DRIVE, "test")[0]).rgb[200:360, 200:360].copy()  # 160 x 160, inside the FOV
+    fov = np.ones(rgb.shape[:2], bool)
+    scaled = Segmenter.from_checkpoint(SHIPPED, device="cpu", scale=2.0, amp=False)
+    prob, _ = scaled.predict(rgb, fov)
+    big = np.asarray(Image.fromarray(rgb).resize((320, 320), Image.BILINEAR))  # as VesselTask.predict resizes
+    at_scale, _ = Segmenter.from_checkpoint(SHIPPED, device="cpu", scale="none", amp=False).predict(
+        big, np.ones((320, 320), bool)
+    )
+    fine = torch.from_numpy(at_scale)[None, None]
+    expected = resample_probabilities(fine, (160, 160), antialias=True)[0, 0].numpy()
+    assert prob.shape == (160, 160) and np.allclose(prob, expected, atol=1e-5)
+    plain = F.interpolate(fine, size=(160, 160), mode="bilinear", antialias=True)[0, 0].numpy()
+    assert np.abs(prob - plain).max() > 1e-3  # the old way differs
